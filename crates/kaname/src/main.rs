@@ -1,1 +1,150 @@
-fn main() {}
+//! `kaname`: one binary for the whole control plane. This file only parses the command line
+//! and dispatches; each subcommand lives in its own crate.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kaname_store::{ClusterState, EtcdConfig};
+
+#[derive(Parser)]
+#[command(name = "kaname", version, about = "A Kubernetes-style highly available control plane in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a member of the etcd-compatible store (etcd's flags and defaults).
+    Etcd(EtcdFlags),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InitialClusterState {
+    New,
+    Existing,
+}
+
+/// etcd's own flag names, defaults and `ETCD_*` environment variables, so command lines and
+/// manifests written for etcd carry over.
+#[derive(Args)]
+struct EtcdFlags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    name: String,
+    /// Path to the data directory [default: ${name}.kaname].
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", value_delimiter = ',', default_value = "http://localhost:2379")]
+    listen_client_urls: Vec<String>,
+    /// List of this member's client URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", value_delimiter = ',', default_value = "http://localhost:2379")]
+    advertise_client_urls: Vec<String>,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", value_delimiter = ',', default_value = "http://localhost:2380")]
+    listen_peer_urls: Vec<String>,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", value_delimiter = ',', default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: Vec<String>,
+    /// Initial cluster configuration for bootstrapping [default: ${name}=http://localhost:2380].
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", value_enum, default_value = "new")]
+    initial_cluster_state: InitialClusterState,
+    /// Initial cluster token for the etcd cluster during bootstrap.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    snapshot_count: u64,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    quota_backend_bytes: u64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    max_txn_ops: usize,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1572864)]
+    max_request_bytes: usize,
+    /// List of URLs to listen on for the metrics and health endpoints.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
+    listen_metrics_urls: Vec<String>,
+    /// Configures log level: debug, info, warn, error, panic, or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
+    log_level: String,
+    /// Accepted for etcd compatibility: kaname always logs structured lines via tracing.
+    #[arg(long, env = "ETCD_LOGGER", value_parser = ["zap", "capnslog"], hide = true)]
+    logger: Option<String>,
+    /// Accepted for etcd compatibility: only 'default', 'stderr' and 'stdout' are supported.
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", value_parser = ["default", "stderr", "stdout"], hide = true)]
+    log_outputs: Option<String>,
+}
+
+impl EtcdFlags {
+    fn into_config(self) -> EtcdConfig {
+        let defaults = EtcdConfig::default();
+        EtcdConfig {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.kaname", self.name))),
+            initial_cluster: self
+                .initial_cluster
+                .unwrap_or_else(|| format!("{}={}", self.name, self.initial_advertise_peer_urls.join(&format!(",{}=", self.name)))),
+            name: self.name,
+            listen_client_urls: self.listen_client_urls,
+            advertise_client_urls: self.advertise_client_urls,
+            listen_peer_urls: self.listen_peer_urls,
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls,
+            initial_cluster_state: match self.initial_cluster_state {
+                InitialClusterState::New => ClusterState::New,
+                InitialClusterState::Existing => ClusterState::Existing,
+            },
+            initial_cluster_token: self.initial_cluster_token,
+            heartbeat_interval_ms: self.heartbeat_interval,
+            election_timeout_ms: self.election_timeout,
+            snapshot_count: self.snapshot_count,
+            quota_backend_bytes: if self.quota_backend_bytes == 0 { defaults.quota_backend_bytes } else { self.quota_backend_bytes },
+            max_txn_ops: self.max_txn_ops,
+            max_request_bytes: self.max_request_bytes,
+            listen_metrics_urls: self.listen_metrics_urls,
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let level = match level {
+        "panic" | "fatal" => "error",
+        l => l,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KANAME_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("received shutdown signal");
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Etcd(flags) => {
+            init_logging(&flags.log_level);
+            let cfg = flags.into_config();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(kaname_store::run(cfg, shutdown_signal()))
+        }
+    }
+}

@@ -1,1 +1,22 @@
-//! placeholder
+//! `kaname etcd`: an etcd v3 compatible, Raft replicated key-value store.
+//!
+//! Layers, top to bottom (as etcd's): [`grpc`] (the v3 API: checks, headers) and [`http`]
+//! → [`server`] (propose through Raft, linearizable reads) → [`raft`] (openraft: log, network,
+//! state machine) → [`apply`] (etcd request semantics) → [`mvcc`] (revisions, index, history
+//! on redb). [`run`] wires a member together from its [`config`].
+
+pub mod apply;
+pub mod config;
+pub mod datadir;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod mvcc;
+pub mod peer;
+pub mod raft;
+pub mod run;
+pub mod server;
+
+pub use config::{ClusterState, EtcdConfig};
+pub use run::{run, Member};

@@ -1,0 +1,281 @@
+//! etcd's request semantics over the MVCC store (etcd's `applierV3backend`): what a Put,
+//! DeleteRange, Txn or Range means, independent of how it reached this member.
+//!
+//! The same code answers committed Raft entries (writes) and local reads, so a Range inside a
+//! Txn and a standalone Range cannot drift apart.
+
+use std::cmp::Ordering;
+
+use kaname_proto::etcdserverpb::{
+    compare, range_request, request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
+};
+use kaname_proto::mvccpb::KeyValue;
+
+use crate::error::EtcdError;
+use crate::mvcc::{MvccStore, RangeOptions, RangeResult, TxnWrite};
+
+/// etcd treats a `range_end` of a single zero byte as "every key from `key` on", and an absent
+/// one as "just `key`" (`mkGteRange`).
+pub fn range_end(end: &[u8]) -> Option<&[u8]> {
+    match end {
+        [] => None,
+        [0] => Some(&[]),
+        e => Some(e),
+    }
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision, ..Default::default() })
+}
+
+/// Anything Range can read from: the committed store (reads) or a write in progress (txns).
+pub trait RangeSource {
+    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError>;
+}
+
+impl RangeSource for MvccStore {
+    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
+        self.range(key, end, opts)
+    }
+}
+
+impl RangeSource for TxnWrite<'_, '_> {
+    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
+        self.range(key, end, opts)
+    }
+}
+
+/// etcd's `applierV3backend.Range`: filters and sorting happen after the fetch, so a limit
+/// can only be pushed down when neither is asked for.
+pub fn range(src: &impl RangeSource, r: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+    use range_request::{SortOrder, SortTarget};
+    let sort_order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
+    let sort_target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
+    let filtered = r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0;
+    let mut limit = r.limit;
+    if sort_order != SortOrder::None || filtered {
+        limit = 0;
+    }
+    if limit > 0 {
+        // one more than asked, to learn whether there is more
+        limit += 1;
+    }
+    let opts = RangeOptions { limit: limit.max(0) as usize, rev: r.revision, count_only: r.count_only };
+    let mut rr = src.range_keys(&r.key, range_end(&r.range_end), &opts)?;
+
+    rr.kvs.retain(|kv| {
+        !(r.max_mod_revision != 0 && kv.mod_revision > r.max_mod_revision
+            || r.min_mod_revision != 0 && kv.mod_revision < r.min_mod_revision
+            || r.max_create_revision != 0 && kv.create_revision > r.max_create_revision
+            || r.min_create_revision != 0 && kv.create_revision < r.min_create_revision)
+    });
+
+    let mut order = sort_order;
+    if sort_target != SortTarget::Key && order == SortOrder::None {
+        // the store returns keys ascending; any other target needs an explicit sort
+        order = SortOrder::Ascend;
+    }
+    if order != SortOrder::None {
+        let cmp = |a: &KeyValue, b: &KeyValue| -> Ordering {
+            match sort_target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            }
+        };
+        // Stable, like the insertion sort Go's sort.Sort uses on the short lists etcdctl
+        // users look at, so ties keep key order.
+        if order == SortOrder::Descend {
+            rr.kvs.sort_by(|a, b| cmp(b, a));
+        } else {
+            rr.kvs.sort_by(cmp);
+        }
+    }
+
+    let mut more = false;
+    if r.limit > 0 && rr.kvs.len() > r.limit as usize {
+        rr.kvs.truncate(r.limit as usize);
+        more = true;
+    }
+    if r.keys_only {
+        for kv in &mut rr.kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(RangeResponse { header: header(rr.rev), kvs: rr.kvs, more, count: rr.count as i64 })
+}
+
+/// etcd's `applierV3backend.Put`, inside the request's write.
+fn put(txn: &mut TxnWrite, p: &PutRequest) -> Result<PutResponse, EtcdError> {
+    let mut value = p.value.clone();
+    let mut lease = p.lease;
+    let mut prev_kv = None;
+    if p.ignore_value || p.ignore_lease || p.prev_kv {
+        let prev = txn.get(&p.key)?;
+        if (p.ignore_value || p.ignore_lease) && prev.is_none() {
+            return Err(EtcdError::KeyNotFound);
+        }
+        if let Some(prev) = &prev {
+            if p.ignore_value {
+                value = prev.value.clone();
+            }
+            if p.ignore_lease {
+                lease = prev.lease;
+            }
+        }
+        if p.prev_kv {
+            prev_kv = prev;
+        }
+    }
+    txn.put(&p.key, value, lease)?;
+    Ok(PutResponse { header: header(txn.write_rev()), prev_kv })
+}
+
+/// etcd's `applierV3backend.DeleteRange`.
+fn delete_range(txn: &mut TxnWrite, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
+    let end = range_end(&d.range_end);
+    let prev_kvs = if d.prev_kv { txn.range(&d.key, end, &RangeOptions::default())?.kvs } else { Vec::new() };
+    let deleted = txn.delete_range(&d.key, end)?;
+    let rev = if deleted != 0 || txn.has_changes() { txn.write_rev() } else { txn.rev() };
+    Ok(DeleteRangeResponse { header: header(rev), deleted, prev_kvs })
+}
+
+/// Checks that would otherwise fail half way through a txn are done before it writes
+/// anything (etcd's `checkRequests`): an ignore_value/ignore_lease put on a missing key.
+/// Leases do not exist yet in this store, so any lease id is unknown.
+fn check_ops(txn: &TxnWrite, ops: &[RequestOp]) -> Result<(), EtcdError> {
+    for op in ops {
+        match &op.request {
+            Some(request_op::Request::RequestPut(p)) => {
+                if p.lease != 0 {
+                    return Err(EtcdError::LeaseNotFound);
+                }
+                if (p.ignore_value || p.ignore_lease) && txn.get(&p.key)?.is_none() {
+                    return Err(EtcdError::KeyNotFound);
+                }
+            }
+            Some(request_op::Request::RequestRange(r)) => {
+                let rev = txn.rev();
+                if r.revision > rev {
+                    return Err(EtcdError::FutureRev);
+                }
+                if r.revision > 0 && txn.range(&r.key, None, &RangeOptions { rev: r.revision, count_only: true, limit: 0 }).is_err() {
+                    return Err(EtcdError::Compacted);
+                }
+            }
+            Some(request_op::Request::RequestTxn(t)) => {
+                let ok = compares_hold(txn, &t.compare)?;
+                check_ops(txn, if ok { &t.success } else { &t.failure })?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// etcd's `applyCompare` over all compares: a txn's guard.
+fn compares_hold(txn: &TxnWrite, compares: &[Compare]) -> Result<bool, EtcdError> {
+    for c in compares {
+        let kvs = txn.range(&c.key, range_end(&c.range_end), &RangeOptions::default())?.kvs;
+        let holds = if kvs.is_empty() {
+            // A value cannot be compared on a missing key; other targets compare as zero.
+            c.target() != compare::CompareTarget::Value && compare_kv(c, &KeyValue::default())
+        } else {
+            kvs.iter().all(|kv| compare_kv(c, kv))
+        };
+        if !holds {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    use compare::{CompareResult, CompareTarget, TargetUnion};
+    let ord = match c.target() {
+        CompareTarget::Value => {
+            let v: &[u8] = match &c.target_union {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(v)
+        }
+        target => {
+            let want = match (&c.target_union, target) {
+                (Some(TargetUnion::Version(v)), CompareTarget::Version) => *v,
+                (Some(TargetUnion::CreateRevision(v)), CompareTarget::Create) => *v,
+                (Some(TargetUnion::ModRevision(v)), CompareTarget::Mod) => *v,
+                (Some(TargetUnion::Lease(v)), CompareTarget::Lease) => *v,
+                _ => 0,
+            };
+            let have = match target {
+                CompareTarget::Version => kv.version,
+                CompareTarget::Create => kv.create_revision,
+                CompareTarget::Mod => kv.mod_revision,
+                _ => kv.lease,
+            };
+            have.cmp(&want)
+        }
+    };
+    match c.result() {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// Runs the chosen branch's ops; nested txns run inside the same write (one revision).
+fn exec_ops(txn: &mut TxnWrite, ops: &[RequestOp]) -> Result<Vec<ResponseOp>, EtcdError> {
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(range(&*txn, r)?),
+            Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(put(txn, p)?),
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                response_op::Response::ResponseDeleteRange(delete_range(txn, d)?)
+            }
+            Some(request_op::Request::RequestTxn(t)) => response_op::Response::ResponseTxn(txn_in(txn, t)?),
+            None => continue,
+        };
+        out.push(ResponseOp { response: Some(response) });
+    }
+    Ok(out)
+}
+
+fn txn_in(txn: &mut TxnWrite, t: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+    let succeeded = compares_hold(txn, &t.compare)?;
+    let ops = if succeeded { &t.success } else { &t.failure };
+    let responses = exec_ops(txn, ops)?;
+    Ok(TxnResponse { header: header(txn.rev()), succeeded, responses })
+}
+
+/// A Put as a whole request.
+pub fn apply_put(txn: &mut TxnWrite, p: &PutRequest) -> Result<PutResponse, EtcdError> {
+    if p.lease != 0 {
+        return Err(EtcdError::LeaseNotFound);
+    }
+    put(txn, p)
+}
+
+/// A DeleteRange as a whole request.
+pub fn apply_delete_range(txn: &mut TxnWrite, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
+    delete_range(txn, d)
+}
+
+/// A Txn as a whole request (etcd's `applyTxn`): the guard is evaluated, then the branch is
+/// checked for errors before anything is written, then executed.
+pub fn apply_txn(txn: &mut TxnWrite, t: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+    let succeeded = compares_hold(txn, &t.compare)?;
+    let ops = if succeeded { &t.success } else { &t.failure };
+    check_ops(txn, ops)?;
+    let responses = exec_ops(txn, ops)?;
+    Ok(TxnResponse { header: header(txn.rev()), succeeded, responses })
+}

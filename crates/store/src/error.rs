@@ -1,0 +1,75 @@
+//! Errors the store reports, and their mapping onto the gRPC status etcd clients expect.
+//!
+//! etcd clients (etcdctl, clientv3, kube-apiserver) recognise failures by the exact message
+//! text of the gRPC status (`rpctypes.ErrorDesc`), so every variant here carries etcd's text
+//! and code verbatim. Anything that would change those strings breaks real clients.
+
+use serde::{Deserialize, Serialize};
+use tonic::{Code, Status};
+
+/// A failure that clients must see exactly as etcd reports it.
+///
+/// It is serializable because some of them are decided by the state machine on the leader
+/// and travel back to the member that received the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// A fault of this member (disk, corrupted state) rather than of the request.
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl EtcdError {
+    /// The gRPC code etcd pairs with each message (see etcd's `api/v3rpc/rpctypes`).
+    pub fn code(&self) -> Code {
+        use EtcdError::*;
+        match self {
+            EmptyKey | TooManyOps | DuplicateKey | RequestTooLarge | ValueProvided
+            | LeaseProvided | KeyNotFound => Code::InvalidArgument,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            Compacted | FutureRev => Code::OutOfRange,
+            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<EtcdError> for Status {
+    fn from(e: EtcdError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// Storage faults are never the client's doing; they surface as `Internal` and are logged.
+pub fn internal(e: impl std::fmt::Display) -> EtcdError {
+    EtcdError::Internal(e.to_string())
+}

@@ -1,0 +1,99 @@
+//! `etcdserverpb.KV`.
+
+use std::sync::Arc;
+
+use kaname_proto::etcdserverpb::kv_server::Kv;
+use kaname_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::{observed, validate};
+use crate::apply;
+use crate::error::{internal, EtcdError};
+use crate::raft::Command;
+use crate::server::EtcdServer;
+
+pub struct KvService {
+    pub server: Arc<EtcdServer>,
+}
+
+impl KvService {
+    /// Encodes a write, enforces `--max-request-bytes` (etcd checks the proposal size), and
+    /// proposes it.
+    async fn write<Resp: Message + Default>(
+        &self,
+        wrap: fn(Vec<u8>) -> Command,
+        req: &impl Message,
+    ) -> Result<Resp, EtcdError> {
+        let bytes = req.encode_to_vec();
+        if bytes.len() > self.server.limits.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let out = self.server.propose(wrap(bytes)).await?;
+        Resp::decode(out.as_slice()).map_err(internal)
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let s = &self.server;
+        observed(s, "etcdserverpb.KV", "Range", async {
+            let r = req.into_inner();
+            validate::check_range(&r)?;
+            if !r.serializable {
+                s.linearizable_barrier().await?;
+            }
+            let mut resp = apply::range(&*s.store, &r)?;
+            s.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        observed(&self.server, "etcdserverpb.KV", "Put", async {
+            let r = req.into_inner();
+            validate::check_put(&r)?;
+            let mut resp: PutResponse = self.write(Command::Put, &r).await?;
+            self.server.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
+    }
+
+    async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+        observed(&self.server, "etcdserverpb.KV", "DeleteRange", async {
+            let r = req.into_inner();
+            validate::check_delete(&r)?;
+            let mut resp: DeleteRangeResponse = self.write(Command::DeleteRange, &r).await?;
+            self.server.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        observed(&self.server, "etcdserverpb.KV", "Txn", async {
+            let r = req.into_inner();
+            validate::check_txn(&r, self.server.limits.max_txn_ops)?;
+            let mut resp: TxnResponse = self.write(Command::Txn, &r).await?;
+            self.server.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
+    }
+
+    async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        observed(&self.server, "etcdserverpb.KV", "Compact", async {
+            let r = req.into_inner();
+            let mut resp: CompactionResponse = self.write(Command::Compact, &r).await?;
+            self.server.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
+    }
+}

@@ -1,0 +1,30 @@
+//! The etcd v3 gRPC API (etcd's `v3rpc`): decode, check, hand to the server, fill headers.
+
+pub mod cluster;
+pub mod kv;
+pub mod maintenance;
+pub mod validate;
+
+use std::future::Future;
+use std::time::Instant;
+
+use tonic::Status;
+
+use crate::server::EtcdServer;
+
+/// Runs one RPC body and records its outcome in the metrics.
+pub(crate) async fn observed<T>(
+    server: &EtcdServer,
+    service: &str,
+    method: &str,
+    body: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let start = Instant::now();
+    let result = body.await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    };
+    server.metrics.observe(service, method, code, start.elapsed().as_secs_f64());
+    result
+}

@@ -1,0 +1,79 @@
+//! Raft glue: the replicated command type, and the openraft storage and network adapters.
+//!
+//! openraft runs in its standard one-leader-per-term mode (`single-term-leader`), so a term
+//! means what it means in etcd and `raft_term` in response headers is comparable.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EtcdError;
+
+/// One replicated request. etcd requests travel as their protobuf encoding, so the log holds
+/// exactly what the client sent and the apply step decodes it with the same types the gRPC
+/// edge used.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Command {
+    Put(Vec<u8>),
+    DeleteRange(Vec<u8>),
+    Txn(Vec<u8>),
+    Compact(Vec<u8>),
+    /// A member announces the name and client URLs it serves (etcd's attribute publish), so
+    /// every member can answer `MemberList` with them.
+    PublishAttributes { member_id: u64, name: String, client_urls: Vec<String> },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Put(b) => write!(f, "put({} bytes)", b.len()),
+            Command::DeleteRange(b) => write!(f, "delete_range({} bytes)", b.len()),
+            Command::Txn(b) => write!(f, "txn({} bytes)", b.len()),
+            Command::Compact(b) => write!(f, "compact({} bytes)", b.len()),
+            Command::PublishAttributes { member_id, .. } => write!(f, "publish({member_id:x})"),
+        }
+    }
+}
+
+/// The outcome of applying a [`Command`]: the encoded etcd response, or the etcd error the
+/// state machine decided on (e.g. a compacted revision inside a txn).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CommandResult(pub Option<Result<Vec<u8>, EtcdError>>);
+
+/// A member as Raft membership records it: its name and peer URLs (what etcd's member ID is
+/// derived from). Client URLs are published separately once the member serves them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNode {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+impl fmt::Display for MemberNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.peer_urls.join(","))
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The openraft type family of the store.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = MemberNode,
+        SnapshotData = tokio::fs::File,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type StorageError = openraft::StorageError<u64>;
+
+/// openraft wants its own error type from storage; the cause is kept as text.
+pub(crate) fn storage_io_err(e: impl fmt::Display) -> StorageError {
+    let io = std::io::Error::other(e.to_string());
+    openraft::StorageIOError::<u64>::write(&io).into()
+}

@@ -1,0 +1,159 @@
+//! Member-to-member transport: openraft's RPCs (and our forwarding RPCs) as bincode payloads
+//! over the `kanamepeer.RaftPeer` gRPC service on the peer URL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kaname_proto::peer::raft_peer_client::RaftPeerClient;
+use kaname_proto::peer::RaftBytes;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{MemberNode, TypeConfig};
+
+/// Which peer RPC to call; one enum so the plumbing is written once.
+#[derive(Clone, Copy, Debug)]
+pub enum PeerRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+    ReadIndex,
+}
+
+/// Lazily connected channels to the other members, shared by Raft replication and request
+/// forwarding. A tonic channel reconnects by itself, so one per peer URL is enough.
+#[derive(Clone, Default)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+/// Why a peer call failed: the peer could not be reached, or it answered with garbage.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    #[error("bad peer reply: {0}")]
+    Protocol(String),
+}
+
+impl PeerChannels {
+    pub fn channel(&self, node: &MemberNode) -> Result<Channel, PeerError> {
+        let url = node.peer_urls.first().ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", node.name)))?;
+        let mut map = self.channels.lock().expect("peer channel map");
+        if let Some(ch) = map.get(url) {
+            return Ok(ch.clone());
+        }
+        let ch = Endpoint::from_shared(url.clone())
+            .map_err(|e| PeerError::Unreachable(e.to_string()))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .connect_lazy();
+        map.insert(url.clone(), ch.clone());
+        Ok(ch)
+    }
+
+    /// Sends `req` to the peer and decodes its reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        node: &MemberNode,
+        rpc: PeerRpc,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let data = bincode::serialize(req).map_err(|e| PeerError::Protocol(e.to_string()))?;
+        let mut client = RaftPeerClient::new(self.channel(node)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let mut request = tonic::Request::new(RaftBytes { data });
+        request.set_timeout(timeout);
+        let fut = async {
+            match rpc {
+                PeerRpc::AppendEntries => client.append_entries(request).await,
+                PeerRpc::Vote => client.vote(request).await,
+                PeerRpc::InstallSnapshot => client.install_snapshot(request).await,
+                PeerRpc::Forward => client.forward(request).await,
+                PeerRpc::ReadIndex => client.read_index(request).await,
+            }
+        };
+        let reply = tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| PeerError::Unreachable(format!("{rpc:?} to {} timed out", node.name)))?
+            .map_err(|s| PeerError::Unreachable(format!("{rpc:?} to {}: {}", node.name, s.message())))?;
+        bincode::deserialize(&reply.into_inner().data).map_err(|e| PeerError::Protocol(e.to_string()))
+    }
+}
+
+/// openraft asks this for a connection per target member.
+pub struct NetworkFactory {
+    pub channels: PeerChannels,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, _target: u64, node: &MemberNode) -> PeerConnection {
+        PeerConnection { node: node.clone(), channels: self.channels.clone() }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct PeerConnection {
+    node: MemberNode,
+    channels: PeerChannels,
+}
+
+impl PeerConnection {
+    async fn send<Req, Resp, E>(&self, rpc: PeerRpc, req: Req, option: &RPCOption) -> Result<Resp, RPCError<u64, MemberNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply: Result<Resp, RaftError<u64, E>> = self
+            .channels
+            .call(&self.node, rpc, &req, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                // Unreachable makes openraft back off instead of hammering a dead member.
+                PeerError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+                PeerError::Protocol(_) => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        reply.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
+        self.send(PeerRpc::AppendEntries, rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>> {
+        self.send(PeerRpc::InstallSnapshot, rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
+        self.send(PeerRpc::Vote, rpc, &option).await
+    }
+}

@@ -1,0 +1,318 @@
+//! The Raft state machine: committed entries applied to the MVCC store, and snapshots of it.
+//!
+//! Each apply round is one redb transaction that also records the applied log position and
+//! the last membership, so a restart neither applies an entry twice nor skips one.
+//!
+//! Snapshots are files, streamed row by row, never held in memory whole. A snapshot file is:
+//! the magic line, then records `[table u8][key len u32][key][value len u32][value]`, then a
+//! single `0xFF` byte. Its openraft metadata sits beside it in a small JSON file.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kaname_proto::etcdserverpb::{CompactionRequest, CompactionResponse, DeleteRangeRequest, PutRequest, TxnRequest};
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::{storage_io_err, Command, CommandResult, LogId, MemberNode, StorageError, TypeConfig};
+use crate::apply;
+use crate::error::{internal, EtcdError};
+use crate::mvcc::{MvccStore, WriteBatch};
+
+const MAGIC: &[u8] = b"KANAME-SNAPSHOT-1\n";
+const END: u8 = 0xFF;
+
+const META_APPLIED: &str = "raft_applied";
+const META_MEMBERSHIP: &str = "raft_membership";
+/// Member attributes published through Raft: JSON map of member id to [`MemberAttributes`].
+pub const META_MEMBER_ATTRS: &str = "member_attributes";
+
+/// What a member publishes about itself once it serves clients.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MemberAttributes {
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
+pub type Membership = StoredMembership<u64, MemberNode>;
+
+/// Reads the member attributes map from the store.
+pub fn member_attributes(store: &MvccStore) -> std::collections::BTreeMap<u64, MemberAttributes> {
+    store
+        .get_meta(META_MEMBER_ATTRS)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The state machine handle openraft drives; the MVCC store inside is shared with readers.
+pub struct StateMachine {
+    store: Arc<MvccStore>,
+    snap_dir: PathBuf,
+}
+
+impl StateMachine {
+    pub fn new(store: Arc<MvccStore>, snap_dir: &Path) -> Result<Self, EtcdError> {
+        std::fs::create_dir_all(snap_dir).map_err(internal)?;
+        Ok(StateMachine { store, snap_dir: snap_dir.to_path_buf() })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
+        match self.store.get_meta(name).map_err(storage_io_err)? {
+            Some(b) => Ok(Some(bincode::deserialize(&b).map_err(storage_io_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest complete snapshot on disk: (data path, metadata).
+    fn latest_snapshot(&self) -> Option<(PathBuf, SnapshotMeta<u64, MemberNode>)> {
+        let mut best: Option<(PathBuf, SnapshotMeta<u64, MemberNode>)> = None;
+        for entry in std::fs::read_dir(&self.snap_dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("meta") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(meta) = serde_json::from_slice::<SnapshotMeta<u64, MemberNode>>(&bytes) else { continue };
+            let data = path.with_extension("snap");
+            if data.exists() && best.as_ref().is_none_or(|(_, b)| b.last_log_id < meta.last_log_id) {
+                best = Some((data, meta));
+            }
+        }
+        best
+    }
+
+    /// Keeps only the newest snapshot: older ones can no longer be sent or restored from.
+    fn remove_snapshots_except(&self, keep_id: &str) {
+        let Ok(dir) = std::fs::read_dir(&self.snap_dir) else { return };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            if stem != keep_id {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    fn write_meta_file(&self, meta: &SnapshotMeta<u64, MemberNode>) -> Result<(), StorageError> {
+        let path = self.snap_dir.join(format!("{}.meta", meta.snapshot_id));
+        let tmp = path.with_extension("meta.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(storage_io_err)?;
+        f.write_all(&serde_json::to_vec(meta).map_err(storage_io_err)?).map_err(storage_io_err)?;
+        f.sync_all().map_err(storage_io_err)?;
+        std::fs::rename(&tmp, &path).map_err(storage_io_err)
+    }
+}
+
+/// Applies one command inside the batch and encodes its response.
+fn apply_command(batch: &mut WriteBatch, cmd: &Command) -> Result<Vec<u8>, EtcdError> {
+    match cmd {
+        Command::Put(b) => {
+            let req = PutRequest::decode(b.as_slice()).map_err(internal)?;
+            let mut txn = batch.txn();
+            Ok(apply::apply_put(&mut txn, &req)?.encode_to_vec())
+        }
+        Command::DeleteRange(b) => {
+            let req = DeleteRangeRequest::decode(b.as_slice()).map_err(internal)?;
+            let mut txn = batch.txn();
+            Ok(apply::apply_delete_range(&mut txn, &req)?.encode_to_vec())
+        }
+        Command::Txn(b) => {
+            let req = TxnRequest::decode(b.as_slice()).map_err(internal)?;
+            let mut txn = batch.txn();
+            Ok(apply::apply_txn(&mut txn, &req)?.encode_to_vec())
+        }
+        Command::Compact(b) => {
+            let req = CompactionRequest::decode(b.as_slice()).map_err(internal)?;
+            batch.compact(req.revision)?;
+            let header = Some(kaname_proto::etcdserverpb::ResponseHeader { revision: batch.rev(), ..Default::default() });
+            Ok(CompactionResponse { header }.encode_to_vec())
+        }
+        Command::PublishAttributes { .. } => Ok(Vec::new()),
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        let applied = self.read_meta::<Option<LogId>>(META_APPLIED)?.flatten();
+        let membership = self.read_meta::<Membership>(META_MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = self.store.write_batch().map_err(storage_io_err)?;
+        let mut results = Vec::new();
+        let mut last_applied = None;
+        let mut membership = None;
+        let mut attrs = None;
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            let result = match &entry.payload {
+                EntryPayload::Blank => CommandResult(None),
+                EntryPayload::Membership(m) => {
+                    membership = Some(Membership::new(Some(entry.log_id), m.clone()));
+                    CommandResult(None)
+                }
+                EntryPayload::Normal(cmd) => {
+                    if let Command::PublishAttributes { member_id, name, client_urls } = cmd {
+                        let map = attrs.get_or_insert_with(|| member_attributes(&self.store));
+                        map.insert(*member_id, MemberAttributes { name: name.clone(), client_urls: client_urls.clone() });
+                    }
+                    CommandResult(Some(apply_command(&mut batch, cmd)))
+                }
+            };
+            results.push(result);
+        }
+        batch.set_meta(META_APPLIED, &ser(&last_applied)).map_err(storage_io_err)?;
+        if let Some(m) = &membership {
+            batch.set_meta(META_MEMBERSHIP, &ser(m)).map_err(storage_io_err)?;
+        }
+        if let Some(a) = &attrs {
+            batch.set_meta(META_MEMBER_ATTRS, &serde_json::to_vec(a).map_err(storage_io_err)?).map_err(storage_io_err)?;
+        }
+        batch.commit().map_err(storage_io_err)?;
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { store: self.store.clone(), snap_dir: self.snap_dir.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.snap_dir.join(format!("receiving-{}.part", rand::random::<u64>()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(storage_io_err)?;
+        // The name only matters while receiving; the open handle keeps the data.
+        let _ = std::fs::remove_file(&path);
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, MemberNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let mut file = snapshot.into_std().await;
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(storage_io_err)?;
+        // Keep a copy as our current snapshot, so it can be sent on to others.
+        let data_path = self.snap_dir.join(format!("{}.snap", meta.snapshot_id));
+        {
+            let mut out = std::fs::File::create(&data_path).map_err(storage_io_err)?;
+            std::io::copy(&mut file, &mut out).map_err(storage_io_err)?;
+            out.sync_all().map_err(storage_io_err)?;
+        }
+        let mut reader = BufReader::new(std::fs::File::open(&data_path).map_err(storage_io_err)?);
+        let store = self.store.clone();
+        store
+            .replace_with(|put| read_snapshot_rows(&mut reader, put))
+            .map_err(storage_io_err)?;
+        self.write_meta_file(meta)?;
+        self.remove_snapshots_except(&meta.snapshot_id);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some((path, meta)) = self.latest_snapshot() else { return Ok(None) };
+        let file = tokio::fs::File::open(&path).await.map_err(storage_io_err)?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
+    }
+}
+
+fn read_snapshot_rows(
+    r: &mut impl Read,
+    put: &mut dyn FnMut(u8, &[u8], &[u8]) -> Result<(), EtcdError>,
+) -> Result<(), EtcdError> {
+    let mut magic = vec![0u8; MAGIC.len()];
+    r.read_exact(&mut magic).map_err(internal)?;
+    if magic != MAGIC {
+        return Err(internal("not a kaname snapshot"));
+    }
+    let read_chunk = |r: &mut dyn Read| -> Result<Vec<u8>, EtcdError> {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).map_err(internal)?;
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        r.read_exact(&mut buf).map_err(internal)?;
+        Ok(buf)
+    };
+    loop {
+        let mut tag = [0u8; 1];
+        r.read_exact(&mut tag).map_err(internal)?;
+        if tag[0] == END {
+            return Ok(());
+        }
+        let k = read_chunk(r)?;
+        let v = read_chunk(r)?;
+        put(tag[0], &k, &v)?;
+    }
+}
+
+/// Builds a snapshot file from a consistent read of the store.
+pub struct SnapshotBuilder {
+    store: Arc<MvccStore>,
+    snap_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let tmp = self.snap_dir.join(format!("building-{}.part", rand::random::<u64>()));
+        let mut applied: Option<LogId> = None;
+        let mut membership = Membership::default();
+        {
+            let mut w = BufWriter::new(std::fs::File::create(&tmp).map_err(storage_io_err)?);
+            w.write_all(MAGIC).map_err(storage_io_err)?;
+            self.store
+                .for_each_row(|table, k, v| {
+                    // The Raft position of the snapshot comes from the same read transaction
+                    // as the data.
+                    if table == 0 && k == META_APPLIED.as_bytes() {
+                        applied = bincode::deserialize::<Option<LogId>>(v).ok().flatten();
+                    }
+                    if table == 0 && k == META_MEMBERSHIP.as_bytes() {
+                        membership = bincode::deserialize(v).unwrap_or_default();
+                    }
+                    w.write_all(&[table])?;
+                    w.write_all(&(k.len() as u32).to_be_bytes())?;
+                    w.write_all(k)?;
+                    w.write_all(&(v.len() as u32).to_be_bytes())?;
+                    w.write_all(v)
+                })
+                .map_err(storage_io_err)?;
+            w.write_all(&[END]).map_err(storage_io_err)?;
+            let f = w.into_inner().map_err(storage_io_err)?;
+            f.sync_all().map_err(storage_io_err)?;
+        }
+        let snapshot_id = match &applied {
+            Some(l) => format!("{:016x}-{:08x}", l.index, rand::random::<u32>()),
+            None => format!("empty-{:08x}", rand::random::<u32>()),
+        };
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: snapshot_id.clone() };
+        let data_path = self.snap_dir.join(format!("{snapshot_id}.snap"));
+        std::fs::rename(&tmp, &data_path).map_err(storage_io_err)?;
+        let sm = StateMachine { store: self.store.clone(), snap_dir: self.snap_dir.clone() };
+        sm.write_meta_file(&meta)?;
+        sm.remove_snapshots_except(&snapshot_id);
+        let file = tokio::fs::File::open(&data_path).await.map_err(storage_io_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
+    }
+}
+
+fn ser<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).expect("raft metadata serializes")
+}

@@ -1,0 +1,262 @@
+//! Wiring one member together: data dir checks, stores, Raft, listeners, background tasks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use kaname_proto::etcdserverpb::cluster_server::ClusterServer;
+use kaname_proto::etcdserverpb::kv_server::KvServer;
+use kaname_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use kaname_proto::peer::raft_peer_server::RaftPeerServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, EtcdConfig};
+use crate::datadir::{DataDir, DataDirError};
+use crate::grpc::{cluster::ClusterService, kv::KvService, maintenance::MaintenanceService};
+use crate::metrics::Metrics;
+use crate::mvcc::MvccStore;
+use crate::peer::PeerService;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, PeerChannels};
+use crate::raft::state_machine::{member_attributes, StateMachine};
+use crate::raft::{Command, MemberNode, Raft};
+use crate::server::{EtcdServer, RequestLimits};
+
+/// gRPC adds framing around a request; etcd allows this much on top of `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// A running member. Dropping it does not stop it; call [`Member::shutdown`].
+pub struct Member {
+    pub server: Arc<EtcdServer>,
+    pub client_addrs: Vec<SocketAddr>,
+    pub peer_addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Member {
+    /// Stops serving and shuts Raft down (flushing nothing: every acknowledged write is
+    /// already on disk).
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.server.raft.shutdown().await;
+    }
+}
+
+/// Resolves a listen URL to a socket address; `localhost` means the IPv4 loopback, as etcd
+/// binds it.
+async fn bind(url: &str) -> anyhow::Result<TcpListener> {
+    let u = url::Url::parse(url)?;
+    if u.scheme() == "https" {
+        bail!("{url}: TLS listeners are not supported yet");
+    }
+    let host = match u.host_str() {
+        Some("localhost") | None => "127.0.0.1".to_string(),
+        Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+    };
+    let port = u.port_or_known_default().ok_or_else(|| anyhow!("{url}: no port"))?;
+    TcpListener::bind((host.as_str(), port))
+        .await
+        .with_context(|| format!("listen on {url}"))
+}
+
+/// Starts a member and returns once it listens (it may not have a leader yet).
+pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
+    let members = cfg.initial_members()?;
+    let me = members.iter().find(|m| m.name == cfg.name).expect("checked by initial_members").clone();
+    let cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+
+    let dir = DataDir::new(&cfg.data_dir);
+    match dir.inspect()? {
+        Some(marker) => {
+            if marker.member_id != me.id || marker.cluster_id != cluster_id {
+                return Err(DataDirError::IdentityMismatch {
+                    path: cfg.data_dir.clone(),
+                    name: marker.name,
+                    stored: marker.member_id,
+                    flag_name: cfg.name.clone(),
+                    flag: me.id,
+                    flag_cluster: cluster_id,
+                }
+                .into());
+            }
+        }
+        None => {
+            if cfg.initial_cluster_state == config::ClusterState::Existing {
+                bail!("--initial-cluster-state=existing (joining a running cluster) is not supported yet");
+            }
+            dir.create()?;
+            dir.write_marker(&DataDir::new_marker(&cfg.name, me.id, cluster_id))?;
+        }
+    }
+
+    let log_store = LogStore::open(&dir.log_path()).map_err(|e| anyhow!("open raft log: {e}"))?;
+    let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
+    let sm = StateMachine::new(store.clone(), &dir.snap_dir()).map_err(|e| anyhow!("{e}"))?;
+
+    let raft_config = openraft::Config {
+        cluster_name: cfg.initial_cluster_token.clone(),
+        heartbeat_interval: cfg.heartbeat_interval_ms,
+        // Randomized in [T, 2T), as etcd does.
+        election_timeout_min: cfg.election_timeout_ms,
+        election_timeout_max: cfg.election_timeout_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
+        // etcd keeps this many entries after a snapshot so slow followers catch up from the log.
+        max_in_snapshot_log_to_keep: 5000.min(cfg.snapshot_count),
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 1024,
+        ..Default::default()
+    }
+    .validate()?;
+
+    let peers = PeerChannels::default();
+    let raft = Raft::new(me.id, Arc::new(raft_config), NetworkFactory { channels: peers.clone() }, log_store, sm)
+        .await
+        .map_err(|e| anyhow!("start raft: {e}"))?;
+    if !raft.is_initialized().await? {
+        let nodes: BTreeMap<u64, MemberNode> = members
+            .iter()
+            .map(|m| (m.id, MemberNode { name: m.name.clone(), peer_urls: m.peer_urls.clone() }))
+            .collect();
+        // Every founding member proposes the same membership; openraft accepts that.
+        if let Err(e) = raft.initialize(nodes).await {
+            tracing::info!("raft initialize: {e}");
+        }
+    }
+
+    let server = Arc::new(EtcdServer {
+        raft,
+        store,
+        member_id: me.id,
+        cluster_id,
+        name: cfg.name.clone(),
+        limits: RequestLimits {
+            max_txn_ops: cfg.max_txn_ops,
+            max_request_bytes: cfg.max_request_bytes,
+            request_timeout: Duration::from_millis(5000 + 2 * cfg.election_timeout_ms),
+        },
+        peers,
+        metrics: Arc::new(Metrics::new()),
+    });
+
+    let mut tasks = Vec::new();
+    let mut peer_addrs = Vec::new();
+    for url in &cfg.listen_peer_urls {
+        let listener = bind(url).await?;
+        peer_addrs.push(listener.local_addr()?);
+        let svc = RaftPeerServer::new(PeerService { server: server.clone() })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming(incoming).await {
+                tracing::error!("peer listener stopped: {e}");
+            }
+        }));
+    }
+
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let grpc = tonic::service::Routes::new(
+        KvServer::new(KvService { server: server.clone() })
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
+    .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }));
+    let app = grpc.into_axum_router().merge(crate::http::router(server.clone()));
+    let mut client_addrs = Vec::new();
+    for url in &cfg.listen_client_urls {
+        let listener = bind(url).await?;
+        client_addrs.push(listener.local_addr()?);
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("client listener stopped: {e}");
+            }
+        }));
+    }
+    for url in &cfg.listen_metrics_urls {
+        let listener = bind(url).await?;
+        let app = crate::http::router(server.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("metrics listener stopped: {e}");
+            }
+        }));
+    }
+
+    tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone())));
+    tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
+    tracing::info!(
+        name = %cfg.name,
+        member_id = %format!("{:x}", me.id),
+        cluster_id = %format!("{cluster_id:x}"),
+        "member started; serving clients on {:?}, peers on {:?}",
+        cfg.listen_client_urls,
+        cfg.listen_peer_urls
+    );
+    Ok(Member { server, client_addrs, peer_addrs, tasks })
+}
+
+/// Announces this member's name and client URLs through Raft (etcd's `publish`), retrying
+/// until a leader accepts it; skipped when the replicated record already says the same.
+async fn publish_attributes(server: Arc<EtcdServer>, client_urls: Vec<String>) {
+    loop {
+        let current = member_attributes(&server.store);
+        if let Some(a) = current.get(&server.member_id) {
+            if a.name == server.name && a.client_urls == client_urls {
+                return;
+            }
+        }
+        let cmd = Command::PublishAttributes { member_id: server.member_id, name: server.name.clone(), client_urls: client_urls.clone() };
+        match server.propose(cmd).await {
+            Ok(_) => {
+                tracing::info!("published local member attributes to the cluster");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("publish attributes: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Mirrors Raft's state into the Prometheus gauges, and logs leader changes.
+async fn track_raft_metrics(server: Arc<EtcdServer>) {
+    let mut rx = server.raft.metrics();
+    let mut last_leader = None;
+    loop {
+        {
+            let m = rx.borrow_and_update().clone();
+            let metrics = &server.metrics;
+            metrics.has_leader.set(m.current_leader.is_some() as i64);
+            metrics.is_leader.set((m.current_leader == Some(server.member_id)) as i64);
+            metrics.term.set(m.current_term as i64);
+            metrics.committed_index.set(m.last_log_index.unwrap_or(0) as i64);
+            metrics.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+            if m.current_leader != last_leader {
+                if let Some(l) = m.current_leader {
+                    metrics.leader_changes.inc();
+                    tracing::info!(term = m.current_term, "leader is now {l:x}");
+                }
+                last_leader = m.current_leader;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs a member until `shutdown` resolves.
+pub async fn run(cfg: EtcdConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let member = start(cfg).await?;
+    shutdown.await;
+    member.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The member's request path (etcd's `etcdserver`): writes are proposed through Raft and the
+//! caller waits for them to be applied on *this* member; linearizable reads wait for a
+//! read index confirmed by the leader; any member accepts any request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaname_proto::etcdserverpb::ResponseHeader;
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::{internal, EtcdError};
+use crate::metrics::Metrics;
+use crate::mvcc::MvccStore;
+use crate::raft::network::{PeerChannels, PeerRpc};
+use crate::raft::{Command, MemberNode, Raft};
+
+/// Limits and timing a member enforces on requests.
+#[derive(Clone, Debug)]
+pub struct RequestLimits {
+    pub max_txn_ops: usize,
+    pub max_request_bytes: usize,
+    /// How long a write or a linearizable read may wait for consensus (etcd: 5 s plus two
+    /// election timeouts).
+    pub request_timeout: Duration,
+}
+
+/// A forwarded request's outcome as the leader reports it.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply<T> {
+    /// Done: the log index it was committed at, and the result.
+    Done(u64, T),
+    /// The callee is not the leader (any more); it may know who is.
+    NotLeader(Option<u64>),
+    Failed(EtcdError),
+}
+
+/// One member's server: the Raft handle, the store it applies to, and the identity used in
+/// response headers.
+pub struct EtcdServer {
+    pub raft: Raft,
+    pub store: Arc<MvccStore>,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub name: String,
+    pub limits: RequestLimits,
+    pub peers: PeerChannels,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How often to look again for a leader while none is known.
+const LEADER_POLL: Duration = Duration::from_millis(50);
+
+impl EtcdServer {
+    /// Fills the identity fields of a response header, keeping the revision the apply step set.
+    pub fn fill_header(&self, header: &mut Option<ResponseHeader>) {
+        let h = header.get_or_insert_with(Default::default);
+        h.cluster_id = self.cluster_id;
+        h.member_id = self.member_id;
+        h.raft_term = self.raft.metrics().borrow().current_term;
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    fn node_of(&self, id: u64) -> Option<MemberNode> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).cloned()
+    }
+
+    /// Waits until this member has applied `index`, so a client that wrote through it reads
+    /// its own write here, even serializably (etcd applies before answering too).
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), EtcdError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "wait for local apply")
+            .await
+            .map(|_| ())
+            .map_err(|_| EtcdError::Timeout)
+    }
+
+    /// Sends `cmd` to the leader and returns the encoded response once it is applied here.
+    pub async fn propose(&self, cmd: Command) -> Result<Vec<u8>, EtcdError> {
+        let deadline = Instant::now() + self.limits.request_timeout;
+        let mut saw_leader = false;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
+            }
+            let leader = self.leader();
+            match leader {
+                None => {
+                    tokio::time::sleep(LEADER_POLL).await;
+                    continue;
+                }
+                Some(id) if id == self.member_id => {
+                    saw_leader = true;
+                    match tokio::time::timeout_at(deadline, self.raft.client_write(cmd.clone())).await {
+                        Err(_) => return Err(EtcdError::Timeout),
+                        Ok(Ok(resp)) => return unwrap_result(resp.data.0),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                            tokio::time::sleep(LEADER_POLL).await;
+                        }
+                        Ok(Err(e)) => return Err(internal(e)),
+                    }
+                }
+                Some(id) => {
+                    saw_leader = true;
+                    let Some(node) = self.node_of(id) else {
+                        tokio::time::sleep(LEADER_POLL).await;
+                        continue;
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let reply: Result<ForwardReply<crate::raft::CommandResult>, _> =
+                        self.peers.call(&node, PeerRpc::Forward, &cmd, left).await;
+                    match reply {
+                        Ok(ForwardReply::Done(index, result)) => {
+                            self.wait_applied(index, deadline).await?;
+                            return unwrap_result(result.0);
+                        }
+                        Ok(ForwardReply::Failed(e)) => return Err(e),
+                        Ok(ForwardReply::NotLeader(_)) | Err(_) => tokio::time::sleep(LEADER_POLL).await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The leader side of a forwarded proposal.
+    pub async fn propose_as_leader(&self, cmd: Command) -> ForwardReply<crate::raft::CommandResult> {
+        match tokio::time::timeout(self.limits.request_timeout, self.raft.client_write(cmd)).await {
+            Err(_) => ForwardReply::Failed(EtcdError::Timeout),
+            Ok(Ok(resp)) => ForwardReply::Done(resp.log_id.index, resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => ForwardReply::NotLeader(f.leader_id),
+            Ok(Err(e)) => ForwardReply::Failed(internal(e)),
+        }
+    }
+
+    /// The leader side of a read index request: confirms leadership with a quorum round and
+    /// returns the index a linearizable read must wait for.
+    pub async fn read_index_as_leader(&self) -> ForwardReply<()> {
+        match tokio::time::timeout(self.limits.request_timeout, self.raft.get_read_log_id()).await {
+            Err(_) => ForwardReply::Failed(EtcdError::Timeout),
+            Ok(Ok((read, _applied))) => ForwardReply::Done(read.map(|l| l.index).unwrap_or(0), ()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                ForwardReply::NotLeader(f.leader_id)
+            }
+            Ok(Err(e)) => ForwardReply::Failed(internal(e)),
+        }
+    }
+
+    /// Returns once this member has applied everything committed before the call, as
+    /// confirmed by the current leader (ReadIndex): a read after it is linearizable.
+    pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
+        let deadline = Instant::now() + self.limits.request_timeout;
+        let mut saw_leader = false;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
+            }
+            let reply = match self.leader() {
+                None => {
+                    tokio::time::sleep(LEADER_POLL).await;
+                    continue;
+                }
+                Some(id) if id == self.member_id => {
+                    saw_leader = true;
+                    self.read_index_as_leader().await
+                }
+                Some(id) => {
+                    saw_leader = true;
+                    let Some(node) = self.node_of(id) else {
+                        tokio::time::sleep(LEADER_POLL).await;
+                        continue;
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.peers.call(&node, PeerRpc::ReadIndex, &(), left).await {
+                        Ok(r) => r,
+                        Err(_) => ForwardReply::NotLeader(None),
+                    }
+                }
+            };
+            match reply {
+                ForwardReply::Done(index, ()) => return self.wait_applied(index, deadline).await,
+                ForwardReply::Failed(e) => return Err(e),
+                ForwardReply::NotLeader(_) => tokio::time::sleep(LEADER_POLL).await,
+            }
+        }
+    }
+}
+
+fn unwrap_result(r: Option<Result<Vec<u8>, EtcdError>>) -> Result<Vec<u8>, EtcdError> {
+    r.unwrap_or_else(|| Err(internal("entry applied without a result")))
+}
