@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Run a member of the etcd-compatible store (etcd's flags and defaults).
     Etcd(EtcdFlags),
+    /// Benchmark an etcd v3 endpoint (kaname or etcd) with the same client code.
+    #[command(subcommand)]
+    Bench(kaname_bench::BenchCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,6 +148,10 @@ fn main() -> anyhow::Result<()> {
             let cfg = flags.into_config();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_store::run(cfg, shutdown_signal()))
+        }
+        Command::Bench(cmd) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(kaname_bench::run(cmd))
         }
     }
 }

@@ -128,7 +128,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         }
     }
 
+    let request_timeout = Duration::from_millis(5000 + 2 * cfg.election_timeout_ms);
     let server = Arc::new(EtcdServer {
+        batcher: crate::server::Batcher::start(raft.clone(), request_timeout),
         raft,
         store,
         member_id: me.id,
@@ -137,7 +139,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         limits: RequestLimits {
             max_txn_ops: cfg.max_txn_ops,
             max_request_bytes: cfg.max_request_bytes,
-            request_timeout: Duration::from_millis(5000 + 2 * cfg.election_timeout_ms),
+            request_timeout,
         },
         peers,
         metrics: Arc::new(Metrics::new()),
@@ -168,12 +170,19 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
     .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }));
     let app = grpc.into_axum_router().merge(crate::http::router(server.clone()));
+    // Like etcd, serve clients only once this member's attributes are published, so every
+    // member a client can reach shows up in `member list` with its name and client URLs.
+    let (published_tx, published_rx) = tokio::sync::watch::channel(false);
     let mut client_addrs = Vec::new();
     for url in &cfg.listen_client_urls {
         let listener = bind(url).await?;
         client_addrs.push(listener.local_addr()?);
         let app = app.clone();
+        let mut published = published_rx.clone();
         tasks.push(tokio::spawn(async move {
+            if published.wait_for(|p| *p).await.is_err() {
+                return;
+            }
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("client listener stopped: {e}");
             }
@@ -189,7 +198,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         }));
     }
 
-    tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone())));
+    tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone(), published_tx)));
     tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
     tracing::info!(
         name = %cfg.name,
@@ -204,11 +213,12 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
 
 /// Announces this member's name and client URLs through Raft (etcd's `publish`), retrying
 /// until a leader accepts it; skipped when the replicated record already says the same.
-async fn publish_attributes(server: Arc<EtcdServer>, client_urls: Vec<String>) {
+async fn publish_attributes(server: Arc<EtcdServer>, client_urls: Vec<String>, published: tokio::sync::watch::Sender<bool>) {
     loop {
         let current = member_attributes(&server.store);
         if let Some(a) = current.get(&server.member_id) {
             if a.name == server.name && a.client_urls == client_urls {
+                let _ = published.send(true);
                 return;
             }
         }
@@ -216,6 +226,7 @@ async fn publish_attributes(server: Arc<EtcdServer>, client_urls: Vec<String>) {
         match server.propose(cmd).await {
             Ok(_) => {
                 tracing::info!("published local member attributes to the cluster");
+                let _ = published.send(true);
                 return;
             }
             Err(e) => {

@@ -8,13 +8,14 @@ use std::time::Duration;
 use kaname_proto::etcdserverpb::ResponseHeader;
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::{internal, EtcdError};
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::raft::network::{PeerChannels, PeerRpc};
-use crate::raft::{Command, MemberNode, Raft};
+use crate::raft::{Command, CommandResult, MemberNode, Proposal, Raft};
 
 /// Limits and timing a member enforces on requests.
 #[derive(Clone, Debug)]
@@ -47,6 +48,7 @@ pub struct EtcdServer {
     pub limits: RequestLimits,
     pub peers: PeerChannels,
     pub metrics: Arc<Metrics>,
+    pub batcher: Batcher,
 }
 
 /// How often to look again for a leader while none is known.
@@ -90,21 +92,16 @@ impl EtcdServer {
             if Instant::now() >= deadline {
                 return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
             }
-            let leader = self.leader();
-            match leader {
+            let reply = match self.leader() {
                 None => {
                     tokio::time::sleep(LEADER_POLL).await;
                     continue;
                 }
                 Some(id) if id == self.member_id => {
                     saw_leader = true;
-                    match tokio::time::timeout_at(deadline, self.raft.client_write(cmd.clone())).await {
+                    match tokio::time::timeout_at(deadline, self.batcher.submit(cmd.clone())).await {
+                        Ok(reply) => reply,
                         Err(_) => return Err(EtcdError::Timeout),
-                        Ok(Ok(resp)) => return unwrap_result(resp.data.0),
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                            tokio::time::sleep(LEADER_POLL).await;
-                        }
-                        Ok(Err(e)) => return Err(internal(e)),
                     }
                 }
                 Some(id) => {
@@ -114,29 +111,26 @@ impl EtcdServer {
                         continue;
                     };
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let reply: Result<ForwardReply<crate::raft::CommandResult>, _> =
-                        self.peers.call(&node, PeerRpc::Forward, &cmd, left).await;
-                    match reply {
-                        Ok(ForwardReply::Done(index, result)) => {
-                            self.wait_applied(index, deadline).await?;
-                            return unwrap_result(result.0);
-                        }
-                        Ok(ForwardReply::Failed(e)) => return Err(e),
-                        Ok(ForwardReply::NotLeader(_)) | Err(_) => tokio::time::sleep(LEADER_POLL).await,
+                    match self.peers.call(&node, PeerRpc::Forward, &cmd, left).await {
+                        Ok(reply) => reply,
+                        Err(_) => ForwardReply::NotLeader(None),
                     }
                 }
+            };
+            match reply {
+                ForwardReply::Done(index, result) => {
+                    self.wait_applied(index, deadline).await?;
+                    return result;
+                }
+                ForwardReply::Failed(e) => return Err(e),
+                ForwardReply::NotLeader(_) => tokio::time::sleep(LEADER_POLL).await,
             }
         }
     }
 
     /// The leader side of a forwarded proposal.
-    pub async fn propose_as_leader(&self, cmd: Command) -> ForwardReply<crate::raft::CommandResult> {
-        match tokio::time::timeout(self.limits.request_timeout, self.raft.client_write(cmd)).await {
-            Err(_) => ForwardReply::Failed(EtcdError::Timeout),
-            Ok(Ok(resp)) => ForwardReply::Done(resp.log_id.index, resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => ForwardReply::NotLeader(f.leader_id),
-            Ok(Err(e)) => ForwardReply::Failed(internal(e)),
-        }
+    pub async fn propose_as_leader(&self, cmd: Command) -> ForwardReply<CommandResult> {
+        self.batcher.submit(cmd).await
     }
 
     /// The leader side of a read index request: confirms leadership with a quorum round and
@@ -192,6 +186,80 @@ impl EtcdServer {
     }
 }
 
-fn unwrap_result(r: Option<Result<Vec<u8>, EtcdError>>) -> Result<Vec<u8>, EtcdError> {
-    r.unwrap_or_else(|| Err(internal("entry applied without a result")))
+/// At most this many proposals are in Raft at once; what arrives meanwhile waits and goes
+/// out as one batch when a slot frees up.
+const MAX_IN_FLIGHT: usize = 4;
+/// Bounds on one batch, so a burst of large requests does not make a giant log entry.
+const MAX_BATCH_COMMANDS: usize = 2048;
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+struct Pending {
+    cmd: Command,
+    reply: oneshot::Sender<ForwardReply<CommandResult>>,
+}
+
+/// Collects the commands of concurrent clients into [`Proposal`]s (see there for why).
+/// Idle, a command goes out alone at once; under load, commands queue while
+/// `MAX_IN_FLIGHT` proposals are in Raft and leave together.
+pub struct Batcher {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Batcher {
+    /// Starts the batching task; it ends when the batcher is dropped.
+    pub fn start(raft: Raft, timeout: Duration) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+                let Some(first) = rx.recv().await else { return };
+                let mut bytes = first.cmd.size();
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            bytes += p.cmd.size();
+                            batch.push(p);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let raft = raft.clone();
+                tokio::spawn(async move {
+                    let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+                    let outcome = tokio::time::timeout(timeout, raft.client_write(Proposal(cmds))).await;
+                    drop(permit);
+                    let fail = |replies: Vec<oneshot::Sender<_>>, r: &dyn Fn() -> ForwardReply<CommandResult>| {
+                        for reply in replies {
+                            let _ = reply.send(r());
+                        }
+                    };
+                    match outcome {
+                        Ok(Ok(resp)) => {
+                            let index = resp.log_id.index;
+                            for (reply, r) in replies.into_iter().zip(resp.data.0) {
+                                let _ = reply.send(ForwardReply::Done(index, r));
+                            }
+                        }
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                            fail(replies, &|| ForwardReply::NotLeader(f.leader_id))
+                        }
+                        Ok(Err(e)) => fail(replies, &|| ForwardReply::Failed(internal(&e))),
+                        Err(_) => fail(replies, &|| ForwardReply::Failed(EtcdError::Timeout)),
+                    }
+                });
+            }
+        });
+        Batcher { tx }
+    }
+
+    /// Proposes `cmd` (this member must be the leader) and waits for its result.
+    pub async fn submit(&self, cmd: Command) -> ForwardReply<CommandResult> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Pending { cmd, reply }).is_err() {
+            return ForwardReply::Failed(EtcdError::Stopped);
+        }
+        rx.await.unwrap_or(ForwardReply::Failed(EtcdError::Stopped))
+    }
 }

@@ -70,10 +70,11 @@ impl Maintenance for MaintenanceService {
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Maintenance", "HashKV", async {
-            let (hash, current, compacted) = s.store.hash_by_rev(req.into_inner().revision)?;
-            let mut resp = HashKvResponse { header: None, hash, compact_revision: compacted, hash_revision: current };
+            let h = s.store.hash_by_rev(req.into_inner().revision)?;
+            let mut resp =
+                HashKvResponse { header: None, hash: h.hash, compact_revision: h.compacted_rev, hash_revision: h.hash_rev };
             s.fill_header(&mut resp.header);
-            resp.header.as_mut().expect("filled").revision = current;
+            resp.header.as_mut().expect("filled").revision = h.current_rev;
             Ok(Response::new(resp))
         })
         .await

@@ -77,13 +77,25 @@ pub struct RangeResult {
     pub rev: i64,
 }
 
+/// The answer of [`MvccStore::hash_by_rev`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    pub hash: u32,
+    /// The revision the hash covers.
+    pub hash_rev: i64,
+    pub current_rev: i64,
+    /// -1 if the store was never compacted.
+    pub compacted_rev: i64,
+}
+
 /// The index plus the two revisions that bound what readers may look at. Kept under one lock
 /// so a reader sees them consistently.
 struct IndexState {
     index: TreeIndex,
     /// The newest revision whose rows are committed to disk.
     current_rev: i64,
-    /// Reads below this revision fail with `ErrCompacted`.
+    /// Reads below this revision fail with `ErrCompacted`; -1 until the first compaction
+    /// (etcd's `compactMainRev`, so that compacting at revision 0 works once, as in etcd).
     compacted_rev: i64,
 }
 
@@ -103,7 +115,7 @@ impl MvccStore {
         let store = MvccStore {
             path: path.to_path_buf(),
             db: RwLock::new(Arc::new(db)),
-            state: RwLock::new(IndexState { index: TreeIndex::new(), current_rev: 1, compacted_rev: 0 }),
+            state: RwLock::new(IndexState { index: TreeIndex::new(), current_rev: 1, compacted_rev: -1 }),
         };
         store.ensure_tables()?;
         store.rebuild_index()?;
@@ -133,7 +145,7 @@ impl MvccStore {
                 .map(|v| i64::from_be_bytes(v.value().try_into().unwrap_or([0; 8]))))
         };
         let current_rev = read_i64(META_CURRENT_REV)?.unwrap_or(1);
-        let compacted_rev = read_i64(META_COMPACTED_REV)?.unwrap_or(0);
+        let compacted_rev = read_i64(META_COMPACTED_REV)?.unwrap_or(-1);
         let mut index = TreeIndex::new();
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
         for row in table.iter().map_err(internal)? {
@@ -155,7 +167,7 @@ impl MvccStore {
         }
         drop((table, meta, txn));
         *self.state.write().expect("index lock") = IndexState { index, current_rev, compacted_rev };
-        if compacted_rev > 0 {
+        if compacted_rev >= 0 {
             // Finishes a compaction a crash interrupted after recording its revision.
             self.finish_compaction(compacted_rev)?;
         }
@@ -226,8 +238,7 @@ impl MvccStore {
 
     /// etcd's `HashByRev`: a CRC-32C over the history rows a compaction at `rev` would keep,
     /// computed exactly as etcd does so that members (and etcd itself) can be compared.
-    /// Returns (hash, current revision, compacted revision).
-    pub fn hash_by_rev(&self, rev: i64) -> Result<(u32, i64, i64), EtcdError> {
+    pub fn hash_by_rev(&self, rev: i64) -> Result<KvHash, EtcdError> {
         let db = self.db();
         let (keep, rev, current, compacted, txn) = {
             let st = self.state.read().expect("index lock");
@@ -256,7 +267,15 @@ impl MvccStore {
             hash = crc32c::crc32c_append(hash, k.value());
             hash = crc32c::crc32c_append(hash, v.value());
         }
-        Ok((hash, current, compacted))
+        Ok(KvHash { hash, hash_rev: rev, current_rev: current, compacted_rev: compacted })
+    }
+
+    /// Makes every earlier commit durable (an empty fsync'd commit; redb persists all earlier
+    /// non-durable commits with it).
+    pub fn sync(&self) -> Result<(), EtcdError> {
+        let mut txn = self.db().begin_write().map_err(internal)?;
+        txn.set_durability(redb::Durability::Immediate).map_err(internal)?;
+        txn.commit().map_err(internal)
     }
 
     /// Starts the write batch for one apply round of the Raft state machine.

@@ -67,10 +67,17 @@ impl<'s> WriteBatch<'s> {
         Ok(())
     }
 
-    /// Makes the batch durable (fsync), then visible to readers, then finishes a compaction.
-    pub fn commit(mut self) -> Result<(), EtcdError> {
+    /// Commits the batch, then makes it visible to readers, then finishes a compaction.
+    ///
+    /// With `durable == false` the commit is not fsync'd (etcd's backend likewise commits
+    /// its batches without waiting for the disk): a crash rolls the store back to its last
+    /// durable commit, whose recorded Raft position makes openraft re-apply the rest from the
+    /// log. The caller must make the store durable before the log behind it is purged.
+    pub fn commit(mut self, durable: bool) -> Result<(), EtcdError> {
         let rev = self.rev;
         self.set_meta(META_CURRENT_REV, &rev.to_be_bytes())?;
+        let durability = if durable { redb::Durability::Immediate } else { redb::Durability::None };
+        self.txn.set_durability(durability).map_err(internal)?;
         self.txn.commit().map_err(internal)?;
         self.store.state.write().expect("index lock").current_rev = rev;
         if let Some(compact_rev) = self.pending_compact {

@@ -27,6 +27,16 @@ pub enum Command {
     PublishAttributes { member_id: u64, name: String, client_urls: Vec<String> },
 }
 
+impl Command {
+    /// Approximate encoded size, to bound how much one batched proposal carries.
+    pub fn size(&self) -> usize {
+        match self {
+            Command::Put(b) | Command::DeleteRange(b) | Command::Txn(b) | Command::Compact(b) => b.len(),
+            Command::PublishAttributes { name, client_urls, .. } => name.len() + client_urls.iter().map(String::len).sum::<usize>(),
+        }
+    }
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -41,8 +51,26 @@ impl fmt::Display for Command {
 
 /// The outcome of applying a [`Command`]: the encoded etcd response, or the etcd error the
 /// state machine decided on (e.g. a compacted revision inside a txn).
+pub type CommandResult = Result<Vec<u8>, EtcdError>;
+
+/// One Raft log entry's payload: the commands of concurrent clients, batched.
+///
+/// openraft 0.9 appends each client write as its own entry and waits for that entry's fsync
+/// before taking the next one, so without batching every request would pay a full disk
+/// round alone. The server collects whatever arrives while earlier proposals are in flight
+/// into one proposal (see `server::Batcher`), which is what makes group commit happen.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct CommandResult(pub Option<Result<Vec<u8>, EtcdError>>);
+pub struct Proposal(pub Vec<Command>);
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "proposal of {} command(s)", self.0.len())
+    }
+}
+
+/// The results of a [`Proposal`], one per command, in order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProposalResult(pub Vec<CommandResult>);
 
 /// A member as Raft membership records it: its name and peer URLs (what etcd's member ID is
 /// derived from). Client URLs are published separately once the member serves them.
@@ -61,8 +89,8 @@ impl fmt::Display for MemberNode {
 openraft::declare_raft_types!(
     /// The openraft type family of the store.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Proposal,
+        R = ProposalResult,
         NodeId = u64,
         Node = MemberNode,
         SnapshotData = tokio::fs::File,
