@@ -7,9 +7,9 @@
 use std::cmp::Ordering;
 
 use kaname_proto::etcdserverpb::{
-    compare, range_request, request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
-    TxnResponse,
+    compare, range_request, request_op, response_op, Compare, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use kaname_proto::mvccpb::KeyValue;
 
@@ -27,22 +27,40 @@ pub fn range_end(end: &[u8]) -> Option<&[u8]> {
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
 }
 
 /// Anything Range can read from: the committed store (reads) or a write in progress (txns).
 pub trait RangeSource {
-    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError>;
+    fn range_keys(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, EtcdError>;
 }
 
 impl RangeSource for MvccStore {
-    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
+    fn range_keys(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, EtcdError> {
         self.range(key, end, opts)
     }
 }
 
 impl RangeSource for TxnWrite<'_, '_> {
-    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
+    fn range_keys(
+        &self,
+        key: &[u8],
+        end: Option<&[u8]>,
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, EtcdError> {
         self.range(key, end, opts)
     }
 }
@@ -65,7 +83,11 @@ pub fn range(src: &impl RangeSource, r: &RangeRequest) -> Result<RangeResponse, 
         // one more than asked, to learn whether there is more
         limit += 1;
     }
-    let opts = RangeOptions { limit: limit.max(0) as usize, rev: r.revision, count_only: r.count_only };
+    let opts = RangeOptions {
+        limit: limit.max(0) as usize,
+        rev: r.revision,
+        count_only: r.count_only,
+    };
     let mut rr = src.range_keys(&r.key, range_end(&r.range_end), &opts)?;
 
     rr.kvs.retain(|kv| {
@@ -109,7 +131,12 @@ pub fn range(src: &impl RangeSource, r: &RangeRequest) -> Result<RangeResponse, 
             kv.value.clear();
         }
     }
-    Ok(RangeResponse { header: header(rr.rev), kvs: rr.kvs, more, count: rr.count as i64 })
+    Ok(RangeResponse {
+        header: header(rr.rev),
+        kvs: rr.kvs,
+        more,
+        count: rr.count as i64,
+    })
 }
 
 /// etcd's `applierV3backend.Put`, inside the request's write.
@@ -135,16 +162,34 @@ fn put(txn: &mut TxnWrite, p: &PutRequest) -> Result<PutResponse, EtcdError> {
         }
     }
     txn.put(&p.key, value, lease)?;
-    Ok(PutResponse { header: header(txn.write_rev()), prev_kv })
+    Ok(PutResponse {
+        header: header(txn.write_rev()),
+        prev_kv,
+    })
 }
 
 /// etcd's `applierV3backend.DeleteRange`.
-fn delete_range(txn: &mut TxnWrite, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
+fn delete_range(
+    txn: &mut TxnWrite,
+    d: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, EtcdError> {
     let end = range_end(&d.range_end);
-    let prev_kvs = if d.prev_kv { txn.range(&d.key, end, &RangeOptions::default())?.kvs } else { Vec::new() };
+    let prev_kvs = if d.prev_kv {
+        txn.range(&d.key, end, &RangeOptions::default())?.kvs
+    } else {
+        Vec::new()
+    };
     let deleted = txn.delete_range(&d.key, end)?;
-    let rev = if deleted != 0 || txn.has_changes() { txn.write_rev() } else { txn.rev() };
-    Ok(DeleteRangeResponse { header: header(rev), deleted, prev_kvs })
+    let rev = if deleted != 0 || txn.has_changes() {
+        txn.write_rev()
+    } else {
+        txn.rev()
+    };
+    Ok(DeleteRangeResponse {
+        header: header(rev),
+        deleted,
+        prev_kvs,
+    })
 }
 
 /// Checks that would otherwise fail half way through a txn are done before it writes
@@ -166,7 +211,19 @@ fn check_ops(txn: &TxnWrite, ops: &[RequestOp]) -> Result<(), EtcdError> {
                 if r.revision > rev {
                     return Err(EtcdError::FutureRev);
                 }
-                if r.revision > 0 && txn.range(&r.key, None, &RangeOptions { rev: r.revision, count_only: true, limit: 0 }).is_err() {
+                if r.revision > 0
+                    && txn
+                        .range(
+                            &r.key,
+                            None,
+                            &RangeOptions {
+                                rev: r.revision,
+                                count_only: true,
+                                limit: 0,
+                            },
+                        )
+                        .is_err()
+                {
                     return Err(EtcdError::Compacted);
                 }
             }
@@ -183,7 +240,9 @@ fn check_ops(txn: &TxnWrite, ops: &[RequestOp]) -> Result<(), EtcdError> {
 /// etcd's `applyCompare` over all compares: a txn's guard.
 fn compares_hold(txn: &TxnWrite, compares: &[Compare]) -> Result<bool, EtcdError> {
     for c in compares {
-        let kvs = txn.range(&c.key, range_end(&c.range_end), &RangeOptions::default())?.kvs;
+        let kvs = txn
+            .range(&c.key, range_end(&c.range_end), &RangeOptions::default())?
+            .kvs;
         let holds = if kvs.is_empty() {
             // A value cannot be compared on a missing key; other targets compare as zero.
             c.target() != compare::CompareTarget::Value && compare_kv(c, &KeyValue::default())
@@ -237,15 +296,23 @@ fn exec_ops(txn: &mut TxnWrite, ops: &[RequestOp]) -> Result<Vec<ResponseOp>, Et
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         let response = match &op.request {
-            Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(range(&*txn, r)?),
-            Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(put(txn, p)?),
+            Some(request_op::Request::RequestRange(r)) => {
+                response_op::Response::ResponseRange(range(&*txn, r)?)
+            }
+            Some(request_op::Request::RequestPut(p)) => {
+                response_op::Response::ResponsePut(put(txn, p)?)
+            }
             Some(request_op::Request::RequestDeleteRange(d)) => {
                 response_op::Response::ResponseDeleteRange(delete_range(txn, d)?)
             }
-            Some(request_op::Request::RequestTxn(t)) => response_op::Response::ResponseTxn(txn_in(txn, t)?),
+            Some(request_op::Request::RequestTxn(t)) => {
+                response_op::Response::ResponseTxn(txn_in(txn, t)?)
+            }
             None => continue,
         };
-        out.push(ResponseOp { response: Some(response) });
+        out.push(ResponseOp {
+            response: Some(response),
+        });
     }
     Ok(out)
 }
@@ -254,7 +321,11 @@ fn txn_in(txn: &mut TxnWrite, t: &TxnRequest) -> Result<TxnResponse, EtcdError> 
     let succeeded = compares_hold(txn, &t.compare)?;
     let ops = if succeeded { &t.success } else { &t.failure };
     let responses = exec_ops(txn, ops)?;
-    Ok(TxnResponse { header: header(txn.rev()), succeeded, responses })
+    Ok(TxnResponse {
+        header: header(txn.rev()),
+        succeeded,
+        responses,
+    })
 }
 
 /// A Put as a whole request.
@@ -266,7 +337,10 @@ pub fn apply_put(txn: &mut TxnWrite, p: &PutRequest) -> Result<PutResponse, Etcd
 }
 
 /// A DeleteRange as a whole request.
-pub fn apply_delete_range(txn: &mut TxnWrite, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
+pub fn apply_delete_range(
+    txn: &mut TxnWrite,
+    d: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, EtcdError> {
     delete_range(txn, d)
 }
 
@@ -277,5 +351,9 @@ pub fn apply_txn(txn: &mut TxnWrite, t: &TxnRequest) -> Result<TxnResponse, Etcd
     let ops = if succeeded { &t.success } else { &t.failure };
     check_ops(txn, ops)?;
     let responses = exec_ops(txn, ops)?;
-    Ok(TxnResponse { header: header(txn.rev()), succeeded, responses })
+    Ok(TxnResponse {
+        header: header(txn.rev()),
+        succeeded,
+        responses,
+    })
 }

@@ -6,6 +6,7 @@
 //! on redb). [`run`] wires a member together from its [`config`].
 
 pub mod apply;
+pub mod batcher;
 pub mod config;
 pub mod datadir;
 pub mod error;

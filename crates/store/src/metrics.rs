@@ -56,19 +56,47 @@ impl Metrics {
             db_size: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
-        registry.register("grpc_server_handled", "Total number of RPCs completed on the server", m.grpc_handled.clone());
+        registry.register(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server",
+            m.grpc_handled.clone(),
+        );
         registry.register(
             "grpc_server_handling_seconds",
             "Histogram of response latency of gRPC handled by the server",
             m.grpc_seconds.clone(),
         );
-        registry.register("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not", m.has_leader.clone());
-        registry.register("etcd_server_is_leader", "Whether or not this member is a leader", m.is_leader.clone());
-        registry.register("etcd_server_leader_changes_seen", "The number of leader changes seen", m.leader_changes.clone());
-        registry.register("etcd_server_proposals_committed", "The index of the last committed proposal (raft log index)", m.committed_index.clone());
-        registry.register("etcd_server_proposals_applied", "The index of the last applied proposal", m.applied_index.clone());
+        registry.register(
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not",
+            m.has_leader.clone(),
+        );
+        registry.register(
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader",
+            m.is_leader.clone(),
+        );
+        registry.register(
+            "etcd_server_leader_changes_seen",
+            "The number of leader changes seen",
+            m.leader_changes.clone(),
+        );
+        registry.register(
+            "etcd_server_proposals_committed",
+            "The index of the last committed proposal (raft log index)",
+            m.committed_index.clone(),
+        );
+        registry.register(
+            "etcd_server_proposals_applied",
+            "The index of the last applied proposal",
+            m.applied_index.clone(),
+        );
         registry.register("etcd_server_term", "The current raft term", m.term.clone());
-        registry.register("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes", m.db_size.clone());
+        registry.register(
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes",
+            m.db_size.clone(),
+        );
         *m.registry.lock().expect("registry") = registry;
         m
     }
@@ -83,14 +111,21 @@ impl Metrics {
             })
             .inc();
         self.grpc_seconds
-            .get_or_create(&MethodLabels { grpc_service: service.into(), grpc_method: method.into() })
+            .get_or_create(&MethodLabels {
+                grpc_service: service.into(),
+                grpc_method: method.into(),
+            })
             .observe(seconds);
     }
 
     /// The text exposition format Prometheus scrapes.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("registry")).expect("metrics encode");
+        prometheus_client::encoding::text::encode(
+            &mut out,
+            &self.registry.lock().expect("registry"),
+        )
+        .expect("metrics encode");
         out
     }
 }

@@ -58,7 +58,9 @@ async fn bind(url: &str) -> anyhow::Result<TcpListener> {
         Some("localhost") | None => "127.0.0.1".to_string(),
         Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
     };
-    let port = u.port_or_known_default().ok_or_else(|| anyhow!("{url}: no port"))?;
+    let port = u
+        .port_or_known_default()
+        .ok_or_else(|| anyhow!("{url}: no port"))?;
     TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("listen on {url}"))
@@ -67,7 +69,11 @@ async fn bind(url: &str) -> anyhow::Result<TcpListener> {
 /// Starts a member and returns once it listens (it may not have a leader yet).
 pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let members = cfg.initial_members()?;
-    let me = members.iter().find(|m| m.name == cfg.name).expect("checked by initial_members").clone();
+    let me = members
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .expect("checked by initial_members")
+        .clone();
     let cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
 
     let dir = DataDir::new(&cfg.data_dir);
@@ -96,7 +102,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
 
     let log_store = LogStore::open(&dir.log_path()).map_err(|e| anyhow!("open raft log: {e}"))?;
     let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
-    let sm = StateMachine::new(store.clone(), &dir.snap_dir()).map_err(|e| anyhow!("{e}"))?;
+    let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
+    let sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx)
+        .map_err(|e| anyhow!("{e}"))?;
 
     let raft_config = openraft::Config {
         cluster_name: cfg.initial_cluster_token.clone(),
@@ -114,13 +122,29 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     .validate()?;
 
     let peers = PeerChannels::default();
-    let raft = Raft::new(me.id, Arc::new(raft_config), NetworkFactory { channels: peers.clone() }, log_store, sm)
-        .await
-        .map_err(|e| anyhow!("start raft: {e}"))?;
+    let raft = Raft::new(
+        me.id,
+        Arc::new(raft_config),
+        NetworkFactory {
+            channels: peers.clone(),
+        },
+        log_store,
+        sm,
+    )
+    .await
+    .map_err(|e| anyhow!("start raft: {e}"))?;
     if !raft.is_initialized().await? {
         let nodes: BTreeMap<u64, MemberNode> = members
             .iter()
-            .map(|m| (m.id, MemberNode { name: m.name.clone(), peer_urls: m.peer_urls.clone() }))
+            .map(|m| {
+                (
+                    m.id,
+                    MemberNode {
+                        name: m.name.clone(),
+                        peer_urls: m.peer_urls.clone(),
+                    },
+                )
+            })
             .collect();
         // Every founding member proposes the same membership; openraft accepts that.
         if let Err(e) = raft.initialize(nodes).await {
@@ -129,8 +153,16 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     }
 
     let request_timeout = Duration::from_millis(5000 + 2 * cfg.election_timeout_ms);
+    let route = crate::batcher::Route {
+        raft: raft.clone(),
+        peers: peers.clone(),
+        member_id: me.id,
+        timeout: request_timeout,
+    };
     let server = Arc::new(EtcdServer {
-        batcher: crate::server::Batcher::start(raft.clone(), request_timeout),
+        batcher: crate::batcher::Batcher::start(route.clone()),
+        route,
+        applied: applied_rx,
         raft,
         store,
         member_id: me.id,
@@ -150,12 +182,19 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     for url in &cfg.listen_peer_urls {
         let listener = bind(url).await?;
         peer_addrs.push(listener.local_addr()?);
-        let svc = RaftPeerServer::new(PeerService { server: server.clone() })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let svc = RaftPeerServer::new(PeerService {
+            server: server.clone(),
+        })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming(incoming).await {
+            if let Err(e) = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await
+            {
                 tracing::error!("peer listener stopped: {e}");
             }
         }));
@@ -163,13 +202,21 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
 
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let grpc = tonic::service::Routes::new(
-        KvServer::new(KvService { server: server.clone() })
-            .max_decoding_message_size(max_recv)
-            .max_encoding_message_size(usize::MAX),
+        KvServer::new(KvService {
+            server: server.clone(),
+        })
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX),
     )
-    .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
-    .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }));
-    let app = grpc.into_axum_router().merge(crate::http::router(server.clone()));
+    .add_service(ClusterServer::new(ClusterService {
+        server: server.clone(),
+    }))
+    .add_service(MaintenanceServer::new(MaintenanceService {
+        server: server.clone(),
+    }));
+    let app = grpc
+        .into_axum_router()
+        .merge(crate::http::router(server.clone()));
     // Like etcd, serve clients only once this member's attributes are published, so every
     // member a client can reach shows up in `member list` with its name and client URLs.
     let (published_tx, published_rx) = tokio::sync::watch::channel(false);
@@ -198,7 +245,11 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         }));
     }
 
-    tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone(), published_tx)));
+    tasks.push(tokio::spawn(publish_attributes(
+        server.clone(),
+        cfg.advertise_client_urls.clone(),
+        published_tx,
+    )));
     tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
     tracing::info!(
         name = %cfg.name,
@@ -208,12 +259,21 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         cfg.listen_client_urls,
         cfg.listen_peer_urls
     );
-    Ok(Member { server, client_addrs, peer_addrs, tasks })
+    Ok(Member {
+        server,
+        client_addrs,
+        peer_addrs,
+        tasks,
+    })
 }
 
 /// Announces this member's name and client URLs through Raft (etcd's `publish`), retrying
 /// until a leader accepts it; skipped when the replicated record already says the same.
-async fn publish_attributes(server: Arc<EtcdServer>, client_urls: Vec<String>, published: tokio::sync::watch::Sender<bool>) {
+async fn publish_attributes(
+    server: Arc<EtcdServer>,
+    client_urls: Vec<String>,
+    published: tokio::sync::watch::Sender<bool>,
+) {
     loop {
         let current = member_attributes(&server.store);
         if let Some(a) = current.get(&server.member_id) {
@@ -222,7 +282,11 @@ async fn publish_attributes(server: Arc<EtcdServer>, client_urls: Vec<String>, p
                 return;
             }
         }
-        let cmd = Command::PublishAttributes { member_id: server.member_id, name: server.name.clone(), client_urls: client_urls.clone() };
+        let cmd = Command::PublishAttributes {
+            member_id: server.member_id,
+            name: server.name.clone(),
+            client_urls: client_urls.clone(),
+        };
         match server.propose(cmd).await {
             Ok(_) => {
                 tracing::info!("published local member attributes to the cluster");
@@ -246,10 +310,16 @@ async fn track_raft_metrics(server: Arc<EtcdServer>) {
             let m = rx.borrow_and_update().clone();
             let metrics = &server.metrics;
             metrics.has_leader.set(m.current_leader.is_some() as i64);
-            metrics.is_leader.set((m.current_leader == Some(server.member_id)) as i64);
+            metrics
+                .is_leader
+                .set((m.current_leader == Some(server.member_id)) as i64);
             metrics.term.set(m.current_term as i64);
-            metrics.committed_index.set(m.last_log_index.unwrap_or(0) as i64);
-            metrics.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+            metrics
+                .committed_index
+                .set(m.last_log_index.unwrap_or(0) as i64);
+            metrics
+                .applied_index
+                .set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
             if m.current_leader != last_leader {
                 if let Some(l) = m.current_leader {
                     metrics.leader_changes.inc();
@@ -265,7 +335,10 @@ async fn track_raft_metrics(server: Arc<EtcdServer>) {
 }
 
 /// Runs a member until `shutdown` resolves.
-pub async fn run(cfg: EtcdConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: EtcdConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let member = start(cfg).await?;
     shutdown.await;
     member.shutdown().await;

@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kaname_proto::etcdserverpb::ResponseHeader;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::batcher::{Batcher, Route};
 use crate::error::{internal, EtcdError};
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::raft::network::{PeerChannels, PeerRpc};
-use crate::raft::{Command, CommandResult, MemberNode, Proposal, Raft};
+use crate::raft::{Command, CommandResult, MemberNode, Raft};
 
 /// Limits and timing a member enforces on requests.
 #[derive(Clone, Debug)]
@@ -49,6 +50,9 @@ pub struct EtcdServer {
     pub peers: PeerChannels,
     pub metrics: Arc<Metrics>,
     pub batcher: Batcher,
+    pub route: Route,
+    /// The last log index applied to `store`, published by the state machine.
+    pub applied: watch::Receiver<u64>,
 }
 
 /// How often to look again for a leader while none is known.
@@ -75,13 +79,13 @@ impl EtcdServer {
     /// Waits until this member has applied `index`, so a client that wrote through it reads
     /// its own write here, even serializably (etcd applies before answering too).
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), EtcdError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "wait for local apply")
-            .await
-            .map(|_| ())
-            .map_err(|_| EtcdError::Timeout)
+        let mut applied = self.applied.clone();
+        let outcome = tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index)).await;
+        match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::Timeout),
+        }
     }
 
     /// Sends `cmd` to the leader and returns the encoded response once it is applied here.
@@ -90,33 +94,22 @@ impl EtcdServer {
         let mut saw_leader = false;
         loop {
             if Instant::now() >= deadline {
-                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
+                return Err(if saw_leader {
+                    EtcdError::Timeout
+                } else {
+                    EtcdError::NoLeader
+                });
             }
-            let reply = match self.leader() {
-                None => {
-                    tokio::time::sleep(LEADER_POLL).await;
-                    continue;
-                }
-                Some(id) if id == self.member_id => {
-                    saw_leader = true;
-                    match tokio::time::timeout_at(deadline, self.batcher.submit(cmd.clone())).await {
-                        Ok(reply) => reply,
-                        Err(_) => return Err(EtcdError::Timeout),
-                    }
-                }
-                Some(id) => {
-                    saw_leader = true;
-                    let Some(node) = self.node_of(id) else {
-                        tokio::time::sleep(LEADER_POLL).await;
-                        continue;
-                    };
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.peers.call(&node, PeerRpc::Forward, &cmd, left).await {
-                        Ok(reply) => reply,
-                        Err(_) => ForwardReply::NotLeader(None),
-                    }
-                }
-            };
+            if self.leader().is_none() {
+                tokio::time::sleep(LEADER_POLL).await;
+                continue;
+            }
+            saw_leader = true;
+            let reply =
+                match tokio::time::timeout_at(deadline, self.batcher.submit(cmd.clone())).await {
+                    Ok(reply) => reply,
+                    Err(_) => return Err(EtcdError::Timeout),
+                };
             match reply {
                 ForwardReply::Done(index, result) => {
                     self.wait_applied(index, deadline).await?;
@@ -128,9 +121,9 @@ impl EtcdServer {
         }
     }
 
-    /// The leader side of a forwarded proposal.
-    pub async fn propose_as_leader(&self, cmd: Command) -> ForwardReply<CommandResult> {
-        self.batcher.submit(cmd).await
+    /// The leader side of a forwarded batch.
+    pub async fn propose_forwarded(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
+        self.route.propose_here(cmds).await
     }
 
     /// The leader side of a read index request: confirms leadership with a quorum round and
@@ -139,9 +132,9 @@ impl EtcdServer {
         match tokio::time::timeout(self.limits.request_timeout, self.raft.get_read_log_id()).await {
             Err(_) => ForwardReply::Failed(EtcdError::Timeout),
             Ok(Ok((read, _applied))) => ForwardReply::Done(read.map(|l| l.index).unwrap_or(0), ()),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
-                ForwardReply::NotLeader(f.leader_id)
-            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => ForwardReply::NotLeader(f.leader_id),
             Ok(Err(e)) => ForwardReply::Failed(internal(e)),
         }
     }
@@ -153,7 +146,11 @@ impl EtcdServer {
         let mut saw_leader = false;
         loop {
             if Instant::now() >= deadline {
-                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
+                return Err(if saw_leader {
+                    EtcdError::Timeout
+                } else {
+                    EtcdError::NoLeader
+                });
             }
             let reply = match self.leader() {
                 None => {
@@ -183,83 +180,5 @@ impl EtcdServer {
                 ForwardReply::NotLeader(_) => tokio::time::sleep(LEADER_POLL).await,
             }
         }
-    }
-}
-
-/// At most this many proposals are in Raft at once; what arrives meanwhile waits and goes
-/// out as one batch when a slot frees up.
-const MAX_IN_FLIGHT: usize = 4;
-/// Bounds on one batch, so a burst of large requests does not make a giant log entry.
-const MAX_BATCH_COMMANDS: usize = 2048;
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-
-struct Pending {
-    cmd: Command,
-    reply: oneshot::Sender<ForwardReply<CommandResult>>,
-}
-
-/// Collects the commands of concurrent clients into [`Proposal`]s (see there for why).
-/// Idle, a command goes out alone at once; under load, commands queue while
-/// `MAX_IN_FLIGHT` proposals are in Raft and leave together.
-pub struct Batcher {
-    tx: mpsc::UnboundedSender<Pending>,
-}
-
-impl Batcher {
-    /// Starts the batching task; it ends when the batcher is dropped.
-    pub fn start(raft: Raft, timeout: Duration) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
-        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        tokio::spawn(async move {
-            loop {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-                let Some(first) = rx.recv().await else { return };
-                let mut bytes = first.cmd.size();
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(p) => {
-                            bytes += p.cmd.size();
-                            batch.push(p);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let raft = raft.clone();
-                tokio::spawn(async move {
-                    let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-                    let outcome = tokio::time::timeout(timeout, raft.client_write(Proposal(cmds))).await;
-                    drop(permit);
-                    let fail = |replies: Vec<oneshot::Sender<_>>, r: &dyn Fn() -> ForwardReply<CommandResult>| {
-                        for reply in replies {
-                            let _ = reply.send(r());
-                        }
-                    };
-                    match outcome {
-                        Ok(Ok(resp)) => {
-                            let index = resp.log_id.index;
-                            for (reply, r) in replies.into_iter().zip(resp.data.0) {
-                                let _ = reply.send(ForwardReply::Done(index, r));
-                            }
-                        }
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                            fail(replies, &|| ForwardReply::NotLeader(f.leader_id))
-                        }
-                        Ok(Err(e)) => fail(replies, &|| ForwardReply::Failed(internal(&e))),
-                        Err(_) => fail(replies, &|| ForwardReply::Failed(EtcdError::Timeout)),
-                    }
-                });
-            }
-        });
-        Batcher { tx }
-    }
-
-    /// Proposes `cmd` (this member must be the leader) and waits for its result.
-    pub async fn submit(&self, cmd: Command) -> ForwardReply<CommandResult> {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Pending { cmd, reply }).is_err() {
-            return ForwardReply::Failed(EtcdError::Stopped);
-        }
-        rx.await.unwrap_or(ForwardReply::Failed(EtcdError::Stopped))
     }
 }

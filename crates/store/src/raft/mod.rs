@@ -24,15 +24,23 @@ pub enum Command {
     Compact(Vec<u8>),
     /// A member announces the name and client URLs it serves (etcd's attribute publish), so
     /// every member can answer `MemberList` with them.
-    PublishAttributes { member_id: u64, name: String, client_urls: Vec<String> },
+    PublishAttributes {
+        member_id: u64,
+        name: String,
+        client_urls: Vec<String>,
+    },
 }
 
 impl Command {
     /// Approximate encoded size, to bound how much one batched proposal carries.
     pub fn size(&self) -> usize {
         match self {
-            Command::Put(b) | Command::DeleteRange(b) | Command::Txn(b) | Command::Compact(b) => b.len(),
-            Command::PublishAttributes { name, client_urls, .. } => name.len() + client_urls.iter().map(String::len).sum::<usize>(),
+            Command::Put(b) | Command::DeleteRange(b) | Command::Txn(b) | Command::Compact(b) => {
+                b.len()
+            }
+            Command::PublishAttributes {
+                name, client_urls, ..
+            } => name.len() + client_urls.iter().map(String::len).sum::<usize>(),
         }
     }
 }

@@ -10,8 +10,8 @@ use kaname_proto::peer::RaftBytes;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -47,7 +47,10 @@ pub enum PeerError {
 
 impl PeerChannels {
     pub fn channel(&self, node: &MemberNode) -> Result<Channel, PeerError> {
-        let url = node.peer_urls.first().ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", node.name)))?;
+        let url = node
+            .peer_urls
+            .first()
+            .ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", node.name)))?;
         let mut map = self.channels.lock().expect("peer channel map");
         if let Some(ch) = map.get(url) {
             return Ok(ch.clone());
@@ -88,8 +91,11 @@ impl PeerChannels {
         let reply = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| PeerError::Unreachable(format!("{rpc:?} to {} timed out", node.name)))?
-            .map_err(|s| PeerError::Unreachable(format!("{rpc:?} to {}: {}", node.name, s.message())))?;
-        bincode::deserialize(&reply.into_inner().data).map_err(|e| PeerError::Protocol(e.to_string()))
+            .map_err(|s| {
+                PeerError::Unreachable(format!("{rpc:?} to {}: {}", node.name, s.message()))
+            })?;
+        bincode::deserialize(&reply.into_inner().data)
+            .map_err(|e| PeerError::Protocol(e.to_string()))
     }
 }
 
@@ -102,7 +108,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, _target: u64, node: &MemberNode) -> PeerConnection {
-        PeerConnection { node: node.clone(), channels: self.channels.clone() }
+        PeerConnection {
+            node: node.clone(),
+            channels: self.channels.clone(),
+        }
     }
 }
 
@@ -113,7 +122,12 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    async fn send<Req, Resp, E>(&self, rpc: PeerRpc, req: Req, option: &RPCOption) -> Result<Resp, RPCError<u64, MemberNode, RaftError<u64, E>>>
+    async fn send<Req, Resp, E>(
+        &self,
+        rpc: PeerRpc,
+        req: Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, MemberNode, RaftError<u64, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -145,7 +159,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         self.send(PeerRpc::InstallSnapshot, rpc, &option).await
     }
 

@@ -11,7 +11,9 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kaname_proto::etcdserverpb::{CompactionRequest, CompactionResponse, DeleteRangeRequest, PutRequest, TxnRequest};
+use kaname_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, PutRequest, TxnRequest,
+};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
 use prost::Message;
@@ -53,6 +55,8 @@ pub fn member_attributes(store: &MvccStore) -> std::collections::BTreeMap<u64, M
 pub struct StateMachine {
     store: Arc<MvccStore>,
     snap_dir: PathBuf,
+    /// Tells request handlers how far this member has applied.
+    applied_tx: tokio::sync::watch::Sender<u64>,
     /// When the store was last fsync'd; applies in between commit without waiting for the
     /// disk (the Raft log already holds every applied entry durably).
     last_sync: std::time::Instant,
@@ -62,12 +66,23 @@ pub struct StateMachine {
 const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl StateMachine {
-    pub fn new(store: Arc<MvccStore>, snap_dir: &Path) -> Result<Self, EtcdError> {
+    pub fn new(
+        store: Arc<MvccStore>,
+        snap_dir: &Path,
+        applied_tx: tokio::sync::watch::Sender<u64>,
+    ) -> Result<Self, EtcdError> {
         std::fs::create_dir_all(snap_dir).map_err(internal)?;
-        Ok(StateMachine { store, snap_dir: snap_dir.to_path_buf(), last_sync: std::time::Instant::now() })
+        let sm = StateMachine { store, snap_dir: snap_dir.to_path_buf(), applied_tx, last_sync: std::time::Instant::now() };
+        // Entries applied before a restart count as applied: reads must not wait for them.
+        let applied = sm.read_meta::<Option<LogId>>(META_APPLIED).map_err(internal)?.flatten();
+        sm.applied_tx.send_replace(applied.map(|l| l.index).unwrap_or(0));
+        Ok(sm)
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StorageError> {
         match self.store.get_meta(name).map_err(storage_io_err)? {
             Some(b) => Ok(Some(bincode::deserialize(&b).map_err(storage_io_err)?)),
             None => Ok(None),
@@ -82,36 +97,63 @@ impl StateMachine {
             if path.extension().and_then(|e| e.to_str()) != Some("meta") {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else { continue };
-            let Ok(meta) = serde_json::from_slice::<SnapshotMeta<u64, MemberNode>>(&bytes) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_slice::<SnapshotMeta<u64, MemberNode>>(&bytes) else {
+                continue;
+            };
             let data = path.with_extension("snap");
-            if data.exists() && best.as_ref().is_none_or(|(_, b)| b.last_log_id < meta.last_log_id) {
+            if data.exists()
+                && best
+                    .as_ref()
+                    .is_none_or(|(_, b)| b.last_log_id < meta.last_log_id)
+            {
                 best = Some((data, meta));
             }
         }
         best
     }
 
-    /// Keeps only the newest snapshot: older ones can no longer be sent or restored from.
     fn remove_snapshots_except(&self, keep_id: &str) {
-        let Ok(dir) = std::fs::read_dir(&self.snap_dir) else { return };
-        for entry in dir.flatten() {
-            let path = entry.path();
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            if stem != keep_id {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+        remove_snapshots_except(&self.snap_dir, keep_id)
     }
 
     fn write_meta_file(&self, meta: &SnapshotMeta<u64, MemberNode>) -> Result<(), StorageError> {
-        let path = self.snap_dir.join(format!("{}.meta", meta.snapshot_id));
-        let tmp = path.with_extension("meta.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(storage_io_err)?;
-        f.write_all(&serde_json::to_vec(meta).map_err(storage_io_err)?).map_err(storage_io_err)?;
-        f.sync_all().map_err(storage_io_err)?;
-        std::fs::rename(&tmp, &path).map_err(storage_io_err)
+        write_meta_file(&self.snap_dir, meta)
     }
+}
+
+/// Keeps only the newest snapshot: older ones can no longer be sent or restored from.
+fn remove_snapshots_except(snap_dir: &Path, keep_id: &str) {
+    let Ok(dir) = std::fs::read_dir(snap_dir) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if stem != keep_id {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Writes a snapshot's metadata beside its data file, atomically.
+fn write_meta_file(
+    snap_dir: &Path,
+    meta: &SnapshotMeta<u64, MemberNode>,
+) -> Result<(), StorageError> {
+    let path = snap_dir.join(format!("{}.meta", meta.snapshot_id));
+    let tmp = path.with_extension("meta.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(storage_io_err)?;
+    f.write_all(&serde_json::to_vec(meta).map_err(storage_io_err)?)
+        .map_err(storage_io_err)?;
+    f.sync_all().map_err(storage_io_err)?;
+    std::fs::rename(&tmp, &path).map_err(storage_io_err)
 }
 
 /// Applies one command inside the batch and encodes its response.
@@ -135,7 +177,10 @@ fn apply_command(batch: &mut WriteBatch, cmd: &Command) -> Result<Vec<u8>, EtcdE
         Command::Compact(b) => {
             let req = CompactionRequest::decode(b.as_slice()).map_err(internal)?;
             batch.compact(req.revision)?;
-            let header = Some(kaname_proto::etcdserverpb::ResponseHeader { revision: batch.rev(), ..Default::default() });
+            let header = Some(kaname_proto::etcdserverpb::ResponseHeader {
+                revision: batch.rev(),
+                ..Default::default()
+            });
             Ok(CompactionResponse { header }.encode_to_vec())
         }
         Command::PublishAttributes { .. } => Ok(Vec::new()),
@@ -147,7 +192,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
         let applied = self.read_meta::<Option<LogId>>(META_APPLIED)?.flatten();
-        let membership = self.read_meta::<Membership>(META_MEMBERSHIP)?.unwrap_or_default();
+        let membership = self
+            .read_meta::<Membership>(META_MEMBERSHIP)?
+            .unwrap_or_default();
         Ok((applied, membership))
     }
 
@@ -173,9 +220,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(proposal) => {
                     let mut out = Vec::with_capacity(proposal.0.len());
                     for cmd in &proposal.0 {
-                        if let Command::PublishAttributes { member_id, name, client_urls } = cmd {
+                        if let Command::PublishAttributes {
+                            member_id,
+                            name,
+                            client_urls,
+                        } = cmd
+                        {
                             let map = attrs.get_or_insert_with(|| member_attributes(&self.store));
-                            map.insert(*member_id, MemberAttributes { name: name.clone(), client_urls: client_urls.clone() });
+                            map.insert(
+                                *member_id,
+                                MemberAttributes {
+                                    name: name.clone(),
+                                    client_urls: client_urls.clone(),
+                                },
+                            );
                         }
                         out.push(apply_command(&mut batch, cmd));
                     }
@@ -184,28 +242,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             results.push(result);
         }
-        batch.set_meta(META_APPLIED, &ser(&last_applied)).map_err(storage_io_err)?;
+        batch
+            .set_meta(META_APPLIED, &ser(&last_applied))
+            .map_err(storage_io_err)?;
         if let Some(m) = &membership {
-            batch.set_meta(META_MEMBERSHIP, &ser(m)).map_err(storage_io_err)?;
+            batch
+                .set_meta(META_MEMBERSHIP, &ser(m))
+                .map_err(storage_io_err)?;
         }
         if let Some(a) = &attrs {
-            batch.set_meta(META_MEMBER_ATTRS, &serde_json::to_vec(a).map_err(storage_io_err)?).map_err(storage_io_err)?;
+            batch
+                .set_meta(
+                    META_MEMBER_ATTRS,
+                    &serde_json::to_vec(a).map_err(storage_io_err)?,
+                )
+                .map_err(storage_io_err)?;
         }
         let durable = membership.is_some() || self.last_sync.elapsed() >= SYNC_INTERVAL;
         batch.commit(durable).map_err(storage_io_err)?;
         if durable {
             self.last_sync = std::time::Instant::now();
         }
-        tracing::trace!(entries = results.len(), us = t0.elapsed().as_micros() as u64, "applied");
+        if let Some(l) = last_applied {
+            self.applied_tx.send_replace(l.index);
+        }
+        tracing::trace!(
+            entries = results.len(),
+            us = t0.elapsed().as_micros() as u64,
+            "applied"
+        );
         Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { store: self.store.clone(), snap_dir: self.snap_dir.clone() }
+        SnapshotBuilder {
+            store: self.store.clone(),
+            snap_dir: self.snap_dir.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let path = self.snap_dir.join(format!("receiving-{}.part", rand::random::<u64>()));
+        let path = self
+            .snap_dir
+            .join(format!("receiving-{}.part", rand::random::<u64>()));
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -226,7 +305,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let mut file = snapshot.into_std().await;
         use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(0)).map_err(storage_io_err)?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(storage_io_err)?;
         // Keep a copy as our current snapshot, so it can be sent on to others.
         let data_path = self.snap_dir.join(format!("{}.snap", meta.snapshot_id));
         {
@@ -241,13 +321,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(storage_io_err)?;
         self.write_meta_file(meta)?;
         self.remove_snapshots_except(&meta.snapshot_id);
+        if let Some(l) = meta.last_log_id {
+            self.applied_tx.send_replace(l.index);
+        }
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some((path, meta)) = self.latest_snapshot() else { return Ok(None) };
+        let Some((path, meta)) = self.latest_snapshot() else {
+            return Ok(None);
+        };
         let file = tokio::fs::File::open(&path).await.map_err(storage_io_err)?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
     }
 }
 
@@ -287,7 +375,9 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let tmp = self.snap_dir.join(format!("building-{}.part", rand::random::<u64>()));
+        let tmp = self
+            .snap_dir
+            .join(format!("building-{}.part", rand::random::<u64>()));
         // The log up to this snapshot may be purged once it exists, so everything applied
         // must be on disk first (applies commit without fsync, see `SYNC_INTERVAL`).
         self.store.sync().map_err(storage_io_err)?;
@@ -321,14 +411,22 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(l) => format!("{:016x}-{:08x}", l.index, rand::random::<u32>()),
             None => format!("empty-{:08x}", rand::random::<u32>()),
         };
-        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: snapshot_id.clone() };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id: snapshot_id.clone(),
+        };
         let data_path = self.snap_dir.join(format!("{snapshot_id}.snap"));
         std::fs::rename(&tmp, &data_path).map_err(storage_io_err)?;
-        let sm = StateMachine { store: self.store.clone(), snap_dir: self.snap_dir.clone(), last_sync: std::time::Instant::now() };
-        sm.write_meta_file(&meta)?;
-        sm.remove_snapshots_except(&snapshot_id);
-        let file = tokio::fs::File::open(&data_path).await.map_err(storage_io_err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(file) })
+        write_meta_file(&self.snap_dir, &meta)?;
+        remove_snapshots_except(&self.snap_dir, &snapshot_id);
+        let file = tokio::fs::File::open(&data_path)
+            .await
+            .map_err(storage_io_err)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
     }
 }
 

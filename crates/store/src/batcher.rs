@@ -1,0 +1,154 @@
+//! Proposal batching: the commands of concurrent clients travel to the leader and through
+//! Raft together (see [`crate::raft::Proposal`] for why this matters with openraft 0.9).
+//!
+//! Idle, a command goes out alone at once. Under load, commands queue while
+//! `MAX_IN_FLIGHT` batches are out, and leave together when a slot frees up. On the leader a
+//! batch becomes one Raft entry; on a follower it becomes one `Forward` call to the leader,
+//! which proposes it as one entry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::error::{internal, EtcdError};
+use crate::raft::network::{PeerChannels, PeerRpc};
+use crate::raft::{Command, CommandResult, Proposal, Raft};
+use crate::server::ForwardReply;
+
+/// Batches out at once, per member.
+const MAX_IN_FLIGHT: usize = 4;
+/// Bounds on one batch, so a burst of large requests does not make a giant log entry.
+const MAX_BATCH_COMMANDS: usize = 2048;
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+struct Pending {
+    cmd: Command,
+    reply: oneshot::Sender<ForwardReply<CommandResult>>,
+}
+
+/// Handle to the batching task of one member; it ends when the handle is dropped.
+pub struct Batcher {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+/// What a batch needs to reach the leader.
+#[derive(Clone)]
+pub struct Route {
+    pub raft: Raft,
+    pub peers: PeerChannels,
+    pub member_id: u64,
+    pub timeout: Duration,
+}
+
+impl Route {
+    /// Proposes the batch here if this member leads, or forwards it to the leader.
+    async fn send(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
+        let (leader, node) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let node = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            (m.current_leader, node)
+        };
+        match leader {
+            None => ForwardReply::NotLeader(None),
+            Some(id) if id == self.member_id => self.propose_here(cmds).await,
+            Some(id) => {
+                let Some(node) = node else {
+                    return ForwardReply::NotLeader(Some(id));
+                };
+                match self
+                    .peers
+                    .call(&node, PeerRpc::Forward, &cmds, self.timeout)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(_) => ForwardReply::NotLeader(None),
+                }
+            }
+        }
+    }
+
+    /// Appends the batch as one Raft entry (this member must lead) and waits for its apply.
+    pub async fn propose_here(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
+        match tokio::time::timeout(self.timeout, self.raft.client_write(Proposal(cmds))).await {
+            Ok(Ok(resp)) => ForwardReply::Done(resp.log_id.index, resp.data.0),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                ForwardReply::NotLeader(f.leader_id)
+            }
+            Ok(Err(e)) => ForwardReply::Failed(internal(e)),
+            Err(_) => ForwardReply::Failed(EtcdError::Timeout),
+        }
+    }
+}
+
+impl Batcher {
+    pub fn start(route: Route) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let Some(first) = rx.recv().await else { return };
+                let mut bytes = first.cmd.size();
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            bytes += p.cmd.size();
+                            batch.push(p);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let route = route.clone();
+                tokio::spawn(async move {
+                    let (cmds, replies): (Vec<_>, Vec<_>) =
+                        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+                    let n = cmds.len();
+                    let outcome = route.send(cmds).await;
+                    drop(permit);
+                    match outcome {
+                        ForwardReply::Done(index, results) if results.len() == n => {
+                            for (reply, r) in replies.into_iter().zip(results) {
+                                let _ = reply.send(ForwardReply::Done(index, r));
+                            }
+                        }
+                        ForwardReply::Done(..) => {
+                            for reply in replies {
+                                let _ = reply
+                                    .send(ForwardReply::Failed(internal("result count mismatch")));
+                            }
+                        }
+                        ForwardReply::NotLeader(l) => {
+                            for reply in replies {
+                                let _ = reply.send(ForwardReply::NotLeader(l));
+                            }
+                        }
+                        ForwardReply::Failed(e) => {
+                            for reply in replies {
+                                let _ = reply.send(ForwardReply::Failed(e.clone()));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Batcher { tx }
+    }
+
+    /// Sends `cmd` towards the leader with whatever else is waiting, and returns its result
+    /// with the log index it was committed at.
+    pub async fn submit(&self, cmd: Command) -> ForwardReply<CommandResult> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Pending { cmd, reply }).is_err() {
+            return ForwardReply::Failed(EtcdError::Stopped);
+        }
+        rx.await.unwrap_or(ForwardReply::Failed(EtcdError::Stopped))
+    }
+}
