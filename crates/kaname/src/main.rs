@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kaname_store::{ClusterState, EtcdConfig};
 
 #[derive(Parser)]
-#[command(name = "kaname", version, about = "A Kubernetes-style highly available control plane in one binary")]
+#[command(
+    name = "kaname",
+    version,
+    about = "A Kubernetes-style highly available control plane in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,25 +43,54 @@ struct EtcdFlags {
     #[arg(long, env = "ETCD_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// List of URLs to listen on for client traffic.
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", value_delimiter = ',', default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
     listen_client_urls: Vec<String>,
     /// List of this member's client URLs to advertise to the rest of the cluster.
-    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", value_delimiter = ',', default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
     advertise_client_urls: Vec<String>,
     /// List of URLs to listen on for peer traffic.
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", value_delimiter = ',', default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2380"
+    )]
     listen_peer_urls: Vec<String>,
     /// List of this member's peer URLs to advertise to the rest of the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", value_delimiter = ',', default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2380"
+    )]
     initial_advertise_peer_urls: Vec<String>,
     /// Initial cluster configuration for bootstrapping [default: ${name}=http://localhost:2380].
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
     /// Initial cluster state ('new' or 'existing').
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", value_enum, default_value = "new")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
     initial_cluster_state: InitialClusterState,
     /// Initial cluster token for the etcd cluster during bootstrap.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     initial_cluster_token: String,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
@@ -95,10 +128,17 @@ impl EtcdFlags {
     fn into_config(self) -> EtcdConfig {
         let defaults = EtcdConfig::default();
         EtcdConfig {
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.kaname", self.name))),
-            initial_cluster: self
-                .initial_cluster
-                .unwrap_or_else(|| format!("{}={}", self.name, self.initial_advertise_peer_urls.join(&format!(",{}=", self.name)))),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(format!("{}.kaname", self.name))),
+            initial_cluster: self.initial_cluster.unwrap_or_else(|| {
+                format!(
+                    "{}={}",
+                    self.name,
+                    self.initial_advertise_peer_urls
+                        .join(&format!(",{}=", self.name))
+                )
+            }),
             name: self.name,
             listen_client_urls: self.listen_client_urls,
             advertise_client_urls: self.advertise_client_urls,
@@ -112,7 +152,11 @@ impl EtcdFlags {
             heartbeat_interval_ms: self.heartbeat_interval,
             election_timeout_ms: self.election_timeout,
             snapshot_count: self.snapshot_count,
-            quota_backend_bytes: if self.quota_backend_bytes == 0 { defaults.quota_backend_bytes } else { self.quota_backend_bytes },
+            quota_backend_bytes: if self.quota_backend_bytes == 0 {
+                defaults.quota_backend_bytes
+            } else {
+                self.quota_backend_bytes
+            },
             max_txn_ops: self.max_txn_ops,
             max_request_bytes: self.max_request_bytes,
             listen_metrics_urls: self.listen_metrics_urls,
@@ -127,7 +171,10 @@ fn init_logging(level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KANAME_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},openraft=warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn shutdown_signal() {
@@ -146,11 +193,15 @@ fn main() -> anyhow::Result<()> {
         Command::Etcd(flags) => {
             init_logging(&flags.log_level);
             let cfg = flags.into_config();
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(kaname_store::run(cfg, shutdown_signal()))
         }
         Command::Bench(cmd) => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(kaname_bench::run(cmd))
         }
     }

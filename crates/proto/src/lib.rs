@@ -98,8 +98,7 @@ mod tests {
             // kvs (field 2, len 12): key="a" create=2 mod=3 version=1 value="b"
             0x12, 0x0c, 0x0a, 0x01, b'a', 0x10, 0x02, 0x18, 0x03, 0x20, 0x01, 0x2a, 0x01, b'b',
             // more (field 3) = true
-            0x18, 0x01,
-            // count (field 4) = 5
+            0x18, 0x01, // count (field 4) = 5
             0x20, 0x05,
         ];
         assert_eq!(resp.encode_to_vec(), expected);

@@ -2,9 +2,10 @@
 //! Raft together (see [`crate::raft::Proposal`] for why this matters with openraft 0.9).
 //!
 //! Idle, a command goes out alone at once. Under load, commands queue while
-//! `MAX_IN_FLIGHT` batches are out, and leave together when a slot frees up. On the leader a
-//! batch becomes one Raft entry; on a follower it becomes one `Forward` call to the leader,
-//! which proposes it as one entry.
+//! `MAX_IN_FLIGHT` batches are out, and leave together when a slot frees up. On a follower a
+//! batch becomes one `Forward` call to the leader; on the leader, the batches forwarded by
+//! all followers join the leader's own queue, so one Raft entry carries the writes of the
+//! whole cluster's clients.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +24,17 @@ const MAX_IN_FLIGHT: usize = 4;
 const MAX_BATCH_COMMANDS: usize = 2048;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
+/// Commands submitted together (one client's request, or a batch forwarded by a follower),
+/// answered together.
 struct Pending {
-    cmd: Command,
-    reply: oneshot::Sender<ForwardReply<CommandResult>>,
+    cmds: Vec<Command>,
+    reply: oneshot::Sender<ForwardReply<Vec<CommandResult>>>,
+}
+
+impl Pending {
+    fn size(&self) -> usize {
+        self.cmds.iter().map(Command::size).sum()
+    }
 }
 
 /// Handle to the batching task of one member; it ends when the handle is dropped.
@@ -95,12 +104,14 @@ impl Batcher {
                     return;
                 };
                 let Some(first) = rx.recv().await else { return };
-                let mut bytes = first.cmd.size();
+                let mut bytes = first.size();
+                let mut count = first.cmds.len();
                 let mut batch = vec![first];
-                while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+                while count < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
                     match rx.try_recv() {
                         Ok(p) => {
-                            bytes += p.cmd.size();
+                            bytes += p.size();
+                            count += p.cmds.len();
                             batch.push(p);
                         }
                         Err(_) => break,
@@ -108,30 +119,33 @@ impl Batcher {
                 }
                 let route = route.clone();
                 tokio::spawn(async move {
-                    let (cmds, replies): (Vec<_>, Vec<_>) =
-                        batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
-                    let n = cmds.len();
+                    let mut cmds = Vec::with_capacity(count);
+                    let mut replies = Vec::with_capacity(batch.len());
+                    for p in batch {
+                        replies.push((p.cmds.len(), p.reply));
+                        cmds.extend(p.cmds);
+                    }
                     let outcome = route.send(cmds).await;
                     drop(permit);
                     match outcome {
-                        ForwardReply::Done(index, results) if results.len() == n => {
-                            for (reply, r) in replies.into_iter().zip(results) {
-                                let _ = reply.send(ForwardReply::Done(index, r));
+                        ForwardReply::Done(index, results) if results.len() == count => {
+                            let mut results = results.into_iter();
+                            for (n, reply) in replies {
+                                let _ = reply.send(ForwardReply::Done(index, results.by_ref().take(n).collect()));
                             }
                         }
                         ForwardReply::Done(..) => {
-                            for reply in replies {
-                                let _ = reply
-                                    .send(ForwardReply::Failed(internal("result count mismatch")));
+                            for (_, reply) in replies {
+                                let _ = reply.send(ForwardReply::Failed(internal("result count mismatch")));
                             }
                         }
                         ForwardReply::NotLeader(l) => {
-                            for reply in replies {
+                            for (_, reply) in replies {
                                 let _ = reply.send(ForwardReply::NotLeader(l));
                             }
                         }
                         ForwardReply::Failed(e) => {
-                            for reply in replies {
+                            for (_, reply) in replies {
                                 let _ = reply.send(ForwardReply::Failed(e.clone()));
                             }
                         }
@@ -142,11 +156,11 @@ impl Batcher {
         Batcher { tx }
     }
 
-    /// Sends `cmd` towards the leader with whatever else is waiting, and returns its result
-    /// with the log index it was committed at.
-    pub async fn submit(&self, cmd: Command) -> ForwardReply<CommandResult> {
+    /// Sends `cmds` towards the leader with whatever else is waiting, and returns their
+    /// results with the log index they were committed at.
+    pub async fn submit(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Pending { cmd, reply }).is_err() {
+        if self.tx.send(Pending { cmds, reply }).is_err() {
             return ForwardReply::Failed(EtcdError::Stopped);
         }
         rx.await.unwrap_or(ForwardReply::Failed(EtcdError::Stopped))

@@ -35,6 +35,15 @@ pub struct Metrics {
     pub committed_index: Gauge,
     pub applied_index: Gauge,
     pub db_size: Gauge,
+    /// Time of each Raft log group commit (write + fsync), as etcd's WAL fsync histogram.
+    pub wal_fsync_seconds: Histogram,
+    /// Time of each state machine commit, as etcd's backend commit histogram.
+    pub backend_commit_seconds: Histogram,
+}
+
+fn disk_buckets() -> Histogram {
+    // etcd's buckets for disk latencies: 1 ms doubling up to ~8 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
 }
 
 impl Metrics {
@@ -54,6 +63,8 @@ impl Metrics {
             committed_index: Gauge::default(),
             applied_index: Gauge::default(),
             db_size: Gauge::default(),
+            wal_fsync_seconds: disk_buckets(),
+            backend_commit_seconds: disk_buckets(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -96,6 +107,16 @@ impl Metrics {
             "etcd_mvcc_db_total_size_in_bytes",
             "Total size of the underlying database physically allocated in bytes",
             m.db_size.clone(),
+        );
+        registry.register(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by the Raft log",
+            m.wal_fsync_seconds.clone(),
+        );
+        registry.register(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend",
+            m.backend_commit_seconds.clone(),
         );
         *m.registry.lock().expect("registry") = registry;
         m

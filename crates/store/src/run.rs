@@ -10,6 +10,7 @@ use kaname_proto::etcdserverpb::cluster_server::ClusterServer;
 use kaname_proto::etcdserverpb::kv_server::KvServer;
 use kaname_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use kaname_proto::peer::raft_peer_server::RaftPeerServer;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -66,6 +67,13 @@ async fn bind(url: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("listen on {url}"))
 }
 
+/// Small gRPC frames must not wait for Nagle's algorithm (40 ms stalls behind delayed ACKs).
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("set TCP_NODELAY: {e}");
+    }
+}
+
 /// Starts a member and returns once it listens (it may not have a leader yet).
 pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let members = cfg.initial_members()?;
@@ -100,10 +108,12 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         }
     }
 
-    let log_store = LogStore::open(&dir.log_path()).map_err(|e| anyhow!("open raft log: {e}"))?;
+    let metrics = Arc::new(Metrics::new());
+    let log_store =
+        LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone()).map_err(|e| anyhow!("open raft log: {e}"))?;
     let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
-    let sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx)
+    let sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx, metrics.backend_commit_seconds.clone())
         .map_err(|e| anyhow!("{e}"))?;
 
     let raft_config = openraft::Config {
@@ -174,7 +184,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             request_timeout,
         },
         peers,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
     });
 
     let mut tasks = Vec::new();
@@ -230,7 +240,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             if published.wait_for(|p| *p).await.is_err() {
                 return;
             }
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
                 tracing::error!("client listener stopped: {e}");
             }
         }));
@@ -239,7 +249,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         let listener = bind(url).await?;
         let app = crate::http::router(server.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
                 tracing::error!("metrics listener stopped: {e}");
             }
         }));

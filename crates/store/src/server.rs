@@ -105,15 +105,15 @@ impl EtcdServer {
                 continue;
             }
             saw_leader = true;
-            let reply =
-                match tokio::time::timeout_at(deadline, self.batcher.submit(cmd.clone())).await {
-                    Ok(reply) => reply,
-                    Err(_) => return Err(EtcdError::Timeout),
-                };
+            let submitted = self.batcher.submit(vec![cmd.clone()]);
+            let reply = match tokio::time::timeout_at(deadline, submitted).await {
+                Ok(reply) => reply,
+                Err(_) => return Err(EtcdError::Timeout),
+            };
             match reply {
-                ForwardReply::Done(index, result) => {
+                ForwardReply::Done(index, mut results) => {
                     self.wait_applied(index, deadline).await?;
-                    return result;
+                    return results.pop().unwrap_or_else(|| Err(internal("no result for a proposed command")));
                 }
                 ForwardReply::Failed(e) => return Err(e),
                 ForwardReply::NotLeader(_) => tokio::time::sleep(LEADER_POLL).await,
@@ -121,9 +121,13 @@ impl EtcdServer {
         }
     }
 
-    /// The leader side of a forwarded batch.
+    /// The leader side of a forwarded batch: it joins the leader's own queue, so the batches
+    /// of all followers leave in one Raft entry.
     pub async fn propose_forwarded(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
-        self.route.propose_here(cmds).await
+        if self.leader() != Some(self.member_id) {
+            return ForwardReply::NotLeader(self.leader());
+        }
+        self.batcher.submit(cmds).await
     }
 
     /// The leader side of a read index request: confirms leadership with a quorum round and

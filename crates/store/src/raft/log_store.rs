@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use prometheus_client::metrics::histogram::Histogram;
 use openraft::{Entry, OptionalSend, RaftLogReader, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
@@ -62,7 +63,8 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
+    /// Opens the log; each group commit's duration goes into `fsync_seconds`.
+    pub fn open(path: &Path, fsync_seconds: Histogram) -> Result<Self, StorageError> {
         let db = Database::create(path).map_err(storage_io_err)?;
         let txn = db.begin_write().map_err(storage_io_err)?;
         txn.open_table(LOG).map_err(storage_io_err)?;
@@ -76,7 +78,7 @@ impl LogStore {
         let for_writer = shared.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(for_writer, rx))
+            .spawn(move || writer_loop(for_writer, rx, fsync_seconds))
             .map_err(storage_io_err)?;
         Ok(LogStore { shared, writer: tx })
     }
@@ -114,7 +116,7 @@ impl LogStore {
 }
 
 /// The writer thread: take what is queued, write it in one transaction, fsync once, report.
-fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
+fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>, fsync_seconds: Histogram) {
     // Whether appends kept arriving while the previous group was being written: then more
     // are likely on their way, and waiting a moment for them saves fsyncs.
     let mut busy = false;
@@ -144,11 +146,8 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                 write_ops(&txn, &ops)?;
                 txn.commit().map_err(|e| e.to_string())
             });
-        tracing::trace!(
-            ops = ops.len(),
-            us = t0.elapsed().as_micros() as u64,
-            "raft log group commit"
-        );
+        fsync_seconds.observe(t0.elapsed().as_secs_f64());
+        tracing::trace!(ops = ops.len(), us = t0.elapsed().as_micros() as u64, "raft log group commit");
         if result.is_ok() {
             // Now in the file: drop the in-memory copies (unless a newer entry replaced one).
             let mut unflushed = shared.unflushed.lock().expect("unflushed lock");

@@ -16,6 +16,7 @@ use kaname_proto::etcdserverpb::{
 };
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
+use prometheus_client::metrics::histogram::Histogram;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,8 @@ pub fn member_attributes(store: &MvccStore) -> std::collections::BTreeMap<u64, M
 pub struct StateMachine {
     store: Arc<MvccStore>,
     snap_dir: PathBuf,
+    /// Duration of each apply round's commit.
+    commit_seconds: Histogram,
     /// Tells request handlers how far this member has applied.
     applied_tx: tokio::sync::watch::Sender<u64>,
     /// When the store was last fsync'd; applies in between commit without waiting for the
@@ -70,9 +73,16 @@ impl StateMachine {
         store: Arc<MvccStore>,
         snap_dir: &Path,
         applied_tx: tokio::sync::watch::Sender<u64>,
+        commit_seconds: Histogram,
     ) -> Result<Self, EtcdError> {
         std::fs::create_dir_all(snap_dir).map_err(internal)?;
-        let sm = StateMachine { store, snap_dir: snap_dir.to_path_buf(), applied_tx, last_sync: std::time::Instant::now() };
+        let sm = StateMachine {
+            store,
+            snap_dir: snap_dir.to_path_buf(),
+            applied_tx,
+            commit_seconds,
+            last_sync: std::time::Instant::now(),
+        };
         // Entries applied before a restart count as applied: reads must not wait for them.
         let applied = sm.read_meta::<Option<LogId>>(META_APPLIED).map_err(internal)?.flatten();
         sm.applied_tx.send_replace(applied.map(|l| l.index).unwrap_or(0));
@@ -203,7 +213,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let t0 = std::time::Instant::now();
         let mut batch = self.store.write_batch().map_err(storage_io_err)?;
         let mut results = Vec::new();
         let mut last_applied = None;
@@ -259,18 +268,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(storage_io_err)?;
         }
         let durable = membership.is_some() || self.last_sync.elapsed() >= SYNC_INTERVAL;
+        let commit_start = std::time::Instant::now();
         batch.commit(durable).map_err(storage_io_err)?;
+        self.commit_seconds.observe(commit_start.elapsed().as_secs_f64());
         if durable {
             self.last_sync = std::time::Instant::now();
         }
         if let Some(l) = last_applied {
             self.applied_tx.send_replace(l.index);
         }
-        tracing::trace!(
-            entries = results.len(),
-            us = t0.elapsed().as_micros() as u64,
-            "applied"
-        );
+        tracing::trace!(entries = results.len(), "applied");
         Ok(results)
     }
 
@@ -321,6 +328,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(storage_io_err)?;
         self.write_meta_file(meta)?;
         self.remove_snapshots_except(&meta.snapshot_id);
+        tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot received from the leader");
         if let Some(l) = meta.last_log_id {
             self.applied_tx.send_replace(l.index);
         }
@@ -420,6 +428,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         std::fs::rename(&tmp, &data_path).map_err(storage_io_err)?;
         write_meta_file(&self.snap_dir, &meta)?;
         remove_snapshots_except(&self.snap_dir, &snapshot_id);
+        tracing::info!(snapshot = %snapshot_id, last_log_id = ?meta.last_log_id, "built snapshot");
         let file = tokio::fs::File::open(&data_path)
             .await
             .map_err(storage_io_err)?;
