@@ -6,12 +6,8 @@
 
 const PROTO_ROOT: &str = "proto";
 
-const PROTOS: &[&str] = &[
-    "proto/mvccpb/kv.proto",
-    "proto/authpb/auth.proto",
-    "proto/etcdserverpb/rpc.proto",
-    "proto/kaname/peer.proto",
-];
+const PROTOS: &[&str] =
+    &["proto/mvccpb/kv.proto", "proto/authpb/auth.proto", "proto/etcdserverpb/rpc.proto", "proto/kaname/peer.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
@@ -21,10 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let fds = protox::compile(PROTOS, [PROTO_ROOT])?;
 
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
 
     Ok(())
 }

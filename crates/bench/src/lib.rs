@@ -69,15 +69,8 @@ async fn connect(common: &CommonFlags) -> anyhow::Result<Vec<KvClient<Channel>>>
     let mut out = Vec::new();
     for i in 0..common.conns.max(1) {
         let ep = &common.endpoints[i % common.endpoints.len()];
-        let url = if ep.contains("://") {
-            ep.clone()
-        } else {
-            format!("http://{ep}")
-        };
-        let ch = Endpoint::from_shared(url)?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+        let url = if ep.contains("://") { ep.clone() } else { format!("http://{ep}") };
+        let ch = Endpoint::from_shared(url)?.tcp_nodelay(true).connect().await?;
         out.push(KvClient::new(ch));
     }
     Ok(out)
@@ -102,13 +95,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             for n in 0..per_client {
                 let t = Instant::now();
                 let ok = match &cmd {
-                    BenchCommand::Put {
-                        key_size,
-                        val_size,
-                        key_space_size,
-                        sequential_keys,
-                        ..
-                    } => {
+                    BenchCommand::Put { key_size, val_size, key_space_size, sequential_keys, .. } => {
                         let i = if *sequential_keys {
                             (c * per_client + n) as u64 % key_space_size.max(&1)
                         } else {
@@ -121,9 +108,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                         };
                         kv.put(req).await.is_ok()
                     }
-                    BenchCommand::Range {
-                        key, consistency, ..
-                    } => {
+                    BenchCommand::Range { key, consistency, .. } => {
                         let req = RangeRequest {
                             key: key.as_bytes().to_vec(),
                             serializable: consistency == "s",
@@ -167,10 +152,7 @@ fn report(samples: &[Sample], errors: usize, total: Duration) {
     println!("  Slowest:\t{:.4} secs.", s.last().copied().unwrap_or(0.0));
     println!("  Fastest:\t{:.4} secs.", s.first().copied().unwrap_or(0.0));
     println!("  Average:\t{avg:.4} secs.");
-    println!(
-        "  Requests/sec:\t{:.4}",
-        s.len() as f64 / total.as_secs_f64()
-    );
+    println!("  Requests/sec:\t{:.4}", s.len() as f64 / total.as_secs_f64());
     if errors > 0 {
         println!("  Errors:\t{errors}");
     }

@@ -7,11 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kaname_store::{ClusterState, EtcdConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "kaname",
-    version,
-    about = "A Kubernetes-style highly available control plane in one binary"
-)]
+#[command(name = "kaname", version, about = "A Kubernetes-style highly available control plane in one binary")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,28 +39,13 @@ struct EtcdFlags {
     #[arg(long, env = "ETCD_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// List of URLs to listen on for client traffic.
-    #[arg(
-        long,
-        env = "ETCD_LISTEN_CLIENT_URLS",
-        value_delimiter = ',',
-        default_value = "http://localhost:2379"
-    )]
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", value_delimiter = ',', default_value = "http://localhost:2379")]
     listen_client_urls: Vec<String>,
     /// List of this member's client URLs to advertise to the rest of the cluster.
-    #[arg(
-        long,
-        env = "ETCD_ADVERTISE_CLIENT_URLS",
-        value_delimiter = ',',
-        default_value = "http://localhost:2379"
-    )]
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", value_delimiter = ',', default_value = "http://localhost:2379")]
     advertise_client_urls: Vec<String>,
     /// List of URLs to listen on for peer traffic.
-    #[arg(
-        long,
-        env = "ETCD_LISTEN_PEER_URLS",
-        value_delimiter = ',',
-        default_value = "http://localhost:2380"
-    )]
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", value_delimiter = ',', default_value = "http://localhost:2380")]
     listen_peer_urls: Vec<String>,
     /// List of this member's peer URLs to advertise to the rest of the cluster.
     #[arg(
@@ -78,19 +59,10 @@ struct EtcdFlags {
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
     /// Initial cluster state ('new' or 'existing').
-    #[arg(
-        long,
-        env = "ETCD_INITIAL_CLUSTER_STATE",
-        value_enum,
-        default_value = "new"
-    )]
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", value_enum, default_value = "new")]
     initial_cluster_state: InitialClusterState,
     /// Initial cluster token for the etcd cluster during bootstrap.
-    #[arg(
-        long,
-        env = "ETCD_INITIAL_CLUSTER_TOKEN",
-        default_value = "etcd-cluster"
-    )]
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
     initial_cluster_token: String,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
@@ -128,16 +100,9 @@ impl EtcdFlags {
     fn into_config(self) -> EtcdConfig {
         let defaults = EtcdConfig::default();
         EtcdConfig {
-            data_dir: self
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(format!("{}.kaname", self.name))),
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.kaname", self.name))),
             initial_cluster: self.initial_cluster.unwrap_or_else(|| {
-                format!(
-                    "{}={}",
-                    self.name,
-                    self.initial_advertise_peer_urls
-                        .join(&format!(",{}=", self.name))
-                )
+                format!("{}={}", self.name, self.initial_advertise_peer_urls.join(&format!(",{}=", self.name)))
             }),
             name: self.name,
             listen_client_urls: self.listen_client_urls,
@@ -174,6 +139,7 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -193,15 +159,11 @@ fn main() -> anyhow::Result<()> {
         Command::Etcd(flags) => {
             init_logging(&flags.log_level);
             let cfg = flags.into_config();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_store::run(cfg, shutdown_signal()))
         }
         Command::Bench(cmd) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_bench::run(cmd))
         }
     }

@@ -66,12 +66,8 @@ impl Writers {
         };
         let handles = (0..count)
             .map(|n| {
-                let (stop, eps, acks, failures) = (
-                    w.stop.clone(),
-                    w.endpoints.clone(),
-                    w.acks.clone(),
-                    w.failures.clone(),
-                );
+                let (stop, eps, acks, failures) =
+                    (w.stop.clone(), w.endpoints.clone(), w.acks.clone(), w.failures.clone());
                 let prefix = prefix.to_string();
                 thread::spawn(move || {
                     let begun = Instant::now();
@@ -81,16 +77,15 @@ impl Writers {
                         i += 1;
                         let endpoints = eps.lock().unwrap().clone();
                         let start = Instant::now();
-                        let out =
-                            etcdctl_timeout(&endpoints, &["put", &key, "v"], None, WRITE_TIMEOUT);
+                        let out = etcdctl_timeout(&endpoints, &["put", &key, "v"], None, WRITE_TIMEOUT);
                         let end = Instant::now();
                         if out.success() {
                             acks.lock().unwrap().push(Ack { key, start, end });
                         } else {
-                            failures.lock().unwrap().push(format!(
-                                "{key}: {}",
-                                out.stderr.lines().last().unwrap_or("")
-                            ));
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{key}: {}", out.stderr.lines().last().unwrap_or("")));
                             thread::sleep(Duration::from_millis(50));
                         }
                     }
@@ -121,12 +116,7 @@ impl Writers {
 
 /// Polls every running member with a serializable get until it holds every
 /// key in `expected` (followers may lag a little); panics with what is missing.
-fn assert_all_members_have(
-    c: &Cluster,
-    prefix: &str,
-    expected: &BTreeSet<String>,
-    timeout: Duration,
-) {
+fn assert_all_members_have(c: &Cluster, prefix: &str, expected: &BTreeSet<String>, timeout: Duration) {
     for i in c.live_members() {
         let deadline = Instant::now() + timeout;
         loop {
@@ -157,8 +147,7 @@ fn assert_all_members_have(
 /// Linearizable reads of `prefix` on each running member must include `expected`.
 fn assert_linearizable_reads_have(c: &Cluster, prefix: &str, expected: &BTreeSet<String>) {
     for i in c.live_members() {
-        let got = get_keys(&c.member_endpoint(i), prefix, false)
-            .unwrap_or_else(|e| panic!("{e}\n{}", c.log_tails(30)));
+        let got = get_keys(&c.member_endpoint(i), prefix, false).unwrap_or_else(|e| panic!("{e}\n{}", c.log_tails(30)));
         let missing: Vec<&String> = expected.difference(&got).collect();
         assert!(
             missing.is_empty(),
@@ -186,12 +175,7 @@ fn leader_kill(flavor: Flavor) {
     let writers = Writers::start(4, "acked/", c.endpoints());
     thread::sleep(Duration::from_millis(2000));
     let before = writers.acked();
-    assert!(
-        before > 0,
-        "{}: no write succeeded before the kill\n{}",
-        flavor.label(),
-        c.log_tails(30)
-    );
+    assert!(before > 0, "{}: no write succeeded before the kill\n{}", flavor.label(), c.log_tails(30));
 
     c.kill(leader);
     let killed_at = Instant::now();
@@ -217,11 +201,7 @@ fn leader_kill(flavor: Flavor) {
             println!("  fail {f}");
         }
     }
-    let recovered = acks
-        .iter()
-        .filter(|a| a.start >= killed_at)
-        .map(|a| a.end.duration_since(killed_at))
-        .min();
+    let recovered = acks.iter().filter(|a| a.start >= killed_at).map(|a| a.end.duration_since(killed_at)).min();
     println!(
         "{}: leader m{leader} killed; {} acks before, {} after; first write started after the kill acknowledged {:?} after it; {} failed attempts",
         flavor.label(),
@@ -267,12 +247,7 @@ fn kill_all(flavor: Flavor, members: usize) {
     // A batch through txn too, so multi-op entries are covered.
     let batch: String = (0..100).map(|i| format!("put batch/{i:03} v\n")).collect();
     let out = etcdctl(&c.endpoints(), &["txn"], Some(&format!("\n{batch}\n\n")));
-    assert!(
-        out.success(),
-        "batch txn failed: {}{}",
-        out.stdout,
-        out.stderr
-    );
+    assert!(out.success(), "batch txn failed: {}{}", out.stdout, out.stderr);
 
     let writers = Writers::start(3, "acked/", c.endpoints());
     thread::sleep(Duration::from_millis(2500));
@@ -280,17 +255,8 @@ fn kill_all(flavor: Flavor, members: usize) {
         c.kill(i);
     }
     let (acks, _) = writers.finish();
-    assert!(
-        !acks.is_empty(),
-        "{}: no write succeeded before the crash\n{}",
-        flavor.label(),
-        c.log_tails(30)
-    );
-    println!(
-        "{}: {} acknowledged puts before kill -9 of all {members}",
-        flavor.label(),
-        acks.len()
-    );
+    assert!(!acks.is_empty(), "{}: no write succeeded before the crash\n{}", flavor.label(), c.log_tails(30));
+    println!("{}: {} acknowledged puts before kill -9 of all {members}", flavor.label(), acks.len());
 
     for i in 1..=members {
         c.restart(i);
@@ -349,18 +315,11 @@ fn follower_catch_up(flavor: Flavor) {
             let eps = survivors.clone();
             thread::spawn(move || {
                 for b in (t..BULK_KEYS / BATCH).step_by(2) {
-                    let puts: String = (b * BATCH..(b + 1) * BATCH)
-                        .map(|k| format!("put bulk/{k:05} value-{k}\n"))
-                        .collect();
-                    let out =
-                        etcdctl_timeout(&eps, &["txn"], Some(&format!("\n{puts}\n\n")), "20s");
+                    let puts: String =
+                        (b * BATCH..(b + 1) * BATCH).map(|k| format!("put bulk/{k:05} value-{k}\n")).collect();
+                    let out = etcdctl_timeout(&eps, &["txn"], Some(&format!("\n{puts}\n\n")), "20s");
                     if !out.success() || !out.stdout.starts_with("SUCCESS") {
-                        return Err(format!(
-                            "batch {b} failed ({}): {}{}",
-                            out.code(),
-                            out.stdout,
-                            out.stderr
-                        ));
+                        return Err(format!("batch {b} failed ({}): {}{}", out.code(), out.stdout, out.stderr));
                     }
                 }
                 Ok(())
@@ -372,25 +331,16 @@ fn follower_catch_up(flavor: Flavor) {
             panic!("{}: {e}\n{}", flavor.label(), c.log_tails(30));
         }
     }
-    println!(
-        "{}: wrote {BULK_KEYS} keys in {:?} with m{follower} down",
-        flavor.label(),
-        started.elapsed()
-    );
+    println!("{}: wrote {BULK_KEYS} keys in {:?} with m{follower} down", flavor.label(), started.elapsed());
 
     let leader_status = c.status(leader).unwrap_or_else(|e| panic!("{e}"));
-    let target = leader_status["raftIndex"]
-        .as_u64()
-        .expect("raftIndex in endpoint status");
+    let target = leader_status["raftIndex"].as_u64().expect("raftIndex in endpoint status");
     c.restart(follower);
     c.wait_healthy();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st = c.status(follower);
-        let applied = st
-            .as_ref()
-            .ok()
-            .and_then(|s| s["raftAppliedIndex"].as_u64().or(s["raftIndex"].as_u64()));
+        let applied = st.as_ref().ok().and_then(|s| s["raftAppliedIndex"].as_u64().or(s["raftIndex"].as_u64()));
         if applied.is_some_and(|a| a >= target) {
             break;
         }
@@ -405,8 +355,7 @@ fn follower_catch_up(flavor: Flavor) {
     }
 
     let expected: BTreeSet<String> = (0..BULK_KEYS).map(|k| format!("bulk/{k:05}")).collect();
-    let got =
-        get_keys(&c.member_endpoint(follower), "bulk/", true).unwrap_or_else(|e| panic!("{e}"));
+    let got = get_keys(&c.member_endpoint(follower), "bulk/", true).unwrap_or_else(|e| panic!("{e}"));
     let missing: Vec<&String> = expected.difference(&got).collect();
     assert!(
         missing.is_empty() && got.len() == BULK_KEYS,
@@ -417,17 +366,9 @@ fn follower_catch_up(flavor: Flavor) {
         missing.iter().take(5).collect::<Vec<_>>()
     );
     // Spot-check values, not just keys.
-    let out = etcdctl(
-        &c.member_endpoint(follower),
-        &["get", "bulk/09999", "--print-value-only", "--consistency=s"],
-        None,
-    );
-    assert_eq!(
-        out.stdout.trim(),
-        "value-9999",
-        "{}: value on follower m{follower}",
-        flavor.label()
-    );
+    let out =
+        etcdctl(&c.member_endpoint(follower), &["get", "bulk/09999", "--print-value-only", "--consistency=s"], None);
+    assert_eq!(out.stdout.trim(), "value-9999", "{}: value on follower m{follower}", flavor.label());
 }
 
 #[test]
@@ -478,11 +419,7 @@ fn snap_value(k: usize) -> String {
 /// 10,000). Client `c` does items c, c+clients, ...; it talks to
 /// `endpoints[0]` and moves on to the next endpoint after a failure, retrying
 /// the same put (puts are idempotent for what the test checks).
-fn grpc_put_all(
-    endpoints: &[String],
-    kvs: Vec<(String, String)>,
-    clients: usize,
-) -> Result<(), String> {
+fn grpc_put_all(endpoints: &[String], kvs: Vec<(String, String)>, clients: usize) -> Result<(), String> {
     use kaname_proto::etcdserverpb::kv_client::KvClient;
     use kaname_proto::etcdserverpb::PutRequest;
 
@@ -566,9 +503,7 @@ fn applied_index(c: &Cluster, i: usize) -> Result<u64, String> {
 }
 
 fn status_u64(c: &Cluster, i: usize, field: &str) -> u64 {
-    let st = c
-        .status(i)
-        .unwrap_or_else(|e| panic!("{e}\n{}", c.log_tails(30)));
+    let st = c.status(i).unwrap_or_else(|e| panic!("{e}\n{}", c.log_tails(30)));
     st[field]
         .as_u64()
         .or_else(|| st["header"][field].as_u64())
@@ -601,30 +536,19 @@ fn assert_snap_keys(c: &Cluster, i: usize, timeout: Duration) {
     let ep = c.member_endpoint(i);
     let deadline = Instant::now() + timeout;
     loop {
-        let out = etcdctl_timeout(
-            &ep,
-            &["get", "--prefix", "snap/", "--consistency=s"],
-            None,
-            "20s",
-        );
+        let out = etcdctl_timeout(&ep, &["get", "--prefix", "snap/", "--consistency=s"], None, "20s");
         let problem = if !out.success() {
             format!("get failed ({}): {}", out.code(), out.stderr.trim())
         } else {
             let lines: Vec<&str> = out.stdout.lines().collect();
-            let got: Vec<(&str, &str)> = lines
-                .chunks(2)
-                .map(|p| (p[0], p.get(1).copied().unwrap_or("")))
-                .collect();
+            let got: Vec<(&str, &str)> = lines.chunks(2).map(|p| (p[0], p.get(1).copied().unwrap_or(""))).collect();
             let wrong: Vec<String> = (0..SNAP_KEYS)
                 .filter(|&k| got.get(k) != Some(&(snap_key(k).as_str(), snap_value(k).as_str())))
                 .take(5)
                 .map(|k| format!("{} = {:?}", snap_key(k), got.get(k)))
                 .collect();
             if got.len() != SNAP_KEYS || !wrong.is_empty() {
-                format!(
-                    "{} pairs under snap/ (want {SNAP_KEYS}); first wrong: {wrong:?}",
-                    got.len()
-                )
+                format!("{} pairs under snap/ (want {SNAP_KEYS}); first wrong: {wrong:?}", got.len())
             } else {
                 String::new()
             }
@@ -641,15 +565,8 @@ fn assert_snap_keys(c: &Cluster, i: usize, timeout: Duration) {
         }
         thread::sleep(Duration::from_millis(500));
     }
-    for k in (0..SNAP_KEYS)
-        .step_by(997)
-        .chain([SNAP_OVERWRITTEN - 1, SNAP_KEYS - 1])
-    {
-        let out = etcdctl(
-            &ep,
-            &["get", &snap_key(k), "--print-value-only", "--consistency=s"],
-            None,
-        );
+    for k in (0..SNAP_KEYS).step_by(997).chain([SNAP_OVERWRITTEN - 1, SNAP_KEYS - 1]) {
+        let out = etcdctl(&ep, &["get", &snap_key(k), "--print-value-only", "--consistency=s"], None);
         assert!(
             out.success() && out.stdout.trim_end() == snap_value(k),
             "{} m{i}: serializable get {} gave {:?} (stderr {:?}), want {:?}",
@@ -668,12 +585,7 @@ fn assert_equal_hashkv(c: &Cluster, rev: i64, timeout: Duration) -> u64 {
     let rev_flag = format!("--rev={rev}");
     let deadline = Instant::now() + timeout;
     loop {
-        let out = etcdctl_timeout(
-            &c.endpoints(),
-            &["endpoint", "hashkv", &rev_flag, "-w", "json"],
-            None,
-            "10s",
-        );
+        let out = etcdctl_timeout(&c.endpoints(), &["endpoint", "hashkv", &rev_flag, "-w", "json"], None, "10s");
         let parsed: Result<Vec<(String, u64, i64)>, String> = if out.success() {
             serde_json::from_str::<serde_json::Value>(out.stdout.trim())
                 .map_err(|e| format!("bad json ({e}): {}", out.stdout))
@@ -684,29 +596,18 @@ fn assert_equal_hashkv(c: &Cluster, rev: i64, timeout: Duration) -> u64 {
                         .map(|e| {
                             Ok((
                                 e["Endpoint"].as_str().unwrap_or("?").to_string(),
-                                e["HashKV"]["hash"]
-                                    .as_u64()
-                                    .ok_or_else(|| format!("no hash: {e}"))?,
+                                e["HashKV"]["hash"].as_u64().ok_or_else(|| format!("no hash: {e}"))?,
                                 e["HashKV"]["compact_revision"].as_i64().unwrap_or(0),
                             ))
                         })
                         .collect()
                 })
         } else {
-            Err(format!(
-                "hashkv failed ({}): {}{}",
-                out.code(),
-                out.stdout,
-                out.stderr
-            ))
+            Err(format!("hashkv failed ({}): {}{}", out.code(), out.stdout, out.stderr))
         };
         match &parsed {
             Ok(h) if h.len() == c.size() && h.iter().all(|x| (x.1, x.2) == (h[0].1, h[0].2)) => {
-                println!(
-                    "{}: hashkv at rev {rev} on all members: {:?}",
-                    c.flavor.label(),
-                    h
-                );
+                println!("{}: hashkv at rev {rev} on all members: {:?}", c.flavor.label(), h);
                 return h[0].1;
             }
             _ => {}
@@ -793,12 +694,8 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
     // 1,000 keys with an old value, then all 10,000 with their final value.
     let eps = vec![c.member_endpoint(leader), c.member_endpoint(other)];
     let started = Instant::now();
-    let old: Vec<(String, String)> = (0..SNAP_OVERWRITTEN)
-        .map(|k| (snap_key(k), format!("old-{k}")))
-        .collect();
-    let new: Vec<(String, String)> = (0..SNAP_KEYS)
-        .map(|k| (snap_key(k), snap_value(k)))
-        .collect();
+    let old: Vec<(String, String)> = (0..SNAP_OVERWRITTEN).map(|k| (snap_key(k), format!("old-{k}"))).collect();
+    let new: Vec<(String, String)> = (0..SNAP_KEYS).map(|k| (snap_key(k), snap_value(k))).collect();
     for phase in [old, new] {
         if let Err(e) = grpc_put_all(&eps, phase, SNAP_CLIENTS) {
             panic!("{}: {e}\n{}", flavor.label(), c.log_tails(30));
@@ -815,29 +712,10 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
     // Compact away the old values, then one more write so the hash revision is
     // above the compaction.
     let compact_rev = status_u64(&c, leader, "revision");
-    let out = etcdctl(
-        &c.member_endpoint(leader),
-        &["compact", &compact_rev.to_string(), "--physical"],
-        None,
-    );
-    assert!(
-        out.success(),
-        "{}: compact {compact_rev} failed: {}{}",
-        flavor.label(),
-        out.stdout,
-        out.stderr
-    );
-    let out = etcdctl(
-        &c.member_endpoint(leader),
-        &["put", "after/compact", "x", "-w", "json"],
-        None,
-    );
-    assert!(
-        out.success(),
-        "{}: put after compact failed: {}",
-        flavor.label(),
-        out.stderr
-    );
+    let out = etcdctl(&c.member_endpoint(leader), &["compact", &compact_rev.to_string(), "--physical"], None);
+    assert!(out.success(), "{}: compact {compact_rev} failed: {}{}", flavor.label(), out.stdout, out.stderr);
+    let out = etcdctl(&c.member_endpoint(leader), &["put", "after/compact", "x", "-w", "json"], None);
+    assert!(out.success(), "{}: put after compact failed: {}", flavor.label(), out.stderr);
     let final_rev = serde_json::from_str::<serde_json::Value>(out.stdout.trim())
         .ok()
         .and_then(|v| v["header"]["revision"].as_i64())
@@ -853,21 +731,13 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
     c.restart(follower);
     c.wait_healthy();
     wait_applied(&c, follower, target, Duration::from_secs(45));
-    println!(
-        "{}: m{follower} restarted and applied raft index {target} in {:?}",
-        flavor.label(),
-        restarted.elapsed()
-    );
+    println!("{}: m{follower} restarted and applied raft index {target} in {:?}", flavor.label(), restarted.elapsed());
     assert_snap_keys(&c, follower, Duration::from_secs(10));
     let hash = assert_equal_hashkv(&c, final_rev, Duration::from_secs(20));
 
     // Evidence that the follower was sent a snapshot, not just the log.
     let lines = snapshot_log_lines(&c, follower);
-    println!(
-        "{}: m{follower} log lines about snapshots since its restart ({}):",
-        flavor.label(),
-        lines.len()
-    );
+    println!("{}: m{follower} log lines about snapshots since its restart ({}):", flavor.label(), lines.len());
     for l in lines.iter().take(20) {
         println!("    {l}");
     }
@@ -884,9 +754,8 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
             leader_snaps.extend(kaname_snapshots(&c, leader));
             let mine = kaname_snapshots(&c, follower);
             println!("kaname: m{follower} snapshots after catching up: {mine:?}; leader's: {leader_snaps:?}");
-            let received = mine.iter().find(|(id, index)| {
-                *index > applied_before && leader_snaps.iter().any(|(l, _)| l == id)
-            });
+            let received =
+                mine.iter().find(|(id, index)| *index > applied_before && leader_snaps.iter().any(|(l, _)| l == id));
             assert!(
                 received.is_some(),
                 "kaname: restarted follower m{follower} (applied index {applied_before} when killed) holds no snapshot \
@@ -918,11 +787,7 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
         flavor.label(),
         t0.elapsed()
     );
-    SnapRun {
-        c,
-        final_rev,
-        target,
-    }
+    SnapRun { c, final_rev, target }
 }
 
 #[test]
@@ -940,19 +805,11 @@ fn follower_snapshot_catch_up_kaname() {
 /// After the snapshot catch-up, kill -9 all three members and restart them:
 /// each must come back from its snapshot plus the log after it.
 fn restart_all_after_snapshot(flavor: Flavor) {
-    let SnapRun {
-        mut c,
-        final_rev,
-        target,
-    } = follower_snapshot_catch_up(flavor);
+    let SnapRun { mut c, final_rev, target } = follower_snapshot_catch_up(flavor);
     let t0 = Instant::now();
     let before: Vec<u64> = (1..=3).map(|i| applied_index(&c, i).unwrap_or(0)).collect();
     for i in 1..=3 {
-        println!(
-            "{}: m{i} member/snap before kill -9 of all: {:?}",
-            flavor.label(),
-            snap_dir_listing(&c, i)
-        );
+        println!("{}: m{i} member/snap before kill -9 of all: {:?}", flavor.label(), snap_dir_listing(&c, i));
         if flavor == Flavor::Kaname {
             let snaps = kaname_snapshots(&c, i);
             assert!(
@@ -976,31 +833,12 @@ fn restart_all_after_snapshot(flavor: Flavor) {
     for i in 1..=3 {
         assert_snap_keys(&c, i, Duration::from_secs(20));
     }
-    let out = etcdctl(
-        &c.endpoints(),
-        &["get", "after/compact", "--print-value-only"],
-        None,
-    );
-    assert_eq!(
-        out.stdout.trim_end(),
-        "x",
-        "{}: after/compact after the full restart: {}",
-        flavor.label(),
-        out.stderr
-    );
+    let out = etcdctl(&c.endpoints(), &["get", "after/compact", "--print-value-only"], None);
+    assert_eq!(out.stdout.trim_end(), "x", "{}: after/compact after the full restart: {}", flavor.label(), out.stderr);
     assert_equal_hashkv(&c, final_rev, Duration::from_secs(20));
     let out = etcdctl(&c.endpoints(), &["put", "after/restart", "ok"], None);
-    assert!(
-        out.success(),
-        "{}: put after the full restart failed: {}",
-        flavor.label(),
-        out.stderr
-    );
-    println!(
-        "{}: full restart (applied indexes before: {before:?}) verified in {:?}",
-        flavor.label(),
-        t0.elapsed()
-    );
+    assert!(out.success(), "{}: put after the full restart failed: {}", flavor.label(), out.stderr);
+    println!("{}: full restart (applied indexes before: {before:?}) verified in {:?}", flavor.label(), t0.elapsed());
 }
 
 #[test]

@@ -98,58 +98,15 @@ fn get_script(n: usize) -> Vec<Step> {
     ];
     for target in ["KEY", "CREATE", "MODIFY", "VALUE", "VERSION"] {
         for order in ["ASCEND", "DESCEND"] {
-            s.push(step(&[
-                "get",
-                "--prefix",
-                "",
-                &format!("--sort-by={target}"),
-                &format!("--order={order}"),
-            ]));
+            s.push(step(&["get", "--prefix", "", &format!("--sort-by={target}"), &format!("--order={order}")]));
         }
     }
     s.extend([
-        step(&[
-            "get",
-            "foo/",
-            "--prefix",
-            "--sort-by=VALUE",
-            "--order=DESCEND",
-            "--limit",
-            "2",
-        ]),
-        step(&[
-            "get",
-            "foo/",
-            "--prefix",
-            "--sort-by=VERSION",
-            "--order=DESCEND",
-            "--limit",
-            "1",
-            "-w",
-            "json",
-        ])
-        .on(m(n, 2)),
-        step(&[
-            "get",
-            "--from-key",
-            "",
-            "--sort-by=CREATE",
-            "--order=DESCEND",
-            "--keys-only",
-            "--limit",
-            "3",
-        ]),
-        step(&[
-            "get",
-            "foo/",
-            "--prefix",
-            "--sort-by=MODIFY",
-            "--order=ASCEND",
-            "--rev",
-            "6",
-            "-w",
-            "json",
-        ]),
+        step(&["get", "foo/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--limit", "2"]),
+        step(&["get", "foo/", "--prefix", "--sort-by=VERSION", "--order=DESCEND", "--limit", "1", "-w", "json"])
+            .on(m(n, 2)),
+        step(&["get", "--from-key", "", "--sort-by=CREATE", "--order=DESCEND", "--keys-only", "--limit", "3"]),
+        step(&["get", "foo/", "--prefix", "--sort-by=MODIFY", "--order=ASCEND", "--rev", "6", "-w", "json"]),
         step(&["get", "foo", "--rev", "1000"]),
         step(&["get", "", "--prefix", "--limit", "1", "-w", "json"]).on(m(n, 3)),
     ]);
@@ -273,9 +230,7 @@ session!(txn_3m_etcd, txn_3m_kaname, 3, txn_script);
 // ---------------------------------------------------------------------------
 
 fn compaction_script(n: usize) -> Vec<Step> {
-    let mut s: Vec<Step> = (1..=6)
-        .map(|i| step(&["put", "c", &format!("v{i}")]))
-        .collect();
+    let mut s: Vec<Step> = (1..=6).map(|i| step(&["put", "c", &format!("v{i}")])).collect();
     s.extend([
         step(&["put", "other", "o"]),
         step(&["compaction", "4"]),
@@ -312,27 +267,18 @@ fn compaction_script(n: usize) -> Vec<Step> {
     s
 }
 
-session!(
-    compaction_1m_etcd,
-    compaction_1m_kaname,
-    1,
-    compaction_script
-);
+session!(compaction_1m_etcd, compaction_1m_kaname, 1, compaction_script);
 
 // ---------------------------------------------------------------------------
 // request validation errors
 // ---------------------------------------------------------------------------
 
 fn puts(prefix: &str, count: usize) -> String {
-    (1..=count)
-        .map(|i| format!("put {prefix}{i} v\n"))
-        .collect()
+    (1..=count).map(|i| format!("put {prefix}{i} v\n")).collect()
 }
 
 fn errors_script(_n: usize) -> Vec<Step> {
-    let compares: String = (1..=129)
-        .map(|i| format!("mod(\"c{i}\") = \"0\"\n"))
-        .collect();
+    let compares: String = (1..=129).map(|i| format!("mod(\"c{i}\") = \"0\"\n")).collect();
     vec![
         step(&["put", "", "v"]),
         step(&["get", ""]),
@@ -403,24 +349,14 @@ fn cluster_info_script(n: usize) -> Vec<Step> {
         step(&["endpoint", "hashkv"]).all(),
         step(&["endpoint", "hashkv", "-w", "json"]).all(),
         step(&["endpoint", "health"]).all().unordered(),
-        step(&["endpoint", "health", "-w", "json"])
-            .all()
-            .unordered(),
+        step(&["endpoint", "health", "-w", "json"]).all().unordered(),
         step(&["endpoint", "status", "--cluster"]).unordered(),
-        step(&["endpoint", "status", "--cluster", "-w", "table"])
-            .on(m(n, 2))
-            .unordered(),
-        step(&["endpoint", "status", "--cluster", "-w", "json"])
-            .on(m(n, 3))
-            .unordered(),
+        step(&["endpoint", "status", "--cluster", "-w", "table"]).on(m(n, 2)).unordered(),
+        step(&["endpoint", "status", "--cluster", "-w", "json"]).on(m(n, 3)).unordered(),
         step(&["endpoint", "health", "--cluster"]).unordered(),
-        step(&["endpoint", "health", "--cluster", "-w", "json"])
-            .on(m(n, 2))
-            .unordered(),
+        step(&["endpoint", "health", "--cluster", "-w", "json"]).on(m(n, 2)).unordered(),
         step(&["endpoint", "hashkv", "--cluster"]).unordered(),
-        step(&["endpoint", "hashkv", "--cluster", "-w", "json"])
-            .on(m(n, 3))
-            .unordered(),
+        step(&["endpoint", "hashkv", "--cluster", "-w", "json"]).on(m(n, 3)).unordered(),
         step(&["endpoint", "hashkv", "--cluster", "-w", "table"]).unordered(),
         step(&["put", "c", "3"]).on(m(n, 3)),
         step(&["compaction", "3"]),
@@ -434,18 +370,8 @@ fn cluster_info_script(n: usize) -> Vec<Step> {
     s
 }
 
-session!(
-    cluster_info_1m_etcd,
-    cluster_info_1m_kaname,
-    1,
-    cluster_info_script
-);
-session!(
-    cluster_info_3m_etcd,
-    cluster_info_3m_kaname,
-    3,
-    cluster_info_script
-);
+session!(cluster_info_1m_etcd, cluster_info_1m_kaname, 1, cluster_info_script);
+session!(cluster_info_3m_etcd, cluster_info_3m_kaname, 3, cluster_info_script);
 
 // ---------------------------------------------------------------------------
 // Checks beyond output equality
@@ -456,28 +382,15 @@ session!(
 fn member_list_sorted(flavor: Flavor) {
     let c = Cluster::start(flavor, 3);
     for i in 1..=3 {
-        let out = etcdctl(
-            &c.member_endpoint(i),
-            &["member", "list", "-w", "json"],
-            None,
-        );
+        let out = etcdctl(&c.member_endpoint(i), &["member", "list", "-w", "json"], None);
         assert!(out.success(), "member list on m{i}: {}", out.stderr);
         let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
-        let ids: Vec<u64> = v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["ID"].as_u64().unwrap())
-            .collect();
+        let ids: Vec<u64> = v["members"].as_array().unwrap().iter().map(|m| m["ID"].as_u64().unwrap()).collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids.len(), 3, "{}", out.stdout);
         assert_eq!(ids, sorted, "{} lists members in ID order", flavor.label());
-        assert!(
-            v["header"].get("revision").is_none(),
-            "member list header carries no revision: {}",
-            out.stdout
-        );
+        assert!(v["header"].get("revision").is_none(), "member list header carries no revision: {}", out.stdout);
     }
 }
 
@@ -495,10 +408,7 @@ fn member_list_sorted_by_id_kaname() {
 #[test]
 fn normalize_masks_etcd_output() {
     let status = "127.0.0.1:23791, bb7d371eb677b2bf, 3.4.23, 20 kB, true, false, 2, 6, 6, \n";
-    assert_eq!(
-        normalize(status),
-        "127.0.0.1:<port>, <hex-id>, <version>, <db-size>, true, false, <n>, <n>, <n>, \n"
-    );
+    assert_eq!(normalize(status), "127.0.0.1:<port>, <hex-id>, <version>, <db-size>, true, false, <n>, <n>, <n>, \n");
     let json = r#"{"header":{"cluster_id":10209395086029371855,"member_id":13510015062231200447,"revision":3,"raft_term":2},"kvs":[{"key":"YQ==","create_revision":2,"mod_revision":2,"version":1,"value":"MQ=="}],"count":1}"#;
     assert_eq!(
         normalize(json),
@@ -513,8 +423,7 @@ fn normalize_masks_etcd_output() {
         normalize(hashes),
         "127.0.0.1:<port>, <hash#1>\n127.0.0.1:<port>, <hash#1>\n127.0.0.1:<port>, <hash#2>\n"
     );
-    let table =
-        "+-----+------+\n|  ENDPOINT | TOOK |\n+--+--+\n| 127.0.0.1:5 | 794.891µs |\n+--+--+\n";
+    let table = "+-----+------+\n|  ENDPOINT | TOOK |\n+--+--+\n| 127.0.0.1:5 | 794.891µs |\n+--+--+\n";
     assert_eq!(
         normalize(table),
         "+---+---+\n| ENDPOINT | TOOK |\n+---+---+\n| 127.0.0.1:<port> | <duration> |\n+---+---+\n"
@@ -525,10 +434,7 @@ fn normalize_masks_etcd_output() {
         "\"ClusterID\" : <cluster-id>\n\"MemberID\" : 0\n\"RaftTerm\" : <n>\n\"Version\" : \"<version>\"\n\"DBSize\" : <db-size>\n"
     );
     // Values, revisions and IP addresses are left alone.
-    assert_eq!(
-        normalize("a\n1\nhttp://127.0.0.1:2380\n"),
-        "a\n1\nhttp://127.0.0.1:<port>\n"
-    );
+    assert_eq!(normalize("a\n1\nhttp://127.0.0.1:2380\n"), "a\n1\nhttp://127.0.0.1:<port>\n");
     let warn = r#"{"level":"warn","ts":"2026-11-27T06:52:16.192Z","caller":"clientv3/retry_interceptor.go:62","msg":"retrying of unary invoker failed","target":"endpoint://client-b31e05cc-0ddb-489d-96be-90c4e5bf12d1/127.0.0.1:23791","attempt":0,"error":"rpc error: code = InvalidArgument desc = etcdserver: key is not provided"}"#;
     assert_eq!(
         normalize(warn),

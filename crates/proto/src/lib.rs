@@ -46,15 +46,8 @@ mod tests {
 
     #[test]
     fn put_request_wire_layout() {
-        let req = PutRequest {
-            key: b"foo".to_vec(),
-            value: b"bar".to_vec(),
-            ..Default::default()
-        };
-        assert_eq!(
-            req.encode_to_vec(),
-            [0x0a, 0x03, b'f', b'o', b'o', 0x12, 0x03, b'b', b'a', b'r']
-        );
+        let req = PutRequest { key: b"foo".to_vec(), value: b"bar".to_vec(), ..Default::default() };
+        assert_eq!(req.encode_to_vec(), [0x0a, 0x03, b'f', b'o', b'o', 0x12, 0x03, b'b', b'a', b'r']);
 
         // lease = 3 (varint), prev_kv = 4 (bool), ignore_value = 5, ignore_lease = 6.
         let req = PutRequest {
@@ -65,22 +58,14 @@ mod tests {
             ignore_lease: true,
             ..Default::default()
         };
-        assert_eq!(
-            req.encode_to_vec(),
-            [0x0a, 0x01, b'k', 0x18, 0x7b, 0x20, 0x01, 0x28, 0x01, 0x30, 0x01]
-        );
+        assert_eq!(req.encode_to_vec(), [0x0a, 0x01, b'k', 0x18, 0x7b, 0x20, 0x01, 0x28, 0x01, 0x30, 0x01]);
         assert_eq!(PutRequest::decode(&req.encode_to_vec()[..]).unwrap(), req);
     }
 
     #[test]
     fn range_response_wire_layout() {
         let resp = RangeResponse {
-            header: Some(ResponseHeader {
-                cluster_id: 1,
-                member_id: 2,
-                revision: 3,
-                raft_term: 4,
-            }),
+            header: Some(ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 4 }),
             kvs: vec![KeyValue {
                 key: b"a".to_vec(),
                 create_revision: 2,
@@ -115,17 +100,11 @@ mod tests {
             range_end: b"z".to_vec(),
             target_union: Some(compare::TargetUnion::Lease(7)),
         };
-        assert_eq!(
-            cmp.encode_to_vec(),
-            [0x10, 0x04, 0x1a, 0x01, b'k', 0x40, 0x07, 0x82, 0x04, 0x01, b'z']
-        );
+        assert_eq!(cmp.encode_to_vec(), [0x10, 0x04, 0x1a, 0x01, b'k', 0x40, 0x07, 0x82, 0x04, 0x01, b'z']);
 
         // RequestOp oneof: request_put is field 2.
         let op = RequestOp {
-            request: Some(request_op::Request::RequestPut(PutRequest {
-                key: b"x".to_vec(),
-                ..Default::default()
-            })),
+            request: Some(request_op::Request::RequestPut(PutRequest { key: b"x".to_vec(), ..Default::default() })),
         };
         assert_eq!(op.encode_to_vec(), [0x12, 0x03, 0x0a, 0x01, b'x']);
     }
@@ -134,9 +113,8 @@ mod tests {
     fn generated_services_are_nameable() {
         use super::etcdserverpb::{
             auth_client::AuthClient, auth_server::AuthServer, cluster_client::ClusterClient,
-            cluster_server::ClusterServer, kv_client::KvClient, kv_server::KvServer,
-            lease_client::LeaseClient, lease_server::LeaseServer,
-            maintenance_client::MaintenanceClient, maintenance_server::MaintenanceServer,
+            cluster_server::ClusterServer, kv_client::KvClient, kv_server::KvServer, lease_client::LeaseClient,
+            lease_server::LeaseServer, maintenance_client::MaintenanceClient, maintenance_server::MaintenanceServer,
             watch_client::WatchClient, watch_server::WatchServer,
         };
         use super::peer::{raft_peer_client::RaftPeerClient, raft_peer_server::RaftPeerServer};
@@ -169,13 +147,7 @@ mod tests {
         let _ = nameable::<fn() -> Option<AuthServer<()>>>;
         let _ = nameable::<fn() -> Option<RaftPeerServer<()>>>;
 
-        assert_eq!(
-            <KvServer<()> as tonic::server::NamedService>::NAME,
-            "etcdserverpb.KV"
-        );
-        assert_eq!(
-            <RaftPeerServer<()> as tonic::server::NamedService>::NAME,
-            "kanamepeer.RaftPeer"
-        );
+        assert_eq!(<KvServer<()> as tonic::server::NamedService>::NAME, "etcdserverpb.KV");
+        assert_eq!(<RaftPeerServer<()> as tonic::server::NamedService>::NAME, "kanamepeer.RaftPeer");
     }
 }

@@ -7,13 +7,12 @@
 use std::cmp::Ordering;
 
 use kaname_proto::etcdserverpb::{
-    compare, range_request, request_op, response_op, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    compare, range_request, request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use kaname_proto::mvccpb::KeyValue;
 
-use crate::error::EtcdError;
+use crate::error::{internal, EtcdError};
 use crate::mvcc::{MvccStore, RangeOptions, RangeResult, TxnWrite};
 
 /// etcd treats a `range_end` of a single zero byte as "every key from `key` on", and an absent
@@ -27,40 +26,22 @@ pub fn range_end(end: &[u8]) -> Option<&[u8]> {
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader {
-        revision,
-        ..Default::default()
-    })
+    Some(ResponseHeader { revision, ..Default::default() })
 }
 
 /// Anything Range can read from: the committed store (reads) or a write in progress (txns).
 pub trait RangeSource {
-    fn range_keys(
-        &self,
-        key: &[u8],
-        end: Option<&[u8]>,
-        opts: &RangeOptions,
-    ) -> Result<RangeResult, EtcdError>;
+    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError>;
 }
 
 impl RangeSource for MvccStore {
-    fn range_keys(
-        &self,
-        key: &[u8],
-        end: Option<&[u8]>,
-        opts: &RangeOptions,
-    ) -> Result<RangeResult, EtcdError> {
+    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
         self.range(key, end, opts)
     }
 }
 
 impl RangeSource for TxnWrite<'_, '_> {
-    fn range_keys(
-        &self,
-        key: &[u8],
-        end: Option<&[u8]>,
-        opts: &RangeOptions,
-    ) -> Result<RangeResult, EtcdError> {
+    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
         self.range(key, end, opts)
     }
 }
@@ -71,10 +52,8 @@ pub fn range(src: &impl RangeSource, r: &RangeRequest) -> Result<RangeResponse, 
     use range_request::{SortOrder, SortTarget};
     let sort_order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
     let sort_target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
-    let filtered = r.min_mod_revision != 0
-        || r.max_mod_revision != 0
-        || r.min_create_revision != 0
-        || r.max_create_revision != 0;
+    let filtered =
+        r.min_mod_revision != 0 || r.max_mod_revision != 0 || r.min_create_revision != 0 || r.max_create_revision != 0;
     let mut limit = r.limit;
     if sort_order != SortOrder::None || filtered {
         limit = 0;
@@ -83,11 +62,7 @@ pub fn range(src: &impl RangeSource, r: &RangeRequest) -> Result<RangeResponse, 
         // one more than asked, to learn whether there is more
         limit += 1;
     }
-    let opts = RangeOptions {
-        limit: limit.max(0) as usize,
-        rev: r.revision,
-        count_only: r.count_only,
-    };
+    let opts = RangeOptions { limit: limit.max(0) as usize, rev: r.revision, count_only: r.count_only };
     let mut rr = src.range_keys(&r.key, range_end(&r.range_end), &opts)?;
 
     rr.kvs.retain(|kv| {
@@ -131,12 +106,7 @@ pub fn range(src: &impl RangeSource, r: &RangeRequest) -> Result<RangeResponse, 
             kv.value.clear();
         }
     }
-    Ok(RangeResponse {
-        header: header(rr.rev),
-        kvs: rr.kvs,
-        more,
-        count: rr.count as i64,
-    })
+    Ok(RangeResponse { header: header(rr.rev), kvs: rr.kvs, more, count: rr.count as i64 })
 }
 
 /// etcd's `applierV3backend.Put`, inside the request's write.
@@ -162,87 +132,22 @@ fn put(txn: &mut TxnWrite, p: &PutRequest) -> Result<PutResponse, EtcdError> {
         }
     }
     txn.put(&p.key, value, lease)?;
-    Ok(PutResponse {
-        header: header(txn.write_rev()),
-        prev_kv,
-    })
+    Ok(PutResponse { header: header(txn.write_rev()), prev_kv })
 }
 
 /// etcd's `applierV3backend.DeleteRange`.
-fn delete_range(
-    txn: &mut TxnWrite,
-    d: &DeleteRangeRequest,
-) -> Result<DeleteRangeResponse, EtcdError> {
+fn delete_range(txn: &mut TxnWrite, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
     let end = range_end(&d.range_end);
-    let prev_kvs = if d.prev_kv {
-        txn.range(&d.key, end, &RangeOptions::default())?.kvs
-    } else {
-        Vec::new()
-    };
+    let prev_kvs = if d.prev_kv { txn.range(&d.key, end, &RangeOptions::default())?.kvs } else { Vec::new() };
     let deleted = txn.delete_range(&d.key, end)?;
-    let rev = if deleted != 0 || txn.has_changes() {
-        txn.write_rev()
-    } else {
-        txn.rev()
-    };
-    Ok(DeleteRangeResponse {
-        header: header(rev),
-        deleted,
-        prev_kvs,
-    })
-}
-
-/// Checks that would otherwise fail half way through a txn are done before it writes
-/// anything (etcd's `checkRequests`): an ignore_value/ignore_lease put on a missing key.
-/// Leases do not exist yet in this store, so any lease id is unknown.
-fn check_ops(txn: &TxnWrite, ops: &[RequestOp]) -> Result<(), EtcdError> {
-    for op in ops {
-        match &op.request {
-            Some(request_op::Request::RequestPut(p)) => {
-                if p.lease != 0 {
-                    return Err(EtcdError::LeaseNotFound);
-                }
-                if (p.ignore_value || p.ignore_lease) && txn.get(&p.key)?.is_none() {
-                    return Err(EtcdError::KeyNotFound);
-                }
-            }
-            Some(request_op::Request::RequestRange(r)) => {
-                let rev = txn.rev();
-                if r.revision > rev {
-                    return Err(EtcdError::FutureRev);
-                }
-                if r.revision > 0
-                    && txn
-                        .range(
-                            &r.key,
-                            None,
-                            &RangeOptions {
-                                rev: r.revision,
-                                count_only: true,
-                                limit: 0,
-                            },
-                        )
-                        .is_err()
-                {
-                    return Err(EtcdError::Compacted);
-                }
-            }
-            Some(request_op::Request::RequestTxn(t)) => {
-                let ok = compares_hold(txn, &t.compare)?;
-                check_ops(txn, if ok { &t.success } else { &t.failure })?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    let rev = if deleted != 0 || txn.has_changes() { txn.write_rev() } else { txn.rev() };
+    Ok(DeleteRangeResponse { header: header(rev), deleted, prev_kvs })
 }
 
 /// etcd's `applyCompare` over all compares: a txn's guard.
 fn compares_hold(txn: &TxnWrite, compares: &[Compare]) -> Result<bool, EtcdError> {
     for c in compares {
-        let kvs = txn
-            .range(&c.key, range_end(&c.range_end), &RangeOptions::default())?
-            .kvs;
+        let kvs = txn.range(&c.key, range_end(&c.range_end), &RangeOptions::default())?.kvs;
         let holds = if kvs.is_empty() {
             // A value cannot be compared on a missing key; other targets compare as zero.
             c.target() != compare::CompareTarget::Value && compare_kv(c, &KeyValue::default())
@@ -291,43 +196,6 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     }
 }
 
-/// Runs the chosen branch's ops; nested txns run inside the same write (one revision).
-fn exec_ops(txn: &mut TxnWrite, ops: &[RequestOp]) -> Result<Vec<ResponseOp>, EtcdError> {
-    let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        let response = match &op.request {
-            Some(request_op::Request::RequestRange(r)) => {
-                response_op::Response::ResponseRange(range(&*txn, r)?)
-            }
-            Some(request_op::Request::RequestPut(p)) => {
-                response_op::Response::ResponsePut(put(txn, p)?)
-            }
-            Some(request_op::Request::RequestDeleteRange(d)) => {
-                response_op::Response::ResponseDeleteRange(delete_range(txn, d)?)
-            }
-            Some(request_op::Request::RequestTxn(t)) => {
-                response_op::Response::ResponseTxn(txn_in(txn, t)?)
-            }
-            None => continue,
-        };
-        out.push(ResponseOp {
-            response: Some(response),
-        });
-    }
-    Ok(out)
-}
-
-fn txn_in(txn: &mut TxnWrite, t: &TxnRequest) -> Result<TxnResponse, EtcdError> {
-    let succeeded = compares_hold(txn, &t.compare)?;
-    let ops = if succeeded { &t.success } else { &t.failure };
-    let responses = exec_ops(txn, ops)?;
-    Ok(TxnResponse {
-        header: header(txn.rev()),
-        succeeded,
-        responses,
-    })
-}
-
 /// A Put as a whole request.
 pub fn apply_put(txn: &mut TxnWrite, p: &PutRequest) -> Result<PutResponse, EtcdError> {
     if p.lease != 0 {
@@ -337,23 +205,95 @@ pub fn apply_put(txn: &mut TxnWrite, p: &PutRequest) -> Result<PutResponse, Etcd
 }
 
 /// A DeleteRange as a whole request.
-pub fn apply_delete_range(
-    txn: &mut TxnWrite,
-    d: &DeleteRangeRequest,
-) -> Result<DeleteRangeResponse, EtcdError> {
+pub fn apply_delete_range(txn: &mut TxnWrite, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, EtcdError> {
     delete_range(txn, d)
 }
 
-/// A Txn as a whole request (etcd's `applyTxn`): the guard is evaluated, then the branch is
-/// checked for errors before anything is written, then executed.
-pub fn apply_txn(txn: &mut TxnWrite, t: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+/// The ops of the branch a txn takes.
+fn branch(t: &TxnRequest, succeeded: bool) -> &[RequestOp] {
+    if succeeded {
+        &t.success
+    } else {
+        &t.failure
+    }
+}
+
+/// etcd's `compareToPath`: the branch decisions of a txn and of every nested txn on the way,
+/// depth first, all made against the state *before* the txn writes anything.
+fn decide_path(txn: &TxnWrite, t: &TxnRequest, path: &mut Vec<bool>) -> Result<(), EtcdError> {
     let succeeded = compares_hold(txn, &t.compare)?;
-    let ops = if succeeded { &t.success } else { &t.failure };
-    check_ops(txn, ops)?;
-    let responses = exec_ops(txn, ops)?;
-    Ok(TxnResponse {
-        header: header(txn.rev()),
-        succeeded,
-        responses,
-    })
+    path.push(succeeded);
+    for op in branch(t, succeeded) {
+        if let Some(request_op::Request::RequestTxn(inner)) = &op.request {
+            decide_path(txn, inner, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// etcd's `checkRequests` along the decided path: everything that could fail half way
+/// through the txn fails here, before anything is written, so a txn is all or nothing.
+/// Leases do not exist yet in this store, so any lease id is unknown.
+fn check_path(txn: &TxnWrite, t: &TxnRequest, path: &mut std::slice::Iter<'_, bool>) -> Result<(), EtcdError> {
+    let succeeded = *path.next().ok_or_else(|| internal("txn path too short"))?;
+    for op in branch(t, succeeded) {
+        match &op.request {
+            Some(request_op::Request::RequestPut(p)) => {
+                if p.lease != 0 {
+                    return Err(EtcdError::LeaseNotFound);
+                }
+                if (p.ignore_value || p.ignore_lease) && txn.get(&p.key)?.is_none() {
+                    return Err(EtcdError::KeyNotFound);
+                }
+            }
+            Some(request_op::Request::RequestRange(r)) if r.revision != 0 => {
+                if r.revision > txn.rev() {
+                    return Err(EtcdError::FutureRev);
+                }
+                let probe = RangeOptions { rev: r.revision, count_only: true, limit: 0 };
+                txn.range(&r.key, None, &probe)?;
+            }
+            Some(request_op::Request::RequestTxn(inner)) => check_path(txn, inner, path)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs the decided branches; nested txns run inside the same write (one revision). A
+/// nested txn's response carries an empty header, the outer one the txn's revision, as etcd's.
+fn exec_path(
+    txn: &mut TxnWrite,
+    t: &TxnRequest,
+    path: &mut std::slice::Iter<'_, bool>,
+    nested: bool,
+) -> Result<TxnResponse, EtcdError> {
+    let succeeded = *path.next().ok_or_else(|| internal("txn path too short"))?;
+    let ops = branch(t, succeeded);
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(range(&*txn, r)?),
+            Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(put(txn, p)?),
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                response_op::Response::ResponseDeleteRange(delete_range(txn, d)?)
+            }
+            Some(request_op::Request::RequestTxn(inner)) => {
+                response_op::Response::ResponseTxn(exec_path(txn, inner, path, true)?)
+            }
+            None => continue,
+        };
+        responses.push(ResponseOp { response: Some(response) });
+    }
+    let header = if nested { Some(ResponseHeader::default()) } else { header(txn.rev()) };
+    Ok(TxnResponse { header, succeeded, responses })
+}
+
+/// A Txn as a whole request (etcd's `Txn` apply): decide every branch, check the chosen ops,
+/// then execute them.
+pub fn apply_txn(txn: &mut TxnWrite, t: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+    let mut path = Vec::new();
+    decide_path(txn, t, &mut path)?;
+    check_path(txn, t, &mut path.iter())?;
+    exec_path(txn, t, &mut path.iter(), false)
 }

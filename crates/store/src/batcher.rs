@@ -57,9 +57,7 @@ impl Route {
         let (leader, node) = {
             let m = self.raft.metrics();
             let m = m.borrow();
-            let node = m
-                .current_leader
-                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
             (m.current_leader, node)
         };
         match leader {
@@ -69,11 +67,7 @@ impl Route {
                 let Some(node) = node else {
                     return ForwardReply::NotLeader(Some(id));
                 };
-                match self
-                    .peers
-                    .call(&node, PeerRpc::Forward, &cmds, self.timeout)
-                    .await
-                {
+                match self.peers.call(&node, PeerRpc::Forward, &cmds, self.timeout).await {
                     Ok(reply) => reply,
                     Err(_) => ForwardReply::NotLeader(None),
                 }
@@ -85,9 +79,7 @@ impl Route {
     pub async fn propose_here(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
         match tokio::time::timeout(self.timeout, self.raft.client_write(Proposal(cmds))).await {
             Ok(Ok(resp)) => ForwardReply::Done(resp.log_id.index, resp.data.0),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                ForwardReply::NotLeader(f.leader_id)
-            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => ForwardReply::NotLeader(f.leader_id),
             Ok(Err(e)) => ForwardReply::Failed(internal(e)),
             Err(_) => ForwardReply::Failed(EtcdError::Timeout),
         }

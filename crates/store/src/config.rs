@@ -73,20 +73,12 @@ pub enum ConfigError {
     #[error("couldn't find local name {0:?} in the initial cluster configuration")]
     NameNotInCluster(String),
     #[error("--initial-cluster has {name}={cluster_urls} but missing from --initial-advertise-peer-urls={advertised} (resolved urls: {advertised:?} != {cluster_urls:?})")]
-    AdvertiseMismatch {
-        name: String,
-        cluster_urls: String,
-        advertised: String,
-    },
+    AdvertiseMismatch { name: String, cluster_urls: String, advertised: String },
     #[error("invalid --initial-cluster entry {0:?}: expected name=url")]
     BadInitialCluster(String),
     #[error("invalid URL {url:?} in {flag}: {reason}")]
-    BadUrl {
-        flag: &'static str,
-        url: String,
-        reason: String,
-    },
-    #[error("--heartbeat-interval ({hb}ms) must be smaller than --election-timeout ({et}ms) (at least 5x is recommended)")]
+    BadUrl { flag: &'static str, url: String, reason: String },
+    #[error("--election-timeout[{et}ms] should be at least as 5 times as --heartbeat-interval[{hb}ms]")]
     Timing { hb: u64, et: u64 },
 }
 
@@ -114,24 +106,20 @@ pub fn cluster_id(member_ids: &[u64]) -> u64 {
 }
 
 fn check_url(flag: &'static str, u: &str) -> Result<(), ConfigError> {
-    let parsed = url::Url::parse(u).map_err(|e| ConfigError::BadUrl {
-        flag,
-        url: u.into(),
-        reason: e.to_string(),
-    })?;
+    let parsed = url::Url::parse(u).map_err(|e| ConfigError::BadUrl { flag, url: u.into(), reason: e.to_string() })?;
     if parsed.scheme() != "http" && parsed.scheme() != "https" {
-        return Err(ConfigError::BadUrl {
-            flag,
-            url: u.into(),
-            reason: "URL scheme must be http or https".into(),
-        });
+        return Err(ConfigError::BadUrl { flag, url: u.into(), reason: "URL scheme must be http or https".into() });
     }
-    if parsed.port_or_known_default().is_none() || parsed.host_str().is_none() {
+    // etcd requires an explicit port and no path (types.NewURLs).
+    if parsed.port().is_none() || parsed.host_str().is_none() {
         return Err(ConfigError::BadUrl {
             flag,
             url: u.into(),
             reason: "URL address does not have the form \"host:port\"".into(),
         });
+    }
+    if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(ConfigError::BadUrl { flag, url: u.into(), reason: "URL must not contain a path".into() });
     }
     Ok(())
 }
@@ -140,21 +128,14 @@ impl EtcdConfig {
     /// Parses `--initial-cluster` into members (a name may list several URLs) and checks the
     /// rest of the configuration the way etcd does at start.
     pub fn initial_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
-        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.election_timeout_ms
-        {
-            return Err(ConfigError::Timing {
-                hb: self.heartbeat_interval_ms,
-                et: self.election_timeout_ms,
-            });
+        if self.heartbeat_interval_ms == 0 || self.election_timeout_ms < 5 * self.heartbeat_interval_ms {
+            return Err(ConfigError::Timing { hb: self.heartbeat_interval_ms, et: self.election_timeout_ms });
         }
         for (flag, urls) in [
             ("--listen-client-urls", &self.listen_client_urls),
             ("--advertise-client-urls", &self.advertise_client_urls),
             ("--listen-peer-urls", &self.listen_peer_urls),
-            (
-                "--initial-advertise-peer-urls",
-                &self.initial_advertise_peer_urls,
-            ),
+            ("--initial-advertise-peer-urls", &self.initial_advertise_peer_urls),
             ("--listen-metrics-urls", &self.listen_metrics_urls),
         ] {
             for u in urls {
@@ -162,24 +143,12 @@ impl EtcdConfig {
             }
         }
         let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for part in self
-            .initial_cluster
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let (name, u) = part
-                .split_once('=')
-                .ok_or_else(|| ConfigError::BadInitialCluster(part.into()))?;
+        for part in self.initial_cluster.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, u) = part.split_once('=').ok_or_else(|| ConfigError::BadInitialCluster(part.into()))?;
             check_url("--initial-cluster", u)?;
-            by_name
-                .entry(name.to_string())
-                .or_default()
-                .push(u.to_string());
+            by_name.entry(name.to_string()).or_default().push(u.to_string());
         }
-        let mine = by_name
-            .get(&self.name)
-            .ok_or_else(|| ConfigError::NameNotInCluster(self.name.clone()))?;
+        let mine = by_name.get(&self.name).ok_or_else(|| ConfigError::NameNotInCluster(self.name.clone()))?;
         let (mut a, mut b) = (mine.clone(), self.initial_advertise_peer_urls.clone());
         a.sort();
         b.sort();
@@ -216,13 +185,7 @@ mod tests {
 
     #[test]
     fn name_must_be_in_initial_cluster() {
-        let cfg = EtcdConfig {
-            name: "x".into(),
-            ..Default::default()
-        };
-        assert!(matches!(
-            cfg.initial_members(),
-            Err(ConfigError::NameNotInCluster(_))
-        ));
+        let cfg = EtcdConfig { name: "x".into(), ..Default::default() };
+        assert!(matches!(cfg.initial_members(), Err(ConfigError::NameNotInCluster(_))));
     }
 }

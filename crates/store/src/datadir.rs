@@ -29,20 +29,11 @@ pub enum DataDirError {
     #[error("data dir {0} is not empty and was not written by kaname (no member/kaname.json); refusing to use it. The directory was left untouched")]
     Foreign(PathBuf),
     #[error("data dir {path} has format {found:?} version {version}, this kaname reads {FORMAT_NAME:?} version {FORMAT_VERSION}; refusing to start. The directory was left untouched")]
-    UnknownFormat {
-        path: PathBuf,
-        found: String,
-        version: u32,
-    },
+    UnknownFormat { path: PathBuf, found: String, version: u32 },
     #[error("data dir {path} belongs to member {name:?} ({stored:x}), but the flags describe member {flag_name:?} ({flag:x}) in cluster {flag_cluster:x}: --name/--initial-cluster/--initial-cluster-token disagree with the data")]
-    IdentityMismatch {
-        path: PathBuf,
-        name: String,
-        stored: u64,
-        flag_name: String,
-        flag: u64,
-        flag_cluster: u64,
-    },
+    IdentityMismatch { path: PathBuf, name: String, stored: u64, flag_name: String, flag: u64, flag_cluster: u64 },
+    #[error("unreadable marker {0} ({1}); refusing to start. The directory was left untouched")]
+    UnreadableMarker(PathBuf, String),
     #[error("data dir {0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
@@ -53,9 +44,7 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn new(root: &Path) -> Self {
-        DataDir {
-            root: root.to_path_buf(),
-        }
+        DataDir { root: root.to_path_buf() }
     }
 
     pub fn member_dir(&self) -> PathBuf {
@@ -80,12 +69,8 @@ impl DataDir {
         let io = |e| DataDirError::Io(self.root.clone(), e);
         match std::fs::read(self.marker_path()) {
             Ok(bytes) => {
-                let marker: Marker =
-                    serde_json::from_slice(&bytes).map_err(|e| DataDirError::UnknownFormat {
-                        path: self.root.clone(),
-                        found: format!("unreadable marker: {e}"),
-                        version: 0,
-                    })?;
+                let marker: Marker = serde_json::from_slice(&bytes)
+                    .map_err(|e| DataDirError::UnreadableMarker(self.marker_path(), e.to_string()))?;
                 if marker.format != FORMAT_NAME || marker.version != FORMAT_VERSION {
                     return Err(DataDirError::UnknownFormat {
                         path: self.root.clone(),
@@ -96,15 +81,20 @@ impl DataDir {
                 Ok(Some(marker))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if self.member_dir().join("wal").exists()
-                    || self.member_dir().join("snap").join("db").exists()
-                {
+                if self.member_dir().join("wal").exists() || self.member_dir().join("snap").join("db").exists() {
                     return Err(DataDirError::WrittenByEtcd(self.root.clone()));
                 }
                 match std::fs::read_dir(&self.root) {
-                    Ok(mut entries) => {
-                        if entries.next().is_some() {
-                            return Err(DataDirError::Foreign(self.root.clone()));
+                    Ok(entries) => {
+                        // An empty member/ is what a crash between `create` and
+                        // `write_marker` leaves: still fresh.
+                        let member = self.member_dir();
+                        let empty_dir =
+                            |p: &Path| std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false);
+                        for entry in entries.flatten() {
+                            if !(entry.path() == member && empty_dir(&member)) {
+                                return Err(DataDirError::Foreign(self.root.clone()));
+                            }
                         }
                         Ok(None)
                     }
@@ -116,9 +106,10 @@ impl DataDir {
         }
     }
 
-    /// Creates the directories of a fresh member (not yet the marker).
+    /// Creates the member directory of a fresh member; the marker goes in next, before
+    /// anything else.
     pub fn create(&self) -> Result<(), DataDirError> {
-        std::fs::create_dir_all(self.snap_dir()).map_err(|e| DataDirError::Io(self.root.clone(), e))
+        std::fs::create_dir_all(self.member_dir()).map_err(|e| DataDirError::Io(self.root.clone(), e))
     }
 
     /// Records the member's identity. Written before the stores are created, so any directory
@@ -127,24 +118,12 @@ impl DataDir {
     pub fn write_marker(&self, marker: &Marker) -> Result<(), DataDirError> {
         let io = |e| DataDirError::Io(self.root.clone(), e);
         let tmp = self.marker_path().with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(marker).expect("marker serializes"),
-        )
-        .map_err(io)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
+        std::fs::write(&tmp, serde_json::to_vec_pretty(marker).expect("marker serializes")).map_err(io)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
         std::fs::rename(&tmp, self.marker_path()).map_err(io)
     }
 
     pub fn new_marker(name: &str, member_id: u64, cluster_id: u64) -> Marker {
-        Marker {
-            format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION,
-            name: name.into(),
-            member_id,
-            cluster_id,
-        }
+        Marker { format: FORMAT_NAME.into(), version: FORMAT_VERSION, name: name.into(), member_id, cluster_id }
     }
 }

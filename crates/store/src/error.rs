@@ -53,8 +53,9 @@ impl EtcdError {
     pub fn code(&self) -> Code {
         use EtcdError::*;
         match self {
-            EmptyKey | TooManyOps | DuplicateKey | RequestTooLarge | ValueProvided
-            | LeaseProvided | KeyNotFound => Code::InvalidArgument,
+            EmptyKey | TooManyOps | DuplicateKey | RequestTooLarge | ValueProvided | LeaseProvided | KeyNotFound => {
+                Code::InvalidArgument
+            }
             LeaseNotFound | MemberNotFound => Code::NotFound,
             Compacted | FutureRev => Code::OutOfRange,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,

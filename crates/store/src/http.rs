@@ -31,10 +31,7 @@ async fn health(State(s): State<Arc<EtcdServer>>) -> impl IntoResponse {
             _ => (StatusCode::SERVICE_UNAVAILABLE, "QGET ERROR"),
         }
     };
-    let body = format!(
-        "{{\"health\":\"{}\",\"reason\":\"{reason}\"}}",
-        code == StatusCode::OK
-    );
+    let body = format!("{{\"health\":\"{}\",\"reason\":\"{reason}\"}}", code == StatusCode::OK);
     (code, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
@@ -45,11 +42,5 @@ async fn version() -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<EtcdServer>>) -> impl IntoResponse {
     s.metrics.db_size.set(s.store.db_size() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.encode())
 }

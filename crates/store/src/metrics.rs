@@ -82,11 +82,7 @@ impl Metrics {
             "Whether or not a leader exists. 1 is existence, 0 is not",
             m.has_leader.clone(),
         );
-        registry.register(
-            "etcd_server_is_leader",
-            "Whether or not this member is a leader",
-            m.is_leader.clone(),
-        );
+        registry.register("etcd_server_is_leader", "Whether or not this member is a leader", m.is_leader.clone());
         registry.register(
             "etcd_server_leader_changes_seen",
             "The number of leader changes seen",
@@ -132,21 +128,15 @@ impl Metrics {
             })
             .inc();
         self.grpc_seconds
-            .get_or_create(&MethodLabels {
-                grpc_service: service.into(),
-                grpc_method: method.into(),
-            })
+            .get_or_create(&MethodLabels { grpc_service: service.into(), grpc_method: method.into() })
             .observe(seconds);
     }
 
     /// The text exposition format Prometheus scrapes.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(
-            &mut out,
-            &self.registry.lock().expect("registry"),
-        )
-        .expect("metrics encode");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("registry"))
+            .expect("metrics encode");
         out
     }
 }

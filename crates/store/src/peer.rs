@@ -16,8 +16,7 @@ pub struct PeerService {
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftBytes>) -> Result<T, Status> {
-    bincode::deserialize(&req.into_inner().data)
-        .map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))
+    bincode::deserialize(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
@@ -35,10 +34,7 @@ impl RaftPeer for PeerService {
         encode(&self.server.raft.vote(decode(req)?).await)
     }
 
-    async fn install_snapshot(
-        &self,
-        req: Request<RaftBytes>,
-    ) -> Result<Response<RaftBytes>, Status> {
+    async fn install_snapshot(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         encode(&self.server.raft.install_snapshot(decode(req)?).await)
     }
 

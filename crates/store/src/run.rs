@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use axum::serve::ListenerExt;
 use kaname_proto::etcdserverpb::cluster_server::ClusterServer;
 use kaname_proto::etcdserverpb::kv_server::KvServer;
 use kaname_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use kaname_proto::peer::raft_peer_server::RaftPeerServer;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -59,12 +59,8 @@ async fn bind(url: &str) -> anyhow::Result<TcpListener> {
         Some("localhost") | None => "127.0.0.1".to_string(),
         Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
     };
-    let port = u
-        .port_or_known_default()
-        .ok_or_else(|| anyhow!("{url}: no port"))?;
-    TcpListener::bind((host.as_str(), port))
-        .await
-        .with_context(|| format!("listen on {url}"))
+    let port = u.port_or_known_default().ok_or_else(|| anyhow!("{url}: no port"))?;
+    TcpListener::bind((host.as_str(), port)).await.with_context(|| format!("listen on {url}"))
 }
 
 /// Small gRPC frames must not wait for Nagle's algorithm (40 ms stalls behind delayed ACKs).
@@ -77,11 +73,7 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
 /// Starts a member and returns once it listens (it may not have a leader yet).
 pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let members = cfg.initial_members()?;
-    let me = members
-        .iter()
-        .find(|m| m.name == cfg.name)
-        .expect("checked by initial_members")
-        .clone();
+    let me = members.iter().find(|m| m.name == cfg.name).expect("checked by initial_members").clone();
     let cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
 
     let dir = DataDir::new(&cfg.data_dir);
@@ -109,8 +101,8 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     }
 
     let metrics = Arc::new(Metrics::new());
-    let log_store =
-        LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone()).map_err(|e| anyhow!("open raft log: {e}"))?;
+    let log_store = LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone())
+        .map_err(|e| anyhow!("open raft log: {e}"))?;
     let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
     let sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx, metrics.backend_commit_seconds.clone())
@@ -132,29 +124,13 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     .validate()?;
 
     let peers = PeerChannels::default();
-    let raft = Raft::new(
-        me.id,
-        Arc::new(raft_config),
-        NetworkFactory {
-            channels: peers.clone(),
-        },
-        log_store,
-        sm,
-    )
-    .await
-    .map_err(|e| anyhow!("start raft: {e}"))?;
+    let raft = Raft::new(me.id, Arc::new(raft_config), NetworkFactory { channels: peers.clone() }, log_store, sm)
+        .await
+        .map_err(|e| anyhow!("start raft: {e}"))?;
     if !raft.is_initialized().await? {
         let nodes: BTreeMap<u64, MemberNode> = members
             .iter()
-            .map(|m| {
-                (
-                    m.id,
-                    MemberNode {
-                        name: m.name.clone(),
-                        peer_urls: m.peer_urls.clone(),
-                    },
-                )
-            })
+            .map(|m| (m.id, MemberNode { name: m.name.clone(), peer_urls: m.peer_urls.clone() }))
             .collect();
         // Every founding member proposes the same membership; openraft accepts that.
         if let Err(e) = raft.initialize(nodes).await {
@@ -163,12 +139,8 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     }
 
     let request_timeout = Duration::from_millis(5000 + 2 * cfg.election_timeout_ms);
-    let route = crate::batcher::Route {
-        raft: raft.clone(),
-        peers: peers.clone(),
-        member_id: me.id,
-        timeout: request_timeout,
-    };
+    let route =
+        crate::batcher::Route { raft: raft.clone(), peers: peers.clone(), member_id: me.id, timeout: request_timeout };
     let server = Arc::new(EtcdServer {
         batcher: crate::batcher::Batcher::start(route.clone()),
         route,
@@ -192,11 +164,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     for url in &cfg.listen_peer_urls {
         let listener = bind(url).await?;
         peer_addrs.push(listener.local_addr()?);
-        let svc = RaftPeerServer::new(PeerService {
-            server: server.clone(),
-        })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+        let svc = RaftPeerServer::new(PeerService { server: server.clone() })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tasks.push(tokio::spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
@@ -212,21 +182,13 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
 
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let grpc = tonic::service::Routes::new(
-        KvServer::new(KvService {
-            server: server.clone(),
-        })
-        .max_decoding_message_size(max_recv)
-        .max_encoding_message_size(usize::MAX),
+        KvServer::new(KvService { server: server.clone() })
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(usize::MAX),
     )
-    .add_service(ClusterServer::new(ClusterService {
-        server: server.clone(),
-    }))
-    .add_service(MaintenanceServer::new(MaintenanceService {
-        server: server.clone(),
-    }));
-    let app = grpc
-        .into_axum_router()
-        .merge(crate::http::router(server.clone()));
+    .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
+    .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }));
+    let app = grpc.into_axum_router().merge(crate::http::router(server.clone()));
     // Like etcd, serve clients only once this member's attributes are published, so every
     // member a client can reach shows up in `member list` with its name and client URLs.
     let (published_tx, published_rx) = tokio::sync::watch::channel(false);
@@ -255,11 +217,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         }));
     }
 
-    tasks.push(tokio::spawn(publish_attributes(
-        server.clone(),
-        cfg.advertise_client_urls.clone(),
-        published_tx,
-    )));
+    tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone(), published_tx)));
     tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
     tracing::info!(
         name = %cfg.name,
@@ -269,12 +227,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         cfg.listen_client_urls,
         cfg.listen_peer_urls
     );
-    Ok(Member {
-        server,
-        client_addrs,
-        peer_addrs,
-        tasks,
-    })
+    Ok(Member { server, client_addrs, peer_addrs, tasks })
 }
 
 /// Announces this member's name and client URLs through Raft (etcd's `publish`), retrying
@@ -320,16 +273,10 @@ async fn track_raft_metrics(server: Arc<EtcdServer>) {
             let m = rx.borrow_and_update().clone();
             let metrics = &server.metrics;
             metrics.has_leader.set(m.current_leader.is_some() as i64);
-            metrics
-                .is_leader
-                .set((m.current_leader == Some(server.member_id)) as i64);
+            metrics.is_leader.set((m.current_leader == Some(server.member_id)) as i64);
             metrics.term.set(m.current_term as i64);
-            metrics
-                .committed_index
-                .set(m.last_log_index.unwrap_or(0) as i64);
-            metrics
-                .applied_index
-                .set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+            metrics.committed_index.set(m.last_log_index.unwrap_or(0) as i64);
+            metrics.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
             if m.current_leader != last_leader {
                 if let Some(l) = m.current_leader {
                     metrics.leader_changes.inc();
@@ -345,10 +292,7 @@ async fn track_raft_metrics(server: Arc<EtcdServer>) {
 }
 
 /// Runs a member until `shutdown` resolves.
-pub async fn run(
-    cfg: EtcdConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn run(cfg: EtcdConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let member = start(cfg).await?;
     shutdown.await;
     member.shutdown().await;

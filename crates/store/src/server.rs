@@ -94,11 +94,7 @@ impl EtcdServer {
         let mut saw_leader = false;
         loop {
             if Instant::now() >= deadline {
-                return Err(if saw_leader {
-                    EtcdError::Timeout
-                } else {
-                    EtcdError::NoLeader
-                });
+                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
             }
             if self.leader().is_none() {
                 tokio::time::sleep(LEADER_POLL).await;
@@ -136,9 +132,14 @@ impl EtcdServer {
         match tokio::time::timeout(self.limits.request_timeout, self.raft.get_read_log_id()).await {
             Err(_) => ForwardReply::Failed(EtcdError::Timeout),
             Ok(Ok((read, _applied))) => ForwardReply::Done(read.map(|l| l.index).unwrap_or(0), ()),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                f,
-            )))) => ForwardReply::NotLeader(f.leader_id),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                ForwardReply::NotLeader(f.leader_id)
+            }
+            // No quorum answered (a partitioned leader): like etcd, keep trying until the
+            // request times out rather than failing at once.
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                ForwardReply::NotLeader(None)
+            }
             Ok(Err(e)) => ForwardReply::Failed(internal(e)),
         }
     }
@@ -150,11 +151,7 @@ impl EtcdServer {
         let mut saw_leader = false;
         loop {
             if Instant::now() >= deadline {
-                return Err(if saw_leader {
-                    EtcdError::Timeout
-                } else {
-                    EtcdError::NoLeader
-                });
+                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
             }
             let reply = match self.leader() {
                 None => {

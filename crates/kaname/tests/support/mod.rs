@@ -18,9 +18,7 @@ mod session;
 #[allow(unused_imports)]
 pub use normalize::{normalize, Masker};
 #[allow(unused_imports)]
-pub use session::{
-    compare_flavors, compare_session, run_session, step, SessionRun, Step, StepResult, Target,
-};
+pub use session::{compare_flavors, compare_session, run_session, step, SessionRun, Step, StepResult, Target};
 
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
@@ -102,11 +100,7 @@ impl Drop for PortClaim {
 fn port_range() -> (u32, u32) {
     let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u32>().ok())
-        })
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u32>().ok()))
         .unwrap_or(32768);
     let hi = ephemeral_low.clamp(12_000, 65_000);
     (10_000, hi)
@@ -121,10 +115,7 @@ pub fn claim_port() -> PortClaim {
     let (lo, hi) = port_range();
     let span = hi - lo;
     // Per-process pseudo-random start, so binaries start far apart.
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
     let start = seed % span;
     for _ in 0..span {
@@ -205,12 +196,7 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 /// Like [`etcdctl`] with a given `--command-timeout` (e.g. "2s").
-pub fn etcdctl_timeout(
-    endpoints: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-    timeout: &str,
-) -> Output {
+pub fn etcdctl_timeout(endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: &str) -> Output {
     let mut cmd = Command::new(ETCDCTL_BIN);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ETCDCTL_") {
@@ -221,16 +207,11 @@ pub fn etcdctl_timeout(
         .arg(format!("--endpoints={endpoints}"))
         .arg(format!("--command-timeout={timeout}"))
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| {
-        panic!("cannot run {ETCDCTL_BIN} ({e}); run scripts/install-test-deps.sh")
-    });
+    let mut child =
+        cmd.spawn().unwrap_or_else(|e| panic!("cannot run {ETCDCTL_BIN} ({e}); run scripts/install-test-deps.sh"));
     let writer = stdin.map(|text| {
         let mut pipe = child.stdin.take().unwrap();
         let text = text.to_owned();
@@ -254,11 +235,7 @@ pub fn etcdctl_timeout(
     if let Some(w) = writer {
         let _ = w.join();
     }
-    Output {
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-        status,
-    }
+    Output { stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
 }
 
 fn reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
@@ -334,11 +311,7 @@ impl Cluster {
         let token = format!(
             "it-{}-{}",
             std::process::id(),
-            root.path()
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .replace('.', "")
+            root.path().file_name().unwrap().to_string_lossy().replace('.', "")
         );
         let members = (1..=n)
             .map(|i| {
@@ -355,13 +328,7 @@ impl Cluster {
             })
             .collect();
         let extra_args = extra.iter().map(|s| s.to_string()).collect();
-        let mut c = Cluster {
-            flavor,
-            token,
-            extra_args,
-            members,
-            root,
-        };
+        let mut c = Cluster { flavor, token, extra_args, members, root };
         for i in 1..=n {
             c.spawn_member(i);
         }
@@ -373,20 +340,12 @@ impl Cluster {
     }
 
     pub fn member(&self, i: usize) -> &Member {
-        assert!(
-            i >= 1 && i <= self.members.len(),
-            "members are numbered 1..={}, got {i}",
-            self.members.len()
-        );
+        assert!(i >= 1 && i <= self.members.len(), "members are numbered 1..={}, got {i}", self.members.len());
         &self.members[i - 1]
     }
 
     fn member_mut(&mut self, i: usize) -> &mut Member {
-        assert!(
-            i >= 1 && i <= self.members.len(),
-            "members are numbered 1..={}, got {i}",
-            self.members.len()
-        );
+        assert!(i >= 1 && i <= self.members.len(), "members are numbered 1..={}, got {i}", self.members.len());
         &mut self.members[i - 1]
     }
 
@@ -435,19 +394,9 @@ impl Cluster {
         let args = self.member_args(i);
         let mut cmd = self.flavor.command();
         let m = self.member(i);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&m.log_path)
-            .expect("open member log");
+        let log = OpenOptions::new().create(true).append(true).open(&m.log_path).expect("open member log");
         let mut log2 = log.try_clone().expect("clone log handle");
-        let _ = writeln!(
-            log2,
-            "=== harness: starting {} {} {}",
-            self.flavor.label(),
-            m.name,
-            args.join(" ")
-        );
+        let _ = writeln!(log2, "=== harness: starting {} {} {}", self.flavor.label(), m.name, args.join(" "));
         cmd.args(&args)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
@@ -465,20 +414,12 @@ impl Cluster {
 
     /// Comma-separated client endpoints of all members (dead or alive).
     pub fn endpoints(&self) -> String {
-        self.members
-            .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client.port))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.members.iter().map(|m| format!("127.0.0.1:{}", m.client.port)).collect::<Vec<_>>().join(",")
     }
 
     /// Comma-separated client endpoints of the members currently running.
     pub fn live_endpoints(&self) -> String {
-        self.live_members()
-            .iter()
-            .map(|&i| self.member_endpoint(i))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.live_members().iter().map(|&i| self.member_endpoint(i)).collect::<Vec<_>>().join(",")
     }
 
     /// `127.0.0.1:PORT` of member `i` (1-based).
@@ -492,9 +433,7 @@ impl Cluster {
 
     /// 1-based numbers of the members whose process is running.
     pub fn live_members(&self) -> Vec<usize> {
-        (1..=self.members.len())
-            .filter(|&i| self.member(i).child.is_some())
-            .collect()
+        (1..=self.members.len()).filter(|&i| self.member(i).child.is_some()).collect()
     }
 
     /// SIGKILLs member `i` (by its PID) and reaps it.
@@ -522,12 +461,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             self.check_alive()?;
-            let out = etcdctl_timeout(
-                &self.live_endpoints(),
-                &["--dial-timeout=1s", "endpoint", "health"],
-                None,
-                "3s",
-            );
+            let out = etcdctl_timeout(&self.live_endpoints(), &["--dial-timeout=1s", "endpoint", "health"], None, "3s");
             if out.success() {
                 return Ok(());
             }
@@ -601,20 +535,12 @@ impl Cluster {
 
     /// `endpoint status -w json` of member `i`: the `Status` object.
     pub fn status(&self, i: usize) -> Result<serde_json::Value, String> {
-        let out = etcdctl_timeout(
-            &self.member_endpoint(i),
-            &["endpoint", "status", "-w", "json"],
-            None,
-            "3s",
-        );
+        let out = etcdctl_timeout(&self.member_endpoint(i), &["endpoint", "status", "-w", "json"], None, "3s");
         if !out.success() {
-            return Err(format!(
-                "endpoint status of m{i} failed: {}{}",
-                out.stdout, out.stderr
-            ));
+            return Err(format!("endpoint status of m{i} failed: {}{}", out.stdout, out.stderr));
         }
-        let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
-            .map_err(|e| format!("bad status json ({e}): {}", out.stdout))?;
+        let v: serde_json::Value =
+            serde_json::from_str(out.stdout.trim()).map_err(|e| format!("bad status json ({e}): {}", out.stdout))?;
         Ok(v[0]["Status"].clone())
     }
 
@@ -643,10 +569,7 @@ impl Cluster {
                 return l;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "no agreed leader within {timeout:?}\n{}",
-                    self.log_tails(30)
-                );
+                panic!("no agreed leader within {timeout:?}\n{}", self.log_tails(30));
             }
             thread::sleep(Duration::from_millis(200));
         }
@@ -668,10 +591,7 @@ impl Drop for Cluster {
         if std::thread::panicking() && std::env::var_os("KANAME_IT_KEEP").is_some() {
             let p = self.root.path().to_path_buf();
             eprintln!("KANAME_IT_KEEP: leaving {}", p.display());
-            std::mem::forget(std::mem::replace(
-                &mut self.root,
-                tempfile::tempdir().unwrap(),
-            ));
+            std::mem::forget(std::mem::replace(&mut self.root, tempfile::tempdir().unwrap()));
         }
     }
 }
@@ -679,32 +599,18 @@ impl Drop for Cluster {
 fn proc_state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ..." — comm may contain spaces, so split after the last ')'.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
 }
 
 /// Keys under `prefix` as seen by `endpoint` (`--consistency=s` when `serializable`).
-pub fn get_keys(
-    endpoint: &str,
-    prefix: &str,
-    serializable: bool,
-) -> Result<BTreeSet<String>, String> {
+pub fn get_keys(endpoint: &str, prefix: &str, serializable: bool) -> Result<BTreeSet<String>, String> {
     let mut args = vec!["get", "--prefix", prefix, "--keys-only"];
     if serializable {
         args.push("--consistency=s");
     }
     let out = etcdctl_timeout(endpoint, &args, None, "20s");
     if !out.success() {
-        return Err(format!(
-            "get --prefix {prefix} on {endpoint} failed ({}): {}",
-            out.code(),
-            out.stderr.trim()
-        ));
+        return Err(format!("get --prefix {prefix} on {endpoint} failed ({}): {}", out.code(), out.stderr.trim()));
     }
-    Ok(out
-        .stdout
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect())
+    Ok(out.stdout.lines().filter(|l| !l.is_empty()).map(String::from).collect())
 }

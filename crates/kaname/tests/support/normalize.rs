@@ -52,38 +52,19 @@ impl Masker {
     /// value explains why IDs could not be learnt (then IDs are masked by
     /// pattern only).
     pub fn for_cluster(c: &Cluster) -> (Masker, Option<String>) {
-        let mut m = Masker {
-            mask_leader: c.size() > 1,
-            ..Masker::default()
-        };
+        let mut m = Masker { mask_leader: c.size() > 1, ..Masker::default() };
         for i in 1..=c.size() {
             let mem = c.member(i);
             m = m.with_port(mem.client.port, &format!("client:{}", mem.name));
             m = m.with_port(mem.peer.port, &format!("peer:{}", mem.name));
         }
-        let out = etcdctl_timeout(
-            &c.live_endpoints(),
-            &["member", "list", "-w", "json"],
-            None,
-            "5s",
-        );
+        let out = etcdctl_timeout(&c.live_endpoints(), &["member", "list", "-w", "json"], None, "5s");
         if !out.success() {
-            return (
-                m,
-                Some(format!("member list failed: {}{}", out.stdout, out.stderr)),
-            );
+            return (m, Some(format!("member list failed: {}{}", out.stdout, out.stderr)));
         }
         let v: Value = match serde_json::from_str(out.stdout.trim()) {
             Ok(v) => v,
-            Err(e) => {
-                return (
-                    m,
-                    Some(format!(
-                        "member list -w json is not JSON ({e}): {}",
-                        out.stdout
-                    )),
-                )
-            }
+            Err(e) => return (m, Some(format!("member list -w json is not JSON ({e}): {}", out.stdout))),
         };
         if let Some(cid) = v["header"]["cluster_id"].as_u64() {
             m = m.with_cluster_id(cid);
@@ -105,23 +86,15 @@ impl Masker {
                 None => unmapped.push(id),
             }
         }
-        let warning = (!unmapped.is_empty()).then(|| {
-            format!(
-                "member IDs {unmapped:?} have no peer URL of this cluster: {}",
-                out.stdout.trim()
-            )
-        });
+        let warning = (!unmapped.is_empty())
+            .then(|| format!("member IDs {unmapped:?} have no peer URL of this cluster: {}", out.stdout.trim()));
         (m, warning)
     }
 
     /// Normalizes a whole output. `unordered` sorts lines and JSON arrays, for
     /// commands whose order is not deterministic (e.g. `--cluster`, health).
     pub fn normalize(&self, text: &str, unordered: bool) -> String {
-        let mut st = State {
-            m: self,
-            hashes: Vec::new(),
-            header: None,
-        };
+        let mut st = State { m: self, hashes: Vec::new(), header: None };
         let mut lines: Vec<String> = text.lines().map(|l| st.line(l, unordered)).collect();
         if unordered {
             lines.sort();
@@ -137,10 +110,7 @@ impl Masker {
         if self.cluster_id == Some(v) {
             return Some("<cluster-id>".into());
         }
-        self.ids
-            .iter()
-            .find(|(id, _)| *id == v)
-            .map(|(_, l)| l.clone())
+        self.ids.iter().find(|(id, _)| *id == v).map(|(_, l)| l.clone())
     }
 
     /// Port and ID substitution plus the pattern masks, for free text.
@@ -159,16 +129,9 @@ impl Masker {
         while let Some(pos) = rest.find(HOST) {
             let after = pos + HOST.len();
             out.push_str(&rest[..after]);
-            let digits = rest[after..]
-                .bytes()
-                .take_while(|b| b.is_ascii_digit())
-                .count();
+            let digits = rest[after..].bytes().take_while(|b| b.is_ascii_digit()).count();
             let port = &rest[after..after + digits];
-            match port
-                .parse::<u16>()
-                .ok()
-                .and_then(|p| self.ports.iter().find(|(q, _)| *q == p))
-            {
+            match port.parse::<u16>().ok().and_then(|p| self.ports.iter().find(|(q, _)| *q == p)) {
                 Some((_, label)) => out.push_str(label),
                 None if digits > 0 => out.push_str("<port>"),
                 None => {}
@@ -204,16 +167,11 @@ impl Masker {
         if tok.bytes().all(|c| c.is_ascii_digit()) {
             return tok.parse::<u64>().ok().and_then(|v| self.id_label(v));
         }
-        let hex = tok
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+        let hex = tok.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
         if !hex {
             return None;
         }
-        if let Some(l) = u64::from_str_radix(tok, 16)
-            .ok()
-            .and_then(|v| self.id_label(v))
-        {
+        if let Some(l) = u64::from_str_radix(tok, 16).ok().and_then(|v| self.id_label(v)) {
             return Some(l);
         }
         (tok.len() >= 12 && tok.bytes().any(|c| c.is_ascii_alphabetic())).then(|| "<hex-id>".into())
@@ -255,10 +213,7 @@ impl State<'_> {
             return self.table_row(t);
         }
         if t.starts_with('+') && t.bytes().all(|c| c == b'+' || c == b'-') {
-            return format!(
-                "+{}",
-                "---+".repeat(t.matches('+').count().saturating_sub(1))
-            );
+            return format!("+{}", "---+".repeat(t.matches('+').count().saturating_sub(1)));
         }
         self.header = None;
         if t.starts_with('{') || t.starts_with('[') {
@@ -311,11 +266,7 @@ impl State<'_> {
             }
             return f.join(", ");
         }
-        if f.len() == 2
-            && f[0].contains("127.0.0.1:")
-            && !f[1].is_empty()
-            && f[1].bytes().all(|c| c.is_ascii_digit())
-        {
+        if f.len() == 2 && f[0].contains("127.0.0.1:") && !f[1].is_empty() && f[1].bytes().all(|c| c.is_ascii_digit()) {
             // endpoint hashkv: endpoint, hash
             f[1] = self.hash(&f[1].clone());
             return f.join(", ");
@@ -373,12 +324,8 @@ impl State<'_> {
                 };
                 let k = key.unwrap_or("");
                 match k {
-                    "cluster_id" | "member_id" | "ID" | "leader" => {
-                        Value::String(self.m.member_number(k, u))
-                    }
-                    "raft_term" | "raftTerm" | "raftIndex" | "raftAppliedIndex" => {
-                        str_value(mask_nonzero(u, "<n>"))
-                    }
+                    "cluster_id" | "member_id" | "ID" | "leader" => Value::String(self.m.member_number(k, u)),
+                    "raft_term" | "raftTerm" | "raftIndex" | "raftAppliedIndex" => str_value(mask_nonzero(u, "<n>")),
                     "dbSize" | "dbSizeInUse" => str_value(mask_nonzero(u, "<db-size>")),
                     "hash" => Value::String(self.hash(&u.to_string())),
                     _ => Value::Number(n),
@@ -429,10 +376,7 @@ fn mask_client_uuid(s: &str) -> String {
         return s.to_string();
     };
     let start = pos + "client-".len();
-    let len = s[start..]
-        .bytes()
-        .take_while(|c| c.is_ascii_hexdigit() || *c == b'-')
-        .count();
+    let len = s[start..].bytes().take_while(|c| c.is_ascii_hexdigit() || *c == b'-').count();
     if len < 32 {
         return s.to_string();
     }
@@ -449,11 +393,7 @@ fn digits(s: &[u8], i: usize) -> usize {
 
 /// Replaces every match found by `matcher` (start -> Some(end)) with `with`;
 /// matches only start at a digit not preceded by an alphanumeric or '.'.
-fn replace_at_digits(
-    s: &str,
-    with: &str,
-    matcher: impl Fn(&[u8], usize) -> Option<usize>,
-) -> String {
+fn replace_at_digits(s: &str, with: &str, matcher: impl Fn(&[u8], usize) -> Option<usize>) -> String {
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut last = 0;
@@ -533,10 +473,7 @@ fn mask_versions(s: &str) -> String {
             return None; // a fourth part: an IP address
         }
         if j < b.len() && (b[j] == b'-' || b[j] == b'+') {
-            j += 1 + b[j + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'.' || **c == b'-')
-                .count();
+            j += 1 + b[j + 1..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'.' || **c == b'-').count();
         }
         boundary_after(b, j).then_some(j)
     })
@@ -557,9 +494,7 @@ fn mask_db_sizes(s: &str) -> String {
             return None;
         }
         j += 1;
-        let unit = ["B", "kB", "MB", "GB", "TB"]
-            .iter()
-            .find(|u| b[j..].starts_with(u.as_bytes()))?;
+        let unit = ["B", "kB", "MB", "GB", "TB"].iter().find(|u| b[j..].starts_with(u.as_bytes()))?;
         let end = j + unit.len();
         boundary_after(b, end).then_some(end)
     })

@@ -74,10 +74,7 @@ impl Step {
             Target::Member(i) => vec![*i],
             Target::Members(v) => v.clone(),
         };
-        list.iter()
-            .map(|&i| c.member_endpoint(i))
-            .collect::<Vec<_>>()
-            .join(",")
+        list.iter().map(|&i| c.member_endpoint(i)).collect::<Vec<_>>().join(",")
     }
 
     /// `etcdctl --endpoints=<m2> get a --prefix`, plus stdin when given.
@@ -85,11 +82,7 @@ impl Step {
         let target = match &self.target {
             Target::All => "<all members>".to_string(),
             Target::Member(i) => format!("<m{i}>"),
-            Target::Members(v) => v
-                .iter()
-                .map(|i| format!("<m{i}>"))
-                .collect::<Vec<_>>()
-                .join(","),
+            Target::Members(v) => v.iter().map(|i| format!("<m{i}>")).collect::<Vec<_>>().join(","),
         };
         let args: Vec<String> = self.args.iter().map(|a| shell_quote(a)).collect();
         let mut s = format!("etcdctl --endpoints={target} {}", args.join(" "));
@@ -101,15 +94,7 @@ impl Step {
             } else {
                 input.clone()
             };
-            let _ = write!(
-                s,
-                " <<'EOF'\n{}EOF",
-                if shown.ends_with('\n') {
-                    shown
-                } else {
-                    format!("{shown}\n")
-                }
-            );
+            let _ = write!(s, " <<'EOF'\n{}EOF", if shown.ends_with('\n') { shown } else { format!("{shown}\n") });
         }
         if self.unordered {
             s.push_str("   [lines sorted]");
@@ -119,10 +104,7 @@ impl Step {
 }
 
 fn shell_quote(a: &str) -> String {
-    if !a.is_empty()
-        && a.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_=./:,@".contains(&c))
-    {
+    if !a.is_empty() && a.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_=./:,@".contains(&c)) {
         a.to_string()
     } else {
         format!("'{}'", a.replace('\'', "'\\''"))
@@ -181,11 +163,7 @@ pub fn run_session(flavor: Flavor, members: usize, script: &[Step]) -> Result<Se
             break;
         }
     }
-    Ok(SessionRun {
-        results,
-        notes,
-        log_tails: cluster.log_tails(25),
-    })
+    Ok(SessionRun { results, notes, log_tails: cluster.log_tails(25) })
 }
 
 /// Runs `script` on a fresh real-etcd cluster, then on a fresh kaname cluster
@@ -199,8 +177,9 @@ pub fn compare_session(members: usize, script: &[Step]) {
 /// They run one after the other, never together.
 pub fn compare_flavors(reference: Flavor, candidate: Flavor, members: usize, script: &[Step]) {
     let (r, c) = (reference.label(), candidate.label());
-    let expected = run_session(reference, members, script)
-        .unwrap_or_else(|e| panic!("reference {r} cluster of {members} failed to start; the harness or machine is broken:\n{e}"));
+    let expected = run_session(reference, members, script).unwrap_or_else(|e| {
+        panic!("reference {r} cluster of {members} failed to start; the harness or machine is broken:\n{e}")
+    });
     assert_eq!(
         expected.results.len(),
         script.len(),
@@ -221,12 +200,7 @@ pub fn compare_flavors(reference: Flavor, candidate: Flavor, members: usize, scr
         let e = &expected.results[i];
         let Some(g) = got.results.get(i) else {
             differing += 1;
-            let _ = writeln!(
-                report,
-                "\n=== step {}: {}\n  not run ({c} stopped early)",
-                i + 1,
-                s.describe()
-            );
+            let _ = writeln!(report, "\n=== step {}: {}\n  not run ({c} stopped early)", i + 1, s.describe());
             continue;
         };
         if e == g {
@@ -265,23 +239,11 @@ fn diff_block(out: &mut String, what: &str, r: &str, e: &str, c: &str, g: &str) 
     }
     let el: Vec<&str> = e.lines().collect();
     let gl: Vec<&str> = g.lines().collect();
-    let first = el
-        .iter()
-        .zip(&gl)
-        .position(|(a, b)| a != b)
-        .unwrap_or(el.len().min(gl.len()));
+    let first = el.iter().zip(&gl).position(|(a, b)| a != b).unwrap_or(el.len().min(gl.len()));
     let _ = writeln!(out, "  {what} differs at line {}:", first + 1);
     let w = r.len().max(c.len());
-    let _ = writeln!(
-        out,
-        "    {r:>w$} | {}",
-        clip(el.get(first).copied().unwrap_or("<no line>"))
-    );
-    let _ = writeln!(
-        out,
-        "    {c:>w$} | {}",
-        clip(gl.get(first).copied().unwrap_or("<no line>"))
-    );
+    let _ = writeln!(out, "    {r:>w$} | {}", clip(el.get(first).copied().unwrap_or("<no line>")));
+    let _ = writeln!(out, "    {c:>w$} | {}", clip(gl.get(first).copied().unwrap_or("<no line>")));
     if el.len() + gl.len() > 2 {
         for (name, lines) in [(r, &el), (c, &gl)] {
             let _ = writeln!(out, "  full {what} from {name} ({} lines):", lines.len());

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use kaname_proto::etcdserverpb::cluster_server::Cluster;
 use kaname_proto::etcdserverpb::{
-    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
-    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
-    MemberUpdateRequest, MemberUpdateResponse,
+    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -44,10 +43,7 @@ pub fn members(server: &EtcdServer) -> Vec<Member> {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(
-        &self,
-        _req: Request<MemberAddRequest>,
-    ) -> Result<Response<MemberAddResponse>, Status> {
+    async fn member_add(&self, _req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
         Err(Status::unimplemented("member add is not supported yet"))
     }
 
@@ -65,19 +61,13 @@ impl Cluster for ClusterService {
         Err(Status::unimplemented("member update is not supported yet"))
     }
 
-    async fn member_list(
-        &self,
-        req: Request<MemberListRequest>,
-    ) -> Result<Response<MemberListResponse>, Status> {
+    async fn member_list(&self, req: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Cluster", "MemberList", async {
             if req.into_inner().linearizable {
                 s.linearizable_barrier().await?;
             }
-            let mut resp = MemberListResponse {
-                header: None,
-                members: members(s),
-            };
+            let mut resp = MemberListResponse { header: None, members: members(s) };
             // etcd's cluster service fills no revision in its headers.
             s.fill_header(&mut resp.header);
             Ok(Response::new(resp))

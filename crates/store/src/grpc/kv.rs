@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use kaname_proto::etcdserverpb::kv_server::Kv;
 use kaname_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -65,10 +65,7 @@ impl Kv for KvService {
         .await
     }
 
-    async fn delete_range(
-        &self,
-        req: Request<DeleteRangeRequest>,
-    ) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(&self, req: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
         observed(&self.server, "etcdserverpb.KV", "DeleteRange", async {
             let r = req.into_inner();
             validate::check_delete(&r)?;
@@ -90,10 +87,7 @@ impl Kv for KvService {
         .await
     }
 
-    async fn compact(
-        &self,
-        req: Request<CompactionRequest>,
-    ) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
         observed(&self.server, "etcdserverpb.KV", "Compact", async {
             let r = req.into_inner();
             let mut resp: CompactionResponse = self.write(Command::Compact, &r).await?;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use futures::Stream;
 use kaname_proto::etcdserverpb::maintenance_server::Maintenance;
 use kaname_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -30,19 +30,13 @@ impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let s = &self.server;
         let _ = req.into_inner();
-        let mut resp = AlarmResponse {
-            header: None,
-            alarms: Vec::new(),
-        };
+        let mut resp = AlarmResponse { header: None, alarms: Vec::new() };
         s.fill_header(&mut resp.header);
         resp.header.as_mut().expect("filled").revision = s.store.current_rev();
         Ok(Response::new(resp))
     }
 
-    async fn status(
-        &self,
-        _req: Request<StatusRequest>,
-    ) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Maintenance", "Status", async {
             let m = s.raft.metrics().borrow().clone();
@@ -56,11 +50,7 @@ impl Maintenance for MaintenanceService {
                 raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
                 errors: Vec::new(),
                 db_size_in_use: s.store.db_size_in_use() as i64,
-                is_learner: !m
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|id| id == s.member_id),
+                is_learner: !m.membership_config.membership().voter_ids().any(|id| id == s.member_id),
             };
             s.fill_header(&mut resp.header);
             resp.header.as_mut().expect("filled").revision = s.store.current_rev();
@@ -69,23 +59,15 @@ impl Maintenance for MaintenanceService {
         .await
     }
 
-    async fn defragment(
-        &self,
-        _req: Request<DefragmentRequest>,
-    ) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
         Err(Status::unimplemented("defragment is not supported yet"))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(Status::unimplemented(
-            "hash is not supported yet; use HashKV",
-        ))
+        Err(Status::unimplemented("hash is not supported yet; use HashKV"))
     }
 
-    async fn hash_kv(
-        &self,
-        req: Request<HashKvRequest>,
-    ) -> Result<Response<HashKvResponse>, Status> {
+    async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Maintenance", "HashKV", async {
             let h = s.store.hash_by_rev(req.into_inner().revision)?;
@@ -102,27 +84,17 @@ impl Maintenance for MaintenanceService {
         .await
     }
 
-    type SnapshotStream =
-        Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
 
-    async fn snapshot(
-        &self,
-        _req: Request<SnapshotRequest>,
-    ) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(Status::unimplemented("snapshot is not supported yet"))
     }
 
-    async fn move_leader(
-        &self,
-        _req: Request<MoveLeaderRequest>,
-    ) -> Result<Response<MoveLeaderResponse>, Status> {
+    async fn move_leader(&self, _req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         Err(Status::unimplemented("move-leader is not supported yet"))
     }
 
-    async fn downgrade(
-        &self,
-        _req: Request<DowngradeRequest>,
-    ) -> Result<Response<DowngradeResponse>, Status> {
+    async fn downgrade(&self, _req: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
         Err(Status::unimplemented("downgrade is not supported"))
     }
 }

@@ -25,8 +25,6 @@ pub(crate) async fn observed<T>(
         Ok(_) => tonic::Code::Ok,
         Err(s) => s.code(),
     };
-    server
-        .metrics
-        .observe(service, method, code, start.elapsed().as_secs_f64());
+    server.metrics.observe(service, method, code, start.elapsed().as_secs_f64());
     result
 }

@@ -3,9 +3,7 @@
 
 use std::collections::HashSet;
 
-use kaname_proto::etcdserverpb::{
-    request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use kaname_proto::etcdserverpb::{request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
 use crate::error::EtcdError;
 
@@ -88,10 +86,9 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Interval>
     let mut dels: Vec<Interval> = ops
         .iter()
         .filter_map(|op| match &op.request {
-            Some(request_op::Request::RequestDeleteRange(d)) => Some(Interval {
-                start: d.key.clone(),
-                end: (!d.range_end.is_empty()).then(|| d.range_end.clone()),
-            }),
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                Some(Interval { start: d.key.clone(), end: (!d.range_end.is_empty()).then(|| d.range_end.clone()) })
+            }
             _ => None,
         })
         .collect();

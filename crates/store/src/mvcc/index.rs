@@ -103,14 +103,7 @@ impl KeyIndex {
     /// revisions of the generation may have been compacted away, so the create
     /// revision and version must come from the stored KeyValue instead.
     fn restored(created: Revision, modified: Revision, ver: i64) -> Self {
-        KeyIndex {
-            modified,
-            generations: vec![Generation {
-                ver,
-                created,
-                revs: vec![modified],
-            }],
-        }
+        KeyIndex { modified, generations: vec![Generation { ver, created, revs: vec![modified] }] }
     }
 
     /// Rebuilds a key whose only surviving record is a tombstone (it survived
@@ -177,12 +170,8 @@ impl KeyIndex {
     }
 
     fn get(&self, at_rev: i64) -> Result<KeyAt, IndexError> {
-        let g = self
-            .find_generation(at_rev)
-            .ok_or(IndexError::RevisionNotFound)?;
-        let n = g
-            .last_at_or_before(at_rev)
-            .ok_or(IndexError::RevisionNotFound)?;
+        let g = self.find_generation(at_rev).ok_or(IndexError::RevisionNotFound)?;
+        let n = g.last_at_or_before(at_rev).ok_or(IndexError::RevisionNotFound)?;
         Ok(KeyAt {
             modified: g.revs[n],
             created: g.created,
@@ -195,11 +184,7 @@ impl KeyIndex {
     /// Picks the generation a read at `at_rev` would land in (or the first one
     /// after it) and, within it, the revision such a read returns; that
     /// revision is added to `kept`. Generations before it are entirely dead.
-    fn compaction_point(
-        &self,
-        at_rev: i64,
-        kept: &mut HashSet<Revision>,
-    ) -> (usize, Option<usize>) {
+    fn compaction_point(&self, at_rev: i64, kept: &mut HashSet<Revision>) -> (usize, Option<usize>) {
         let gens = &self.generations;
         let mut gi = 0;
         while let [g, next, ..] = &gens[gi..] {
@@ -272,8 +257,7 @@ impl TreeIndex {
             // Later records of a key are complete, so they replay as plain puts.
             Some(ki) => ki.put(modified),
             None => {
-                self.keys
-                    .insert(key.to_vec(), KeyIndex::restored(created, modified, version));
+                self.keys.insert(key.to_vec(), KeyIndex::restored(created, modified, version));
             }
         }
     }
@@ -286,8 +270,7 @@ impl TreeIndex {
         match self.keys.get_mut(key) {
             Some(ki) => ki.tombstone(rev),
             None => {
-                self.keys
-                    .insert(key.to_vec(), KeyIndex::restored_tombstone(rev));
+                self.keys.insert(key.to_vec(), KeyIndex::restored_tombstone(rev));
                 Ok(())
             }
         }
@@ -308,13 +291,7 @@ impl TreeIndex {
     /// Keys live at `at_rev` in the range, in ascending key order, with the revision of their value.
     /// Range rules as etcd's mvcc: `end == None` -> only `key` itself; `end == Some(b"")` (empty) -> every key >= `key`; otherwise [key, end).
     /// `limit == 0` means no limit. Returns (entries up to limit, total count of live keys in range ignoring limit).
-    pub fn range(
-        &self,
-        key: &[u8],
-        end: Option<&[u8]>,
-        at_rev: i64,
-        limit: usize,
-    ) -> (Vec<(Vec<u8>, KeyAt)>, usize) {
+    pub fn range(&self, key: &[u8], end: Option<&[u8]>, at_rev: i64, limit: usize) -> (Vec<(Vec<u8>, KeyAt)>, usize) {
         let Some(end) = end else {
             return match self.get(key, at_rev) {
                 Ok(at) => (vec![(key.to_vec(), at)], 1),
@@ -516,27 +493,16 @@ mod tests {
     /// case keep must leave it out even though compact keeps it.
     fn is_tombstone_rev(k: &KeyIndex, rev: i64) -> bool {
         let closed = &k.generations[..k.generations.len() - 1];
-        closed
-            .iter()
-            .any(|g| g.revs.last().is_some_and(|t| t.main == rev))
+        closed.iter().any(|g| g.revs.last().is_some_and(|t| t.main == rev))
     }
 
-    fn keep_then_compact(
-        k: &mut KeyIndex,
-        rev: i64,
-        want: &KeyIndex,
-        want_kept: &HashSet<Revision>,
-    ) {
+    fn keep_then_compact(k: &mut KeyIndex, rev: i64, want: &KeyIndex, want_kept: &HashSet<Revision>) {
         let before = k.clone();
         let mut kept = HashSet::new();
         k.keep(rev, &mut kept);
         assert_eq!(*k, before, "keep({rev}) must not modify");
         let tomb = is_tombstone_rev(k, rev);
-        assert_eq!(
-            kept,
-            if tomb { set(&[]) } else { want_kept.clone() },
-            "keep({rev})"
-        );
+        assert_eq!(kept, if tomb { set(&[]) } else { want_kept.clone() }, "keep({rev})");
 
         let mut kept = HashSet::new();
         k.compact(rev, &mut kept);

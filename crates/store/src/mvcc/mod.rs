@@ -54,10 +54,7 @@ pub(crate) fn rev_to_bytes(rev: Revision, tombstone: bool) -> Vec<u8> {
 pub(crate) fn bytes_to_rev(b: &[u8]) -> (Revision, bool) {
     let main = i64::from_be_bytes(b[0..8].try_into().expect("8 bytes"));
     let sub = i64::from_be_bytes(b[9..17].try_into().expect("8 bytes"));
-    (
-        Revision { main, sub },
-        b.len() > REV_BYTES_LEN && b[REV_BYTES_LEN] == b't',
-    )
+    (Revision { main, sub }, b.len() > REV_BYTES_LEN && b[REV_BYTES_LEN] == b't')
 }
 
 /// What a range read asks for, beyond the key range (etcd's `mvcc.RangeOptions`).
@@ -118,11 +115,7 @@ impl MvccStore {
         let store = MvccStore {
             path: path.to_path_buf(),
             db: RwLock::new(Arc::new(db)),
-            state: RwLock::new(IndexState {
-                index: TreeIndex::new(),
-                current_rev: 1,
-                compacted_rev: -1,
-            }),
+            state: RwLock::new(IndexState { index: TreeIndex::new(), current_rev: 1, compacted_rev: -1 }),
         };
         store.ensure_tables()?;
         store.rebuild_index()?;
@@ -146,10 +139,7 @@ impl MvccStore {
         let txn = db.begin_read().map_err(internal)?;
         let meta = txn.open_table(META_TABLE).map_err(internal)?;
         let read_i64 = |name: &str| -> Result<Option<i64>, EtcdError> {
-            Ok(meta
-                .get(name)
-                .map_err(internal)?
-                .map(|v| i64::from_be_bytes(v.value().try_into().unwrap_or([0; 8]))))
+            Ok(meta.get(name).map_err(internal)?.map(|v| i64::from_be_bytes(v.value().try_into().unwrap_or([0; 8]))))
         };
         let current_rev = read_i64(META_CURRENT_REV)?.unwrap_or(1);
         let compacted_rev = read_i64(META_COMPACTED_REV)?.unwrap_or(-1);
@@ -162,27 +152,13 @@ impl MvccStore {
             if tombstone {
                 // After compaction a tombstone may be the only row left of its key; it must
                 // still be indexed so re-running that compaction finds it (etcd #19179).
-                index
-                    .restore_tombstone(&kv.key, rev)
-                    .map_err(|e| internal(format!("restore tombstone: {e}")))?;
+                index.restore_tombstone(&kv.key, rev).map_err(|e| internal(format!("restore tombstone: {e}")))?;
             } else {
-                index.restore(
-                    &kv.key,
-                    Revision {
-                        main: kv.create_revision,
-                        sub: 0,
-                    },
-                    rev,
-                    kv.version,
-                );
+                index.restore(&kv.key, Revision { main: kv.create_revision, sub: 0 }, rev, kv.version);
             }
         }
         drop((table, meta, txn));
-        *self.state.write().expect("index lock") = IndexState {
-            index,
-            current_rev,
-            compacted_rev,
-        };
+        *self.state.write().expect("index lock") = IndexState { index, current_rev, compacted_rev };
         if compacted_rev >= 0 {
             // Finishes a compaction a crash interrupted after recording its revision.
             self.finish_compaction(compacted_rev)?;
@@ -218,12 +194,7 @@ impl MvccStore {
     }
 
     /// A committed read (etcd's `TxnRead.Range`).
-    pub fn range(
-        &self,
-        key: &[u8],
-        end: Option<&[u8]>,
-        opts: &RangeOptions,
-    ) -> Result<RangeResult, EtcdError> {
+    pub fn range(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
         let db = self.db();
         let (found, count, current_rev, txn) = {
             let st = self.state.read().expect("index lock");
@@ -237,11 +208,7 @@ impl MvccStore {
             (found, count, st.current_rev, txn)
         };
         if opts.count_only {
-            return Ok(RangeResult {
-                kvs: Vec::new(),
-                count,
-                rev: current_rev,
-            });
+            return Ok(RangeResult { kvs: Vec::new(), count, rev: current_rev });
         }
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
         let mut kvs = Vec::with_capacity(found.len());
@@ -249,19 +216,10 @@ impl MvccStore {
             let row = table
                 .get(rev_to_bytes(at.modified, false).as_slice())
                 .map_err(internal)?
-                .ok_or_else(|| {
-                    internal(format!(
-                        "index points at missing revision {:?}",
-                        at.modified
-                    ))
-                })?;
+                .ok_or_else(|| internal(format!("index points at missing revision {:?}", at.modified)))?;
             kvs.push(KeyValue::decode(row.value()).map_err(internal)?);
         }
-        Ok(RangeResult {
-            kvs,
-            count,
-            rev: current_rev,
-        })
+        Ok(RangeResult { kvs, count, rev: current_rev })
     }
 
     /// Reads a value persisted with [`WriteBatch::set_meta`].
@@ -269,10 +227,7 @@ impl MvccStore {
         let db = self.db();
         let txn = db.begin_read().map_err(internal)?;
         let meta = txn.open_table(META_TABLE).map_err(internal)?;
-        Ok(meta
-            .get(name)
-            .map_err(internal)?
-            .map(|v| v.value().to_vec()))
+        Ok(meta.get(name).map_err(internal)?.map(|v| v.value().to_vec()))
     }
 
     /// etcd's `HashByRev`: a CRC-32C over the history rows a compaction at `rev` would keep,
@@ -306,20 +261,14 @@ impl MvccStore {
             hash = crc32c::crc32c_append(hash, k.value());
             hash = crc32c::crc32c_append(hash, v.value());
         }
-        Ok(KvHash {
-            hash,
-            hash_rev: rev,
-            current_rev: current,
-            compacted_rev: compacted,
-        })
+        Ok(KvHash { hash, hash_rev: rev, current_rev: current, compacted_rev: compacted })
     }
 
     /// Makes every earlier commit durable (an empty fsync'd commit; redb persists all earlier
     /// non-durable commits with it).
     pub fn sync(&self) -> Result<(), EtcdError> {
         let mut txn = self.db().begin_write().map_err(internal)?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(internal)?;
+        txn.set_durability(redb::Durability::Immediate).map_err(internal)?;
         txn.commit().map_err(internal)
     }
 
@@ -330,10 +279,7 @@ impl MvccStore {
 
     /// Streams every row of the backend, for a Raft snapshot, from one read transaction so the
     /// copy is consistent. `f` gets (table id, key, value); ids: 0 = meta, 1 = key.
-    pub fn for_each_row(
-        &self,
-        mut f: impl FnMut(u8, &[u8], &[u8]) -> std::io::Result<()>,
-    ) -> Result<(), EtcdError> {
+    pub fn for_each_row(&self, mut f: impl FnMut(u8, &[u8], &[u8]) -> std::io::Result<()>) -> Result<(), EtcdError> {
         let db = self.db();
         let txn = db.begin_read().map_err(internal)?;
         let meta = txn.open_table(META_TABLE).map_err(internal)?;
@@ -354,9 +300,7 @@ impl MvccStore {
     /// midway leaves the old store intact.
     pub fn replace_with(
         &self,
-        fill: impl FnOnce(
-            &mut dyn FnMut(u8, &[u8], &[u8]) -> Result<(), EtcdError>,
-        ) -> Result<(), EtcdError>,
+        fill: impl FnOnce(&mut dyn FnMut(u8, &[u8], &[u8]) -> Result<(), EtcdError>) -> Result<(), EtcdError>,
     ) -> Result<(), EtcdError> {
         let tmp = self.path.with_extension("installing");
         let _ = std::fs::remove_file(&tmp);

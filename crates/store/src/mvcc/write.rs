@@ -6,9 +6,7 @@ use kaname_proto::mvccpb::KeyValue;
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
-use super::{
-    bytes_to_rev, check_read_rev, rev_to_bytes, MvccStore, RangeOptions, RangeResult, Revision,
-};
+use super::{bytes_to_rev, check_read_rev, rev_to_bytes, MvccStore, RangeOptions, RangeResult, Revision};
 use super::{KEY_TABLE, META_COMPACTED_REV, META_CURRENT_REV, META_TABLE};
 use crate::error::{internal, EtcdError};
 
@@ -35,13 +33,7 @@ impl<'s> WriteBatch<'s> {
             let st = store.state.read().expect("index lock");
             (st.current_rev, st.compacted_rev)
         };
-        Ok(WriteBatch {
-            store,
-            txn,
-            rev,
-            compacted,
-            pending_compact: None,
-        })
+        Ok(WriteBatch { store, txn, rev, compacted, pending_compact: None })
     }
 
     /// The current revision as requests in this batch see it.
@@ -52,11 +44,7 @@ impl<'s> WriteBatch<'s> {
     /// Starts the changes of one request.
     pub fn txn(&mut self) -> TxnWrite<'_, 's> {
         let begin_rev = self.rev;
-        TxnWrite {
-            batch: self,
-            begin_rev,
-            changes: 0,
-        }
+        TxnWrite { batch: self, begin_rev, changes: 0 }
     }
 
     /// etcd's `Compact`: validated now, carried out after commit (see `pending_compact`).
@@ -88,11 +76,7 @@ impl<'s> WriteBatch<'s> {
     pub fn commit(mut self, durable: bool) -> Result<(), EtcdError> {
         let rev = self.rev;
         self.set_meta(META_CURRENT_REV, &rev.to_be_bytes())?;
-        let durability = if durable {
-            redb::Durability::Immediate
-        } else {
-            redb::Durability::None
-        };
+        let durability = if durable { redb::Durability::Immediate } else { redb::Durability::None };
         self.txn.set_durability(durability).map_err(internal)?;
         self.txn.commit().map_err(internal)?;
         self.store.state.write().expect("index lock").current_rev = rev;
@@ -116,18 +100,8 @@ impl MvccStore {
         let txn = self.db().begin_write().map_err(internal)?;
         {
             let mut table = txn.open_table(KEY_TABLE).map_err(internal)?;
-            let upper = rev_to_bytes(
-                Revision {
-                    main: rev,
-                    sub: i64::MAX,
-                },
-                true,
-            );
-            table
-                .retain_in(..=upper.as_slice(), |k, _| {
-                    keep.contains(&bytes_to_rev(k).0)
-                })
-                .map_err(internal)?;
+            let upper = rev_to_bytes(Revision { main: rev, sub: i64::MAX }, true);
+            table.retain_in(..=upper.as_slice(), |k, _| keep.contains(&bytes_to_rev(k).0)).map_err(internal)?;
         }
         txn.commit().map_err(internal)
     }
@@ -161,29 +135,13 @@ impl TxnWrite<'_, '_> {
     }
 
     /// A range read that sees this request's earlier changes.
-    pub fn range(
-        &self,
-        key: &[u8],
-        end: Option<&[u8]>,
-        opts: &RangeOptions,
-    ) -> Result<RangeResult, EtcdError> {
+    pub fn range(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
         let cur = self.rev();
         let rev = check_read_rev(opts.rev, cur, self.batch.compacted)?;
         let limit = if opts.count_only { 1 } else { opts.limit };
-        let (found, count) = self
-            .batch
-            .store
-            .state
-            .read()
-            .expect("index lock")
-            .index
-            .range(key, end, rev, limit);
+        let (found, count) = self.batch.store.state.read().expect("index lock").index.range(key, end, rev, limit);
         if opts.count_only {
-            return Ok(RangeResult {
-                kvs: Vec::new(),
-                count,
-                rev: cur,
-            });
+            return Ok(RangeResult { kvs: Vec::new(), count, rev: cur });
         }
         let table = self.batch.txn.open_table(KEY_TABLE).map_err(internal)?;
         let mut kvs = Vec::with_capacity(found.len());
@@ -191,19 +149,10 @@ impl TxnWrite<'_, '_> {
             let row = table
                 .get(rev_to_bytes(at.modified, false).as_slice())
                 .map_err(internal)?
-                .ok_or_else(|| {
-                    internal(format!(
-                        "index points at missing revision {:?}",
-                        at.modified
-                    ))
-                })?;
+                .ok_or_else(|| internal(format!("index points at missing revision {:?}", at.modified)))?;
             kvs.push(KeyValue::decode(row.value()).map_err(internal)?);
         }
-        Ok(RangeResult {
-            kvs,
-            count,
-            rev: cur,
-        })
+        Ok(RangeResult { kvs, count, rev: cur })
     }
 
     /// The live value of one key as this request sees it.
@@ -215,46 +164,17 @@ impl TxnWrite<'_, '_> {
     /// version of a live key, starts a new generation otherwise.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<(), EtcdError> {
         let rev = self.write_rev();
-        let existing = self
-            .batch
-            .store
-            .state
-            .read()
-            .expect("index lock")
-            .index
-            .get(key, rev)
-            .ok();
+        let existing = self.batch.store.state.read().expect("index lock").index.get(key, rev).ok();
         let (create_revision, version) = match existing {
             Some(at) => (at.created.main, at.version + 1),
             None => (rev, 1),
         };
-        let at = Revision {
-            main: rev,
-            sub: self.changes,
-        };
-        let kv = KeyValue {
-            key: key.to_vec(),
-            create_revision,
-            mod_revision: rev,
-            version,
-            value,
-            lease,
-        };
+        let at = Revision { main: rev, sub: self.changes };
+        let kv = KeyValue { key: key.to_vec(), create_revision, mod_revision: rev, version, value, lease };
         let mut table = self.batch.txn.open_table(KEY_TABLE).map_err(internal)?;
-        table
-            .insert(
-                rev_to_bytes(at, false).as_slice(),
-                kv.encode_to_vec().as_slice(),
-            )
-            .map_err(internal)?;
+        table.insert(rev_to_bytes(at, false).as_slice(), kv.encode_to_vec().as_slice()).map_err(internal)?;
         drop(table);
-        self.batch
-            .store
-            .state
-            .write()
-            .expect("index lock")
-            .index
-            .put(key, at);
+        self.batch.store.state.write().expect("index lock").index.put(key, at);
         self.changes += 1;
         Ok(())
     }
@@ -262,35 +182,14 @@ impl TxnWrite<'_, '_> {
     /// Deletes every live key in the range, one tombstone each; returns how many.
     pub fn delete_range(&mut self, key: &[u8], end: Option<&[u8]>) -> Result<i64, EtcdError> {
         let rev = self.rev();
-        let (found, _) = self
-            .batch
-            .store
-            .state
-            .read()
-            .expect("index lock")
-            .index
-            .range(key, end, rev, 0);
+        let (found, _) = self.batch.store.state.read().expect("index lock").index.range(key, end, rev, 0);
         let mut table = self.batch.txn.open_table(KEY_TABLE).map_err(internal)?;
         let mut index = self.batch.store.state.write().expect("index lock");
         for (k, _) in &found {
-            let at = Revision {
-                main: self.write_rev(),
-                sub: self.changes,
-            };
-            let tomb = KeyValue {
-                key: k.clone(),
-                ..Default::default()
-            };
-            table
-                .insert(
-                    rev_to_bytes(at, true).as_slice(),
-                    tomb.encode_to_vec().as_slice(),
-                )
-                .map_err(internal)?;
-            index
-                .index
-                .tombstone(k, at)
-                .map_err(|e| internal(format!("tombstone {k:?}: {e:?}")))?;
+            let at = Revision { main: self.write_rev(), sub: self.changes };
+            let tomb = KeyValue { key: k.clone(), ..Default::default() };
+            table.insert(rev_to_bytes(at, true).as_slice(), tomb.encode_to_vec().as_slice()).map_err(internal)?;
+            index.index.tombstone(k, at).map_err(|e| internal(format!("tombstone {k:?}: {e:?}")))?;
             self.changes += 1;
         }
         Ok(found.len() as i64)

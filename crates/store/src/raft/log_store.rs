@@ -17,8 +17,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use prometheus_client::metrics::histogram::Histogram;
 use openraft::{Entry, OptionalSend, RaftLogReader, Vote};
+use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
@@ -42,11 +42,7 @@ enum Op {
     Append(Vec<(LogId, Vec<u8>)>, LogFlushed<TypeConfig>),
     Truncate(u64, oneshot::Sender<Result<(), String>>),
     Purge(LogId, oneshot::Sender<Result<(), String>>),
-    SetState(
-        &'static str,
-        Vec<u8>,
-        Option<oneshot::Sender<Result<(), String>>>,
-    ),
+    SetState(&'static str, Vec<u8>, Option<oneshot::Sender<Result<(), String>>>),
 }
 
 struct Shared {
@@ -70,10 +66,7 @@ impl LogStore {
         txn.open_table(LOG).map_err(storage_io_err)?;
         txn.open_table(STATE).map_err(storage_io_err)?;
         txn.commit().map_err(storage_io_err)?;
-        let shared = Arc::new(Shared {
-            db,
-            unflushed: Mutex::new(BTreeMap::new()),
-        });
+        let shared = Arc::new(Shared { db, unflushed: Mutex::new(BTreeMap::new()) });
         let (tx, rx) = mpsc::channel();
         let for_writer = shared.clone();
         std::thread::Builder::new()
@@ -83,24 +76,17 @@ impl LogStore {
         Ok(LogStore { shared, writer: tx })
     }
 
-    fn get_state<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<Option<T>, StorageError> {
+    fn get_state<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
         let txn = self.shared.db.begin_read().map_err(storage_io_err)?;
         let table = txn.open_table(STATE).map_err(storage_io_err)?;
         match table.get(name).map_err(storage_io_err)? {
-            Some(v) => Ok(Some(
-                bincode::deserialize(v.value()).map_err(storage_io_err)?,
-            )),
+            Some(v) => Ok(Some(bincode::deserialize(v.value()).map_err(storage_io_err)?)),
             None => Ok(None),
         }
     }
 
     fn send(&self, op: Op) -> Result<(), StorageError> {
-        self.writer
-            .send(op)
-            .map_err(|_| storage_io_err("raft log writer stopped"))
+        self.writer.send(op).map_err(|_| storage_io_err("raft log writer stopped"))
     }
 
     async fn send_and_wait(
@@ -109,9 +95,7 @@ impl LogStore {
     ) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx))?;
-        rx.await
-            .map_err(|_| storage_io_err("raft log writer stopped"))?
-            .map_err(storage_io_err)
+        rx.await.map_err(|_| storage_io_err("raft log writer stopped"))?.map_err(storage_io_err)
     }
 }
 
@@ -138,14 +122,10 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>, fsync_seconds: Histo
         }
         busy = ops.iter().filter(|op| matches!(op, Op::Append(..))).count() > 1;
         let t0 = std::time::Instant::now();
-        let result = shared
-            .db
-            .begin_write()
-            .map_err(|e| e.to_string())
-            .and_then(|txn| {
-                write_ops(&txn, &ops)?;
-                txn.commit().map_err(|e| e.to_string())
-            });
+        let result = shared.db.begin_write().map_err(|e| e.to_string()).and_then(|txn| {
+            write_ops(&txn, &ops)?;
+            txn.commit().map_err(|e| e.to_string())
+        });
         fsync_seconds.observe(t0.elapsed().as_secs_f64());
         tracing::trace!(ops = ops.len(), us = t0.elapsed().as_micros() as u64, "raft log group commit");
         if result.is_ok() {
@@ -154,10 +134,7 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>, fsync_seconds: Histo
             for op in &ops {
                 if let Op::Append(entries, _) = op {
                     for (log_id, _) in entries {
-                        if unflushed
-                            .get(&log_id.index)
-                            .is_some_and(|(l, _)| l == log_id)
-                        {
+                        if unflushed.get(&log_id.index).is_some_and(|(l, _)| l == log_id) {
                             unflushed.remove(&log_id.index);
                         }
                     }
@@ -184,26 +161,19 @@ fn write_ops(txn: &WriteTransaction, ops: &[Op]) -> Result<(), String> {
         match op {
             Op::Append(entries, _) => {
                 for (log_id, bytes) in entries {
-                    log.insert(log_id.index, bytes.as_slice())
-                        .map_err(|e| e.to_string())?;
+                    log.insert(log_id.index, bytes.as_slice()).map_err(|e| e.to_string())?;
                 }
             }
             Op::Truncate(from, _) => {
-                log.retain_in(*from.., |_, _| false)
-                    .map_err(|e| e.to_string())?;
+                log.retain_in(*from.., |_, _| false).map_err(|e| e.to_string())?;
             }
             Op::Purge(upto, _) => {
                 let b = bincode::serialize(&Some(*upto)).map_err(|e| e.to_string())?;
-                state
-                    .insert(LAST_PURGED, b.as_slice())
-                    .map_err(|e| e.to_string())?;
-                log.retain_in(..=upto.index, |_, _| false)
-                    .map_err(|e| e.to_string())?;
+                state.insert(LAST_PURGED, b.as_slice()).map_err(|e| e.to_string())?;
+                log.retain_in(..=upto.index, |_, _| false).map_err(|e| e.to_string())?;
             }
             Op::SetState(name, bytes, _) => {
-                state
-                    .insert(*name, bytes.as_slice())
-                    .map_err(|e| e.to_string())?;
+                state.insert(*name, bytes.as_slice()).map_err(|e| e.to_string())?;
             }
         }
     }
@@ -229,26 +199,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // an entry from memory only after its commit, so each entry is in one or the other.
         let (pending, txn) = {
             let unflushed = self.shared.unflushed.lock().expect("unflushed lock");
-            let pending: Vec<(u64, Arc<Vec<u8>>)> = unflushed
-                .range((Bound::Included(start), end))
-                .map(|(i, (_, b))| (*i, b.clone()))
-                .collect();
-            (
-                pending,
-                self.shared.db.begin_read().map_err(storage_io_err)?,
-            )
+            let pending: Vec<(u64, Arc<Vec<u8>>)> =
+                unflushed.range((Bound::Included(start), end)).map(|(i, (_, b))| (*i, b.clone())).collect();
+            (pending, self.shared.db.begin_read().map_err(storage_io_err)?)
         };
         let mut by_index: BTreeMap<u64, Entry<TypeConfig>> = BTreeMap::new();
         let table = txn.open_table(LOG).map_err(storage_io_err)?;
-        for row in table
-            .range::<u64>((Bound::Included(start), end))
-            .map_err(storage_io_err)?
-        {
+        for row in table.range::<u64>((Bound::Included(start), end)).map_err(storage_io_err)? {
             let (k, v) = row.map_err(storage_io_err)?;
-            by_index.insert(
-                k.value(),
-                bincode::deserialize(v.value()).map_err(storage_io_err)?,
-            );
+            by_index.insert(k.value(), bincode::deserialize(v.value()).map_err(storage_io_err)?);
         }
         for (i, b) in pending {
             by_index.insert(i, bincode::deserialize(&b).map_err(storage_io_err)?);
@@ -262,32 +221,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged = self.get_state::<Option<LogId>>(LAST_PURGED)?.flatten();
-        if let Some((_, (log_id, _))) = self
-            .shared
-            .unflushed
-            .lock()
-            .expect("unflushed lock")
-            .last_key_value()
-        {
-            return Ok(LogState {
-                last_purged_log_id: last_purged,
-                last_log_id: Some(*log_id),
-            });
+        if let Some((_, (log_id, _))) = self.shared.unflushed.lock().expect("unflushed lock").last_key_value() {
+            return Ok(LogState { last_purged_log_id: last_purged, last_log_id: Some(*log_id) });
         }
         let txn = self.shared.db.begin_read().map_err(storage_io_err)?;
         let table = txn.open_table(LOG).map_err(storage_io_err)?;
         let last = match table.last().map_err(storage_io_err)? {
-            Some((_, v)) => Some(
-                bincode::deserialize::<Entry<TypeConfig>>(v.value())
-                    .map_err(storage_io_err)?
-                    .log_id,
-            ),
+            Some((_, v)) => Some(bincode::deserialize::<Entry<TypeConfig>>(v.value()).map_err(storage_io_err)?.log_id),
             None => last_purged,
         };
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -296,8 +239,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let bytes = bincode::serialize(vote).map_err(storage_io_err)?;
-        self.send_and_wait(|tx| Op::SetState(VOTE, bytes, Some(tx)))
-            .await
+        self.send_and_wait(|tx| Op::SetState(VOTE, bytes, Some(tx))).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -315,11 +257,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_state::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -337,21 +275,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.shared
-            .unflushed
-            .lock()
-            .expect("unflushed lock")
-            .retain(|i, _| *i < log_id.index);
-        self.send_and_wait(|tx| Op::Truncate(log_id.index, tx))
-            .await
+        self.shared.unflushed.lock().expect("unflushed lock").retain(|i, _| *i < log_id.index);
+        self.send_and_wait(|tx| Op::Truncate(log_id.index, tx)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.shared
-            .unflushed
-            .lock()
-            .expect("unflushed lock")
-            .retain(|i, _| *i > log_id.index);
+        self.shared.unflushed.lock().expect("unflushed lock").retain(|i, _| *i > log_id.index);
         self.send_and_wait(|tx| Op::Purge(log_id, tx)).await
     }
 }

@@ -35,12 +35,10 @@ impl Command {
     /// Approximate encoded size, to bound how much one batched proposal carries.
     pub fn size(&self) -> usize {
         match self {
-            Command::Put(b) | Command::DeleteRange(b) | Command::Txn(b) | Command::Compact(b) => {
-                b.len()
+            Command::Put(b) | Command::DeleteRange(b) | Command::Txn(b) | Command::Compact(b) => b.len(),
+            Command::PublishAttributes { name, client_urls, .. } => {
+                name.len() + client_urls.iter().map(String::len).sum::<usize>()
             }
-            Command::PublishAttributes {
-                name, client_urls, ..
-            } => name.len() + client_urls.iter().map(String::len).sum::<usize>(),
         }
     }
 }

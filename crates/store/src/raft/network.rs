@@ -10,8 +10,8 @@ use kaname_proto::peer::RaftBytes;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -47,10 +47,8 @@ pub enum PeerError {
 
 impl PeerChannels {
     pub fn channel(&self, node: &MemberNode) -> Result<Channel, PeerError> {
-        let url = node
-            .peer_urls
-            .first()
-            .ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", node.name)))?;
+        let url =
+            node.peer_urls.first().ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", node.name)))?;
         let mut map = self.channels.lock().expect("peer channel map");
         if let Some(ch) = map.get(url) {
             return Ok(ch.clone());
@@ -91,11 +89,8 @@ impl PeerChannels {
         let reply = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| PeerError::Unreachable(format!("{rpc:?} to {} timed out", node.name)))?
-            .map_err(|s| {
-                PeerError::Unreachable(format!("{rpc:?} to {}: {}", node.name, s.message()))
-            })?;
-        bincode::deserialize(&reply.into_inner().data)
-            .map_err(|e| PeerError::Protocol(e.to_string()))
+            .map_err(|s| PeerError::Unreachable(format!("{rpc:?} to {}: {}", node.name, s.message())))?;
+        bincode::deserialize(&reply.into_inner().data).map_err(|e| PeerError::Protocol(e.to_string()))
     }
 }
 
@@ -108,10 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, _target: u64, node: &MemberNode) -> PeerConnection {
-        PeerConnection {
-            node: node.clone(),
-            channels: self.channels.clone(),
-        }
+        PeerConnection { node: node.clone(), channels: self.channels.clone() }
     }
 }
 
@@ -133,11 +125,8 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<u64, E>> = self
-            .channels
-            .call(&self.node, rpc, &req, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
+        let reply: Result<Resp, RaftError<u64, E>> =
+            self.channels.call(&self.node, rpc, &req, option.hard_ttl()).await.map_err(|e| match e {
                 // Unreachable makes openraft back off instead of hammering a dead member.
                 PeerError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
                 PeerError::Protocol(_) => RPCError::Network(NetworkError::new(&e)),
@@ -159,10 +148,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, MemberNode, RaftError<u64, InstallSnapshotError>>> {
         self.send(PeerRpc::InstallSnapshot, rpc, &option).await
     }
 

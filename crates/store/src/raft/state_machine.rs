@@ -11,9 +11,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kaname_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, PutRequest, TxnRequest,
-};
+use kaname_proto::etcdserverpb::{CompactionRequest, CompactionResponse, DeleteRangeRequest, PutRequest, TxnRequest};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
 use prometheus_client::metrics::histogram::Histogram;
@@ -44,12 +42,7 @@ pub type Membership = StoredMembership<u64, MemberNode>;
 
 /// Reads the member attributes map from the store.
 pub fn member_attributes(store: &MvccStore) -> std::collections::BTreeMap<u64, MemberAttributes> {
-    store
-        .get_meta(META_MEMBER_ATTRS)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    store.get_meta(META_MEMBER_ATTRS).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 /// The state machine handle openraft drives; the MVCC store inside is shared with readers.
@@ -89,10 +82,7 @@ impl StateMachine {
         Ok(sm)
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<Option<T>, StorageError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
         match self.store.get_meta(name).map_err(storage_io_err)? {
             Some(b) => Ok(Some(bincode::deserialize(&b).map_err(storage_io_err)?)),
             None => Ok(None),
@@ -114,11 +104,7 @@ impl StateMachine {
                 continue;
             };
             let data = path.with_extension("snap");
-            if data.exists()
-                && best
-                    .as_ref()
-                    .is_none_or(|(_, b)| b.last_log_id < meta.last_log_id)
-            {
+            if data.exists() && best.as_ref().is_none_or(|(_, b)| b.last_log_id < meta.last_log_id) {
                 best = Some((data, meta));
             }
         }
@@ -141,11 +127,7 @@ fn remove_snapshots_except(snap_dir: &Path, keep_id: &str) {
     };
     for entry in dir.flatten() {
         let path = entry.path();
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
         if stem != keep_id {
             let _ = std::fs::remove_file(&path);
         }
@@ -153,15 +135,11 @@ fn remove_snapshots_except(snap_dir: &Path, keep_id: &str) {
 }
 
 /// Writes a snapshot's metadata beside its data file, atomically.
-fn write_meta_file(
-    snap_dir: &Path,
-    meta: &SnapshotMeta<u64, MemberNode>,
-) -> Result<(), StorageError> {
+fn write_meta_file(snap_dir: &Path, meta: &SnapshotMeta<u64, MemberNode>) -> Result<(), StorageError> {
     let path = snap_dir.join(format!("{}.meta", meta.snapshot_id));
     let tmp = path.with_extension("meta.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(storage_io_err)?;
-    f.write_all(&serde_json::to_vec(meta).map_err(storage_io_err)?)
-        .map_err(storage_io_err)?;
+    f.write_all(&serde_json::to_vec(meta).map_err(storage_io_err)?).map_err(storage_io_err)?;
     f.sync_all().map_err(storage_io_err)?;
     std::fs::rename(&tmp, &path).map_err(storage_io_err)
 }
@@ -187,10 +165,8 @@ fn apply_command(batch: &mut WriteBatch, cmd: &Command) -> Result<Vec<u8>, EtcdE
         Command::Compact(b) => {
             let req = CompactionRequest::decode(b.as_slice()).map_err(internal)?;
             batch.compact(req.revision)?;
-            let header = Some(kaname_proto::etcdserverpb::ResponseHeader {
-                revision: batch.rev(),
-                ..Default::default()
-            });
+            let header =
+                Some(kaname_proto::etcdserverpb::ResponseHeader { revision: batch.rev(), ..Default::default() });
             Ok(CompactionResponse { header }.encode_to_vec())
         }
         Command::PublishAttributes { .. } => Ok(Vec::new()),
@@ -202,9 +178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
         let applied = self.read_meta::<Option<LogId>>(META_APPLIED)?.flatten();
-        let membership = self
-            .read_meta::<Membership>(META_MEMBERSHIP)?
-            .unwrap_or_default();
+        let membership = self.read_meta::<Membership>(META_MEMBERSHIP)?.unwrap_or_default();
         Ok((applied, membership))
     }
 
@@ -229,19 +203,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(proposal) => {
                     let mut out = Vec::with_capacity(proposal.0.len());
                     for cmd in &proposal.0 {
-                        if let Command::PublishAttributes {
-                            member_id,
-                            name,
-                            client_urls,
-                        } = cmd
-                        {
+                        if let Command::PublishAttributes { member_id, name, client_urls } = cmd {
                             let map = attrs.get_or_insert_with(|| member_attributes(&self.store));
                             map.insert(
                                 *member_id,
-                                MemberAttributes {
-                                    name: name.clone(),
-                                    client_urls: client_urls.clone(),
-                                },
+                                MemberAttributes { name: name.clone(), client_urls: client_urls.clone() },
                             );
                         }
                         out.push(apply_command(&mut batch, cmd));
@@ -251,20 +217,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             results.push(result);
         }
-        batch
-            .set_meta(META_APPLIED, &ser(&last_applied))
-            .map_err(storage_io_err)?;
+        batch.set_meta(META_APPLIED, &ser(&last_applied)).map_err(storage_io_err)?;
         if let Some(m) = &membership {
-            batch
-                .set_meta(META_MEMBERSHIP, &ser(m))
-                .map_err(storage_io_err)?;
+            batch.set_meta(META_MEMBERSHIP, &ser(m)).map_err(storage_io_err)?;
         }
         if let Some(a) = &attrs {
             batch
-                .set_meta(
-                    META_MEMBER_ATTRS,
-                    &serde_json::to_vec(a).map_err(storage_io_err)?,
-                )
+                .set_meta(META_MEMBER_ATTRS, &serde_json::to_vec(a).map_err(storage_io_err)?)
                 .map_err(storage_io_err)?;
         }
         let durable = membership.is_some() || self.last_sync.elapsed() >= SYNC_INTERVAL;
@@ -282,16 +241,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            store: self.store.clone(),
-            snap_dir: self.snap_dir.clone(),
-        }
+        SnapshotBuilder { store: self.store.clone(), snap_dir: self.snap_dir.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let path = self
-            .snap_dir
-            .join(format!("receiving-{}.part", rand::random::<u64>()));
+        let path = self.snap_dir.join(format!("receiving-{}.part", rand::random::<u64>()));
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -312,8 +266,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let mut file = snapshot.into_std().await;
         use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(0))
-            .map_err(storage_io_err)?;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(storage_io_err)?;
         // Keep a copy as our current snapshot, so it can be sent on to others.
         let data_path = self.snap_dir.join(format!("{}.snap", meta.snapshot_id));
         {
@@ -323,9 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let mut reader = BufReader::new(std::fs::File::open(&data_path).map_err(storage_io_err)?);
         let store = self.store.clone();
-        store
-            .replace_with(|put| read_snapshot_rows(&mut reader, put))
-            .map_err(storage_io_err)?;
+        store.replace_with(|put| read_snapshot_rows(&mut reader, put)).map_err(storage_io_err)?;
         self.write_meta_file(meta)?;
         self.remove_snapshots_except(&meta.snapshot_id);
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot received from the leader");
@@ -340,10 +291,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         };
         let file = tokio::fs::File::open(&path).await.map_err(storage_io_err)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
+        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
     }
 }
 
@@ -383,9 +331,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let tmp = self
-            .snap_dir
-            .join(format!("building-{}.part", rand::random::<u64>()));
+        let tmp = self.snap_dir.join(format!("building-{}.part", rand::random::<u64>()));
         // The log up to this snapshot may be purged once it exists, so everything applied
         // must be on disk first (applies commit without fsync, see `SYNC_INTERVAL`).
         self.store.sync().map_err(storage_io_err)?;
@@ -419,23 +365,14 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(l) => format!("{:016x}-{:08x}", l.index, rand::random::<u32>()),
             None => format!("empty-{:08x}", rand::random::<u32>()),
         };
-        let meta = SnapshotMeta {
-            last_log_id: applied,
-            last_membership: membership,
-            snapshot_id: snapshot_id.clone(),
-        };
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: snapshot_id.clone() };
         let data_path = self.snap_dir.join(format!("{snapshot_id}.snap"));
         std::fs::rename(&tmp, &data_path).map_err(storage_io_err)?;
         write_meta_file(&self.snap_dir, &meta)?;
         remove_snapshots_except(&self.snap_dir, &snapshot_id);
         tracing::info!(snapshot = %snapshot_id, last_log_id = ?meta.last_log_id, "built snapshot");
-        let file = tokio::fs::File::open(&data_path)
-            .await
-            .map_err(storage_io_err)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        })
+        let file = tokio::fs::File::open(&data_path).await.map_err(storage_io_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
 }
 
