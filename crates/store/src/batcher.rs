@@ -117,8 +117,10 @@ impl Batcher {
                         replies.push((p.cmds.len(), p.reply));
                         cmds.extend(p.cmds);
                     }
+                    let started = std::time::Instant::now();
                     let outcome = route.send(cmds).await;
                     drop(permit);
+                    tracing::trace!(count, us = started.elapsed().as_micros() as u64, "batch round trip");
                     match outcome {
                         ForwardReply::Done(index, results) if results.len() == count => {
                             let mut results = results.into_iter();

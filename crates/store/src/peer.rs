@@ -40,7 +40,11 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let cmds: Vec<Command> = decode(req)?;
-        encode(&self.server.propose_forwarded(cmds).await)
+        let started = std::time::Instant::now();
+        let n = cmds.len();
+        let reply = self.server.propose_forwarded(cmds).await;
+        tracing::trace!(n, us = started.elapsed().as_micros() as u64, "forwarded batch served");
+        encode(&reply)
     }
 
     async fn read_index(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {

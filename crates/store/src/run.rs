@@ -167,7 +167,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         let svc = RaftPeerServer::new(PeerService { server: server.clone() })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // serve_with_incoming ignores the builder's tcp_nodelay: set it on the listener here,
+        // or Raft and forwarding RPCs stall behind Nagle and delayed ACKs.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
                 .tcp_nodelay(true)

@@ -109,7 +109,10 @@ impl EtcdServer {
             match reply {
                 ForwardReply::Done(index, mut results) => {
                     self.wait_applied(index, deadline).await?;
-                    return results.pop().unwrap_or_else(|| Err(internal("no result for a proposed command")));
+                    return match results.pop() {
+                        Some(r) => r.map(serde_bytes::ByteBuf::into_vec),
+                        None => Err(internal("no result for a proposed command")),
+                    };
                 }
                 ForwardReply::Failed(e) => return Err(e),
                 ForwardReply::NotLeader(_) => tokio::time::sleep(LEADER_POLL).await,

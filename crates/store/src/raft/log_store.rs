@@ -42,11 +42,14 @@ enum Op {
     Append(Vec<(LogId, Vec<u8>)>, LogFlushed<TypeConfig>),
     Truncate(u64, oneshot::Sender<Result<(), String>>),
     Purge(LogId, oneshot::Sender<Result<(), String>>),
-    SetState(&'static str, Vec<u8>, Option<oneshot::Sender<Result<(), String>>>),
+    SetState(&'static str, Vec<u8>, oneshot::Sender<Result<(), String>>),
 }
 
 struct Shared {
     db: Database,
+    /// The latest committed position openraft reported, written with the next group commit
+    /// (it never costs an fsync of its own).
+    committed: Mutex<Option<Vec<u8>>>,
     /// Entries appended but not yet committed to the file, by index.
     unflushed: Mutex<BTreeMap<u64, (LogId, Arc<Vec<u8>>)>>,
 }
@@ -66,7 +69,7 @@ impl LogStore {
         txn.open_table(LOG).map_err(storage_io_err)?;
         txn.open_table(STATE).map_err(storage_io_err)?;
         txn.commit().map_err(storage_io_err)?;
-        let shared = Arc::new(Shared { db, unflushed: Mutex::new(BTreeMap::new()) });
+        let shared = Arc::new(Shared { db, committed: Mutex::new(None), unflushed: Mutex::new(BTreeMap::new()) });
         let (tx, rx) = mpsc::channel();
         let for_writer = shared.clone();
         std::thread::Builder::new()
@@ -124,6 +127,10 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>, fsync_seconds: Histo
         let t0 = std::time::Instant::now();
         let result = shared.db.begin_write().map_err(|e| e.to_string()).and_then(|txn| {
             write_ops(&txn, &ops)?;
+            if let Some(committed) = shared.committed.lock().expect("committed lock").take() {
+                let mut state = txn.open_table(STATE).map_err(|e| e.to_string())?;
+                state.insert(COMMITTED, committed.as_slice()).map_err(|e| e.to_string())?;
+            }
             txn.commit().map_err(|e| e.to_string())
         });
         fsync_seconds.observe(t0.elapsed().as_secs_f64());
@@ -145,10 +152,9 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>, fsync_seconds: Histo
             let r = result.clone();
             match op {
                 Op::Append(_, cb) => cb.log_io_completed(r.map_err(std::io::Error::other)),
-                Op::Truncate(_, tx) | Op::Purge(_, tx) | Op::SetState(_, _, Some(tx)) => {
+                Op::Truncate(_, tx) | Op::Purge(_, tx) | Op::SetState(_, _, tx) => {
                     let _ = tx.send(r);
                 }
-                Op::SetState(_, _, None) => {}
             }
         }
     }
@@ -239,7 +245,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let bytes = bincode::serialize(vote).map_err(storage_io_err)?;
-        self.send_and_wait(|tx| Op::SetState(VOTE, bytes, Some(tx))).await
+        self.send_and_wait(|tx| Op::SetState(VOTE, bytes, tx)).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -250,7 +256,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// it rides along with the next group commit and nobody waits for it.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = bincode::serialize(&committed).map_err(storage_io_err)?;
-        self.send(Op::SetState(COMMITTED, bytes, None))
+        *self.shared.committed.lock().expect("committed lock") = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

@@ -18,10 +18,11 @@ use crate::error::EtcdError;
 /// edge used.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
-    Put(Vec<u8>),
-    DeleteRange(Vec<u8>),
-    Txn(Vec<u8>),
-    Compact(Vec<u8>),
+    // serde_bytes: bincode would otherwise (de)serialize payloads byte by byte.
+    Put(#[serde(with = "serde_bytes")] Vec<u8>),
+    DeleteRange(#[serde(with = "serde_bytes")] Vec<u8>),
+    Txn(#[serde(with = "serde_bytes")] Vec<u8>),
+    Compact(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A member announces the name and client URLs it serves (etcd's attribute publish), so
     /// every member can answer `MemberList` with them.
     PublishAttributes {
@@ -57,7 +58,7 @@ impl fmt::Display for Command {
 
 /// The outcome of applying a [`Command`]: the encoded etcd response, or the etcd error the
 /// state machine decided on (e.g. a compacted revision inside a txn).
-pub type CommandResult = Result<Vec<u8>, EtcdError>;
+pub type CommandResult = Result<serde_bytes::ByteBuf, EtcdError>;
 
 /// One Raft log entry's payload: the commands of concurrent clients, batched.
 ///

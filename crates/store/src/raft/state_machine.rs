@@ -210,7 +210,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 MemberAttributes { name: name.clone(), client_urls: client_urls.clone() },
                             );
                         }
-                        out.push(apply_command(&mut batch, cmd));
+                        out.push(apply_command(&mut batch, cmd).map(serde_bytes::ByteBuf::from));
                     }
                     ProposalResult(out)
                 }
