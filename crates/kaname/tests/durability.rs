@@ -754,10 +754,20 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
             leader_snaps.extend(kaname_snapshots(&c, leader));
             let mine = kaname_snapshots(&c, follower);
             println!("kaname: m{follower} snapshots after catching up: {mine:?}; leader's: {leader_snaps:?}");
-            let received =
-                mine.iter().find(|(id, index)| *index > applied_before && leader_snaps.iter().any(|(l, _)| l == id));
+            // Either it still holds the leader's snapshot, or (if it applied enough entries
+            // after installing it to build its own, which replaces it) its log says it
+            // installed one beyond where it stood when killed.
+            let kept =
+                mine.iter().any(|(id, index)| *index > applied_before && leader_snaps.iter().any(|(l, _)| l == id));
+            let installed = lines.iter().any(|l| {
+                l.contains("installed snapshot received from the leader")
+                    && l.rsplit("index: ")
+                        .next()
+                        .and_then(|t| t.trim_end_matches([' ', '}', ')']).parse::<u64>().ok())
+                        .is_some_and(|i| i > applied_before)
+            });
             assert!(
-                received.is_some(),
+                kept || installed,
                 "kaname: restarted follower m{follower} (applied index {applied_before} when killed) holds no snapshot \
                  taken by leader m{leader} with last_log_id.index > {applied_before}: it has {mine:?} in {}, the leader had {leader_snaps:?}\n{}",
                 c.member(follower).data_dir.join("member/snap").display(),

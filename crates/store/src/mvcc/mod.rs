@@ -211,14 +211,7 @@ impl MvccStore {
             return Ok(RangeResult { kvs: Vec::new(), count, rev: current_rev });
         }
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
-        let mut kvs = Vec::with_capacity(found.len());
-        for (_, at) in found {
-            let row = table
-                .get(rev_to_bytes(at.modified, false).as_slice())
-                .map_err(internal)?
-                .ok_or_else(|| internal(format!("index points at missing revision {:?}", at.modified)))?;
-            kvs.push(KeyValue::decode(row.value()).map_err(internal)?);
-        }
+        let kvs = load_values(&table, &found)?;
         Ok(RangeResult { kvs, count, rev: current_rev })
     }
 
@@ -333,6 +326,22 @@ impl MvccStore {
         }
         self.rebuild_index()
     }
+}
+
+/// Reads the stored values of the revisions the index found.
+pub(crate) fn load_values(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    found: &[(Vec<u8>, KeyAt)],
+) -> Result<Vec<KeyValue>, EtcdError> {
+    let mut kvs = Vec::with_capacity(found.len());
+    for (_, at) in found {
+        let row = table
+            .get(rev_to_bytes(at.modified, false).as_slice())
+            .map_err(internal)?
+            .ok_or_else(|| internal(format!("index points at missing revision {:?}", at.modified)))?;
+        kvs.push(KeyValue::decode(row.value()).map_err(internal)?);
+    }
+    Ok(kvs)
 }
 
 /// Validates the revision a read asks for (etcd's `rangeKeys` checks) and resolves 0 to the

@@ -4,9 +4,9 @@
 
 use kaname_proto::mvccpb::KeyValue;
 use prost::Message;
-use redb::{ReadableTable, WriteTransaction};
+use redb::WriteTransaction;
 
-use super::{bytes_to_rev, check_read_rev, rev_to_bytes, MvccStore, RangeOptions, RangeResult, Revision};
+use super::{bytes_to_rev, check_read_rev, load_values, rev_to_bytes, MvccStore, RangeOptions, RangeResult, Revision};
 use super::{KEY_TABLE, META_COMPACTED_REV, META_CURRENT_REV, META_TABLE};
 use crate::error::{internal, EtcdError};
 
@@ -144,14 +144,7 @@ impl TxnWrite<'_, '_> {
             return Ok(RangeResult { kvs: Vec::new(), count, rev: cur });
         }
         let table = self.batch.txn.open_table(KEY_TABLE).map_err(internal)?;
-        let mut kvs = Vec::with_capacity(found.len());
-        for (_, at) in found {
-            let row = table
-                .get(rev_to_bytes(at.modified, false).as_slice())
-                .map_err(internal)?
-                .ok_or_else(|| internal(format!("index points at missing revision {:?}", at.modified)))?;
-            kvs.push(KeyValue::decode(row.value()).map_err(internal)?);
-        }
+        let kvs = load_values(&table, &found)?;
         Ok(RangeResult { kvs, count, rev: cur })
     }
 
