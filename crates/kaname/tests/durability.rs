@@ -170,7 +170,10 @@ fn keys_of(acks: &[Ack]) -> BTreeSet<String> {
 
 fn leader_kill(flavor: Flavor) {
     let _g = serial();
-    let mut c = Cluster::start_with(flavor, 3, &FAST_ELECTION);
+    // kaname is judged on its defaults (the bar); etcd gets the faster timers
+    // because with its defaults it misses the 3 s budget now and then (see FAST_ELECTION).
+    let flags: &[&str] = if flavor == Flavor::Kaname { &[] } else { &FAST_ELECTION };
+    let mut c = Cluster::start_with(flavor, 3, flags);
     let leader = c.wait_leader(Duration::from_secs(15));
     let writers = Writers::start(4, "acked/", c.endpoints());
     thread::sleep(Duration::from_millis(2000));
