@@ -14,7 +14,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::{internal, EtcdError};
-use crate::raft::network::{PeerChannels, PeerRpc};
+use crate::raft::network::{PeerChannels, PeerError, PeerRpc};
 use crate::raft::{Command, CommandResult, Proposal, Raft};
 use crate::server::ForwardReply;
 
@@ -69,14 +69,18 @@ impl Route {
                 };
                 match self.peers.call(&node, PeerRpc::Forward, &cmds, self.timeout).await {
                     Ok(reply) => reply,
-                    Err(_) => ForwardReply::NotLeader(None),
+                    // Never delivered: safe to try again, with whoever leads by then.
+                    Err(PeerError::Unreachable(_)) => ForwardReply::NotLeader(None),
+                    // Maybe proposed, maybe not: sending it again could apply it twice, so the
+                    // client gets etcd's timeout and decides.
+                    Err(_) => ForwardReply::Failed(EtcdError::Timeout),
                 }
             }
         }
     }
 
     /// Appends the batch as one Raft entry (this member must lead) and waits for its apply.
-    pub async fn propose_here(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
+    async fn propose_here(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
         match tokio::time::timeout(self.timeout, self.raft.client_write(Proposal(cmds))).await {
             Ok(Ok(resp)) => ForwardReply::Done(resp.log_id.index, resp.data.0),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => ForwardReply::NotLeader(f.leader_id),

@@ -146,8 +146,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let route =
         crate::batcher::Route { raft: raft.clone(), peers: peers.clone(), member_id: me.id, timeout: request_timeout };
     let server = Arc::new(EtcdServer {
-        batcher: crate::batcher::Batcher::start(route.clone()),
-        route,
+        batcher: crate::batcher::Batcher::start(route),
         applied: applied_rx,
         raft,
         store,

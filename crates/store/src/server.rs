@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::batcher::{Batcher, Route};
+use crate::batcher::Batcher;
 use crate::error::{internal, EtcdError};
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
@@ -50,7 +50,6 @@ pub struct EtcdServer {
     pub peers: PeerChannels,
     pub metrics: Arc<Metrics>,
     pub batcher: Batcher,
-    pub route: Route,
     /// The last log index applied to `store`, published by the state machine.
     pub applied: watch::Receiver<u64>,
 }

@@ -36,11 +36,16 @@ pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-/// Why a peer call failed: the peer could not be reached, or it answered with garbage.
+/// Why a peer call failed. The distinction matters for forwarded writes: only a request
+/// that surely never reached the peer may be sent again without risking a double apply.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
+    /// The connection could not be made: the request was not delivered.
     #[error("peer unreachable: {0}")]
     Unreachable(String),
+    /// The request may have been delivered, but no answer came (reset, timeout).
+    #[error("no answer from peer: {0}")]
+    NoAnswer(String),
     #[error("bad peer reply: {0}")]
     Protocol(String),
 }
@@ -88,8 +93,17 @@ impl PeerChannels {
         };
         let reply = tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| PeerError::Unreachable(format!("{rpc:?} to {} timed out", node.name)))?
-            .map_err(|s| PeerError::Unreachable(format!("{rpc:?} to {}: {}", node.name, s.message())))?;
+            .map_err(|_| PeerError::NoAnswer(format!("{rpc:?} to {} timed out", node.name)))?
+            .map_err(|s| {
+                let msg = format!("{rpc:?} to {}: {}", node.name, s.message());
+                // tonic reports a failed (lazy) connect with this text; anything else may have
+                // reached the peer.
+                if s.message().contains("tcp connect error") {
+                    PeerError::Unreachable(msg)
+                } else {
+                    PeerError::NoAnswer(msg)
+                }
+            })?;
         bincode::deserialize(&reply.into_inner().data).map_err(|e| PeerError::Protocol(e.to_string()))
     }
 }
@@ -128,7 +142,7 @@ impl PeerConnection {
         let reply: Result<Resp, RaftError<u64, E>> =
             self.channels.call(&self.node, rpc, &req, option.hard_ttl()).await.map_err(|e| match e {
                 // Unreachable makes openraft back off instead of hammering a dead member.
-                PeerError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+                PeerError::Unreachable(_) | PeerError::NoAnswer(_) => RPCError::Unreachable(Unreachable::new(&e)),
                 PeerError::Protocol(_) => RPCError::Network(NetworkError::new(&e)),
             })?;
         reply.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
