@@ -145,9 +145,9 @@ fn delete_range(txn: &mut TxnWrite, d: &DeleteRangeRequest) -> Result<DeleteRang
 }
 
 /// etcd's `applyCompare` over all compares: a txn's guard.
-fn compares_hold(txn: &TxnWrite, compares: &[Compare]) -> Result<bool, EtcdError> {
+fn compares_hold(src: &impl RangeSource, compares: &[Compare]) -> Result<bool, EtcdError> {
     for c in compares {
-        let kvs = txn.range(&c.key, range_end(&c.range_end), &RangeOptions::default())?.kvs;
+        let kvs = src.range_keys(&c.key, range_end(&c.range_end), &RangeOptions::default())?.kvs;
         let holds = if kvs.is_empty() {
             // A value cannot be compared on a missing key; other targets compare as zero.
             c.target() != compare::CompareTarget::Value && compare_kv(c, &KeyValue::default())
@@ -296,4 +296,52 @@ pub fn apply_txn(txn: &mut TxnWrite, t: &TxnRequest) -> Result<TxnResponse, Etcd
     decide_path(txn, t, &mut path)?;
     check_path(txn, t, &mut path.iter())?;
     exec_path(txn, t, &mut path.iter(), false)
+}
+
+/// etcd's `isTxnReadonly`: every op of both branches is a Range (a nested txn counts as a
+/// write). Such txns are served locally, without a Raft entry.
+pub fn txn_is_read_only(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| matches!(op.request, Some(request_op::Request::RequestRange(_))))
+}
+
+/// etcd's `isTxnSerializable`: every op is a serializable Range, so no ReadIndex is needed.
+pub fn txn_is_serializable(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| matches!(&op.request, Some(request_op::Request::RequestRange(r)) if r.serializable))
+}
+
+/// Reads of a read-only txn, all at one revision (etcd reads them in one read transaction).
+struct PinnedRead<'s> {
+    store: &'s MvccStore,
+    rev: i64,
+}
+
+impl RangeSource for PinnedRead<'_> {
+    fn range_keys(&self, key: &[u8], end: Option<&[u8]>, opts: &RangeOptions) -> Result<RangeResult, EtcdError> {
+        let mut opts = opts.clone();
+        if opts.rev > self.rev {
+            return Err(EtcdError::FutureRev);
+        }
+        if opts.rev <= 0 {
+            opts.rev = self.rev;
+        }
+        let mut rr = self.store.range(key, end, &opts)?;
+        rr.rev = self.rev;
+        Ok(rr)
+    }
+}
+
+/// A read-only txn (see [`txn_is_read_only`]) against the committed store.
+pub fn read_only_txn(store: &MvccStore, t: &TxnRequest) -> Result<TxnResponse, EtcdError> {
+    let src = PinnedRead { store, rev: store.current_rev() };
+    let succeeded = compares_hold(&src, &t.compare)?;
+    let mut responses = Vec::new();
+    for op in branch(t, succeeded) {
+        if let Some(request_op::Request::RequestRange(r)) = &op.request {
+            responses.push(ResponseOp { response: Some(response_op::Response::ResponseRange(range(&src, r)?)) });
+        }
+    }
+    Ok(TxnResponse { header: header(src.rev), succeeded, responses })
 }

@@ -80,7 +80,14 @@ impl Kv for KvService {
         observed(&self.server, "etcdserverpb.KV", "Txn", async {
             let r = req.into_inner();
             validate::check_txn(&r, self.server.limits.max_txn_ops)?;
-            let mut resp: TxnResponse = self.write(Command::Txn, &r).await?;
+            let mut resp: TxnResponse = if apply::txn_is_read_only(&r) {
+                if !apply::txn_is_serializable(&r) {
+                    self.server.linearizable_barrier().await?;
+                }
+                apply::read_only_txn(&self.server.store, &r)?
+            } else {
+                self.write(Command::Txn, &r).await?
+            };
             self.server.fill_header(&mut resp.header);
             Ok(Response::new(resp))
         })

@@ -1183,3 +1183,36 @@ fn crash_between_compaction_commit_and_row_removal() {
     assert_eq!(rows(&a), rows(&b));
     assert_eq!(view(&a), view(&b));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Read-only txns served without Raft
+// ---------------------------------------------------------------------------------------------
+
+/// A txn of ranges only answers exactly what the same txn answers through the apply path
+/// (which does not bump the revision either), and reads at one revision.
+#[test]
+fn read_only_txn_answers_like_the_apply_path() {
+    let env = Env::new();
+    let s = env.open();
+    put(&s, "a", "1");
+    put(&s, "b", "2");
+    let req = TxnRequest {
+        compare: vec![cmp_value("a", compare::CompareResult::Equal, "1")],
+        success: vec![op_range(range_req("a", "c")), op_range(range_req("b", ""))],
+        failure: vec![op_range(range_req("z", ""))],
+    };
+    assert!(apply::txn_is_read_only(&req));
+    assert!(!apply::txn_is_serializable(&req));
+    let local = apply::read_only_txn(&s, &req).expect("read-only txn");
+    let applied = txn(&s, &req).expect("applied txn");
+    assert_eq!(local, applied);
+    assert!(local.succeeded);
+    assert_eq!(keys(&resp_range(&local, 0).kvs), vec!["a", "b"]);
+    assert_eq!(rev_of(&local.header), 3, "no write, no new revision");
+
+    let failing = TxnRequest { compare: vec![cmp_value("a", compare::CompareResult::Equal, "x")], ..req.clone() };
+    assert_eq!(apply::read_only_txn(&s, &failing).unwrap(), txn(&s, &failing).unwrap());
+
+    let with_put = TxnRequest { success: vec![op_put("c", "3")], ..req };
+    assert!(!apply::txn_is_read_only(&with_put));
+}
