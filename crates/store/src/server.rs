@@ -133,7 +133,18 @@ impl EtcdServer {
     pub async fn read_index_as_leader(&self) -> ForwardReply<()> {
         match tokio::time::timeout(self.limits.request_timeout, self.raft.get_read_log_id()).await {
             Err(_) => ForwardReply::Failed(EtcdError::Timeout),
-            Ok(Ok((read, _applied))) => ForwardReply::Done(read.map(|l| l.index).unwrap_or(0), ()),
+            Ok(Ok((read, _applied))) => {
+                // openraft returns max(committed, this leadership's first entry). A member that
+                // restarts and resumes leadership in the same term (openraft restores a
+                // committed vote for itself) starts from the committed index it last persisted,
+                // which may lag writes already acknowledged before the crash, so a read at it
+                // could miss them (the kill-all durability test caught this). Everything in a
+                // leader's log is kept and will be committed by it, so waiting for its last
+                // log index is always safe; it only costs waiting for in-flight writes.
+                let last_log = self.raft.metrics().borrow().last_log_index;
+                let index = read.map(|l| l.index).max(last_log).unwrap_or(0);
+                ForwardReply::Done(index, ())
+            }
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
                 ForwardReply::NotLeader(f.leader_id)
             }

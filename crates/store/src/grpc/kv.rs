@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kaname_proto::etcdserverpb::kv_server::Kv;
 use kaname_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -20,7 +20,32 @@ pub struct KvService {
     pub server: Arc<EtcdServer>,
 }
 
+/// The KV responses, whose headers the edge fills after the apply step set the revision.
+trait Headed {
+    fn header(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($t:ty),*) => {$(impl Headed for $t {
+        fn header(&mut self) -> &mut Option<ResponseHeader> {
+            &mut self.header
+        }
+    })*};
+}
+headed!(PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse);
+
 impl KvService {
+    /// Proposes a write request and answers with its response, header filled.
+    async fn proposed<Resp: Message + Default + Headed>(
+        &self,
+        wrap: fn(Vec<u8>) -> Command,
+        req: &impl Message,
+    ) -> Result<Response<Resp>, Status> {
+        let mut resp: Resp = self.write(wrap, req).await?;
+        self.server.fill_header(resp.header());
+        Ok(Response::new(resp))
+    }
+
     /// Encodes a write, enforces `--max-request-bytes` (etcd checks the proposal size), and
     /// proposes it.
     async fn write<Resp: Message + Default>(
@@ -58,9 +83,7 @@ impl Kv for KvService {
         observed(&self.server, "etcdserverpb.KV", "Put", async {
             let r = req.into_inner();
             validate::check_put(&r)?;
-            let mut resp: PutResponse = self.write(Command::Put, &r).await?;
-            self.server.fill_header(&mut resp.header);
-            Ok(Response::new(resp))
+            self.proposed(Command::Put, &r).await
         })
         .await
     }
@@ -69,9 +92,7 @@ impl Kv for KvService {
         observed(&self.server, "etcdserverpb.KV", "DeleteRange", async {
             let r = req.into_inner();
             validate::check_delete(&r)?;
-            let mut resp: DeleteRangeResponse = self.write(Command::DeleteRange, &r).await?;
-            self.server.fill_header(&mut resp.header);
-            Ok(Response::new(resp))
+            self.proposed(Command::DeleteRange, &r).await
         })
         .await
     }
@@ -80,15 +101,14 @@ impl Kv for KvService {
         observed(&self.server, "etcdserverpb.KV", "Txn", async {
             let r = req.into_inner();
             validate::check_txn(&r, self.server.limits.max_txn_ops)?;
-            let mut resp: TxnResponse = if apply::txn_is_read_only(&r) {
-                if !apply::txn_is_serializable(&r) {
-                    self.server.linearizable_barrier().await?;
-                }
-                apply::read_only_txn(&self.server.store, &r)?
-            } else {
-                self.write(Command::Txn, &r).await?
-            };
-            self.server.fill_header(&mut resp.header);
+            if !apply::txn_is_read_only(&r) {
+                return self.proposed(Command::Txn, &r).await;
+            }
+            if !apply::txn_is_serializable(&r) {
+                self.server.linearizable_barrier().await?;
+            }
+            let mut resp = apply::read_only_txn(&self.server.store, &r)?;
+            self.server.fill_header(resp.header());
             Ok(Response::new(resp))
         })
         .await
@@ -96,10 +116,7 @@ impl Kv for KvService {
 
     async fn compact(&self, req: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
         observed(&self.server, "etcdserverpb.KV", "Compact", async {
-            let r = req.into_inner();
-            let mut resp: CompactionResponse = self.write(Command::Compact, &r).await?;
-            self.server.fill_header(&mut resp.header);
-            Ok(Response::new(resp))
+            self.proposed(Command::Compact, &req.into_inner()).await
         })
         .await
     }
