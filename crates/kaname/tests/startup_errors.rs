@@ -427,11 +427,11 @@ fn marker_of_another_format_is_refused_and_left_untouched() {
     let d = newer.data_dir();
     write(
         &d.join("member/kaname.json"),
-        br#"{"format":"kaname-etcd-data","version":2,"name":"m1","member_id":1,"cluster_id":2}"#,
+        br#"{"format":"kaname-etcd-data","version":99,"name":"m1","member_id":1,"cluster_id":2}"#,
     );
     write(&d.join("member/db.redb"), b"written by a newer kaname");
-    write(&d.join("member/raft.redb"), b"written by a newer kaname");
-    expect_refused_untouched("a marker with format version 2", &newer, &["version 2"]);
+    write(&d.join("member/raft-log/r-00_000_000_000_000_000_000.wal"), b"written by a newer kaname");
+    expect_refused_untouched("a marker with format version 99", &newer, &["version 99"]);
 
     let other = Member::new();
     write(

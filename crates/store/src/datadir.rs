@@ -1,7 +1,7 @@
 //! The member's data directory: what is in it, and refusing what we did not write.
 //!
 //! Layout (under `--data-dir`): `member/kaname.json` (format marker and identity),
-//! `member/raft.redb` (the Raft log), `member/db.redb` (the MVCC store),
+//! `member/raft-log/` (the Raft log, chunked WAL files), `member/db.redb` (the MVCC store),
 //! `member/snap/` (Raft snapshots).
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_NAME: &str = "kaname-etcd-data";
 
 /// Written once when the member is created; checked at every start.
@@ -51,7 +51,7 @@ impl DataDir {
         self.root.join("member")
     }
     pub fn log_path(&self) -> PathBuf {
-        self.member_dir().join("raft.redb")
+        self.member_dir().join("raft-log")
     }
     pub fn db_path(&self) -> PathBuf {
         self.member_dir().join("db.redb")
