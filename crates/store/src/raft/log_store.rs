@@ -34,9 +34,13 @@ use super::{storage_io_err, LogId, StorageError, TypeConfig};
 const CHUNK_MAX_BYTES: usize = 64 << 20;
 /// Entries kept decoded in memory for replication and apply; older ones are read from disk.
 const CACHE_MAX_BYTES: usize = 64 << 20;
-/// How long the flush worker waits for more writes to share an fsync with. Short: openraft
-/// issues the next append only after this one is durable, so waiting longer only adds latency.
-const FLUSH_BATCH_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
+/// How long the flush worker waits for more writes to share an fsync with: not at all. It
+/// still groups everything queued while the previous fsync ran (our patch of `chunked-wal`, see
+/// vendor/README.md), which is all the grouping there is to get: a follower's Raft core sends
+/// its next append only after this one is durable, and on this disk even a 10 µs timed wait
+/// costs more (timer slack, a wakeup) than it saves. Measured: 1 client 1,295 req/s at 0 vs
+/// 1,095 at 50 µs; 64 clients 11.2-11.7k vs 8.7-10.7k.
+const FLUSH_BATCH_WAIT: std::time::Duration = std::time::Duration::ZERO;
 
 /// The type family `raft-log` is instantiated with.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
