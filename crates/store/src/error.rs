@@ -43,6 +43,9 @@ pub enum EtcdError {
     Stopped,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    /// The backend reached `--quota-backend-bytes`, or a `NOSPACE` alarm is active.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// A fault of this member (disk, corrupted state) rather than of the request.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -59,6 +62,7 @@ impl EtcdError {
             LeaseNotFound | MemberNotFound => Code::NotFound,
             Compacted | FutureRev => Code::OutOfRange,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            NoSpace => Code::ResourceExhausted,
             Internal(_) => Code::Internal,
         }
     }

@@ -5,6 +5,7 @@
 //! state machine) → [`apply`] (etcd request semantics) → [`mvcc`] (revisions, index, history
 //! on redb). [`run`] wires a member together from its [`config`].
 
+pub mod alarm;
 pub mod apply;
 pub mod batcher;
 pub mod config;

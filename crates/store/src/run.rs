@@ -22,7 +22,7 @@ use crate::mvcc::MvccStore;
 use crate::peer::PeerService;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerChannels};
-use crate::raft::state_machine::{member_attributes, StateMachine};
+use crate::raft::state_machine::{member_attributes, Quota, StateMachine};
 use crate::raft::{Command, MemberNode, Raft};
 use crate::server::{EtcdServer, RequestLimits};
 
@@ -105,8 +105,10 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         .map_err(|e| anyhow!("open raft log: {e}"))?;
     let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
-    let sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx, metrics.backend_commit_seconds.clone())
+    let mut sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx, metrics.backend_commit_seconds.clone())
         .map_err(|e| anyhow!("{e}"))?;
+    let quota = Quota { bytes: cfg.quota_backend_bytes, exceeded: Arc::new(tokio::sync::Notify::new()) };
+    sm.set_quota(quota.clone());
 
     let raft_config = openraft::Config {
         cluster_name: cfg.initial_cluster_token.clone(),
@@ -157,6 +159,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             max_txn_ops: cfg.max_txn_ops,
             max_request_bytes: cfg.max_request_bytes,
             request_timeout,
+            quota_backend_bytes: cfg.quota_backend_bytes,
         },
         peers,
         metrics,
@@ -223,6 +226,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     }
 
     tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone(), published_tx)));
+    tasks.push(tokio::spawn(raise_alarms(server.clone(), quota.exceeded.clone())));
     tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
     tracing::info!(
         name = %cfg.name,
@@ -266,6 +270,15 @@ async fn publish_attributes(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+/// Raises the `NOSPACE` alarm when the state machine found this member's backend over quota
+/// (it cannot propose from inside the apply round).
+async fn raise_alarms(server: Arc<EtcdServer>, exceeded: Arc<tokio::sync::Notify>) {
+    loop {
+        exceeded.notified().await;
+        server.raise_nospace().await;
     }
 }
 

@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kaname_proto::etcdserverpb::ResponseHeader;
+use kaname_proto::etcdserverpb::alarm_request::AlarmAction;
+use kaname_proto::etcdserverpb::{AlarmRequest, AlarmType, ResponseHeader};
 use openraft::error::RaftError;
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::alarm;
 use crate::batcher::Batcher;
 use crate::error::{internal, EtcdError};
 use crate::metrics::Metrics;
@@ -26,6 +29,8 @@ pub struct RequestLimits {
     /// How long a write or a linearizable read may wait for consensus (etcd: 5 s plus two
     /// election timeouts).
     pub request_timeout: Duration,
+    /// `--quota-backend-bytes`: past it this member raises the `NOSPACE` alarm.
+    pub quota_backend_bytes: u64,
 }
 
 /// A forwarded request's outcome as the leader reports it.
@@ -116,6 +121,37 @@ impl EtcdServer {
                 ForwardReply::Failed(e) => return Err(e),
                 ForwardReply::NotLeader(_) => tokio::time::sleep(LEADER_POLL).await,
             }
+        }
+    }
+
+    /// etcd's quota check before a write that adds `cost` bytes: if this member's backend
+    /// would pass the quota, it raises the cluster-wide `NOSPACE` alarm and refuses the write.
+    pub async fn check_quota(&self, cost: u64) -> Result<(), EtcdError> {
+        if cost == 0 || alarm::fits(self.store.db_size(), cost, self.limits.quota_backend_bytes) {
+            return Ok(());
+        }
+        self.raise_nospace().await;
+        Err(EtcdError::NoSpace)
+    }
+
+    /// Raises this member's `NOSPACE` alarm through Raft, unless a `NOSPACE` alarm is already
+    /// active (etcd raises at most one at a time).
+    pub async fn raise_nospace(&self) {
+        if self.store.alarms().no_space() {
+            return;
+        }
+        tracing::warn!(
+            db_size = self.store.db_size(),
+            quota = self.limits.quota_backend_bytes,
+            "backend quota exceeded, raising the NOSPACE alarm"
+        );
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.member_id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self.propose(Command::Alarm(raise.encode_to_vec())).await {
+            tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
         }
     }
 

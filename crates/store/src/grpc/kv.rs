@@ -11,10 +11,10 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{observed, validate};
-use crate::apply;
 use crate::error::{internal, EtcdError};
 use crate::raft::Command;
 use crate::server::EtcdServer;
+use crate::{alarm, apply};
 
 pub struct KvService {
     pub server: Arc<EtcdServer>,
@@ -83,6 +83,7 @@ impl Kv for KvService {
         observed(&self.server, "etcdserverpb.KV", "Put", async {
             let r = req.into_inner();
             validate::check_put(&r)?;
+            self.server.check_quota(alarm::put_cost(&r)).await?;
             self.proposed(Command::Put, &r).await
         })
         .await
@@ -102,6 +103,7 @@ impl Kv for KvService {
             let r = req.into_inner();
             validate::check_txn(&r, self.server.limits.max_txn_ops)?;
             if !apply::txn_is_read_only(&r) {
+                self.server.check_quota(alarm::txn_cost(&r)).await?;
                 return self.proposed(Command::Txn, &r).await;
             }
             if !apply::txn_is_serializable(&r) {

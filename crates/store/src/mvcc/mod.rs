@@ -18,12 +18,13 @@ pub mod index;
 mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use kaname_proto::mvccpb::KeyValue;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use crate::alarm::Alarms;
 use crate::error::{internal, EtcdError};
 pub use index::{KeyAt, Revision, TreeIndex};
 pub use write::{TxnWrite, WriteBatch};
@@ -35,6 +36,7 @@ pub(crate) const KEY_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new
 pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const META_CURRENT_REV: &str = "current_rev";
+const META_ALARMS: &str = "alarms";
 const META_COMPACTED_REV: &str = "compacted_rev";
 
 /// Length of a revision row key without the tombstone mark: 8 + 1 + 8 bytes, as etcd's.
@@ -106,6 +108,13 @@ pub struct MvccStore {
     /// file stays readable until they finish.
     db: RwLock<Arc<Database>>,
     state: RwLock<IndexState>,
+    /// The cluster's active alarms as of the published revision (replicated state, written
+    /// with [`WriteBatch::set_alarms`]).
+    alarms: RwLock<Alarms>,
+    /// Held by each apply round and by whole-file rewrites (defragment, snapshot install), so a
+    /// rewrite never copies a file that an apply round is still changing, and no round writes
+    /// to a file that was just replaced.
+    writer: Mutex<()>,
 }
 
 impl MvccStore {
@@ -116,6 +125,8 @@ impl MvccStore {
             path: path.to_path_buf(),
             db: RwLock::new(Arc::new(db)),
             state: RwLock::new(IndexState { index: TreeIndex::new(), current_rev: 1, compacted_rev: -1 }),
+            alarms: RwLock::new(Alarms::default()),
+            writer: Mutex::new(()),
         };
         store.ensure_tables()?;
         store.rebuild_index()?;
@@ -143,6 +154,10 @@ impl MvccStore {
         };
         let current_rev = read_i64(META_CURRENT_REV)?.unwrap_or(1);
         let compacted_rev = read_i64(META_COMPACTED_REV)?.unwrap_or(-1);
+        let alarms = match meta.get(META_ALARMS).map_err(internal)? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(internal)?,
+            None => Alarms::default(),
+        };
         let mut index = TreeIndex::new();
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
         for row in table.iter().map_err(internal)? {
@@ -159,6 +174,7 @@ impl MvccStore {
         }
         drop((table, meta, txn));
         *self.state.write().expect("index lock") = IndexState { index, current_rev, compacted_rev };
+        *self.alarms.write().expect("alarms lock") = alarms;
         if compacted_rev >= 0 {
             // Finishes a compaction a crash interrupted after recording its revision.
             self.finish_compaction(compacted_rev)?;
@@ -173,6 +189,11 @@ impl MvccStore {
 
     pub fn compacted_rev(&self) -> i64 {
         self.state.read().expect("index lock").compacted_rev
+    }
+
+    /// The cluster's active alarms.
+    pub fn alarms(&self) -> Alarms {
+        self.alarms.read().expect("alarms lock").clone()
     }
 
     /// Size of the backend file, reported as etcd's `dbSize`.
@@ -295,6 +316,30 @@ impl MvccStore {
         &self,
         fill: impl FnOnce(&mut dyn FnMut(u8, &[u8], &[u8]) -> Result<(), EtcdError>) -> Result<(), EtcdError>,
     ) -> Result<(), EtcdError> {
+        {
+            let _writer = self.writer.lock().expect("writer lock");
+            self.rewrite_file(fill)?;
+        }
+        self.rebuild_index()
+    }
+
+    /// etcd's `Defragment`: rewrites the backend file with only the live pages, so the space
+    /// that compactions and deletes freed goes back to the file system (and under the quota).
+    /// Apply rounds wait meanwhile, as etcd's defragmentation blocks writes; readers keep
+    /// reading the old file until they finish.
+    pub fn defragment(&self) -> Result<(), EtcdError> {
+        let _writer = self.writer.lock().expect("writer lock");
+        self.rewrite_file(|put| {
+            self.for_each_row(|t, k, v| put(t, k, v).map_err(|e| std::io::Error::other(e.to_string())))
+        })
+    }
+
+    /// Builds a new backend file from `fill`, fsyncs it and renames it over the current one.
+    /// The caller holds `writer`.
+    fn rewrite_file(
+        &self,
+        fill: impl FnOnce(&mut dyn FnMut(u8, &[u8], &[u8]) -> Result<(), EtcdError>) -> Result<(), EtcdError>,
+    ) -> Result<(), EtcdError> {
         let tmp = self.path.with_extension("installing");
         let _ = std::fs::remove_file(&tmp);
         {
@@ -324,7 +369,7 @@ impl MvccStore {
             std::fs::rename(&tmp, &self.path).map_err(internal)?;
             *guard = Arc::new(Database::create(&self.path).map_err(internal)?);
         }
-        self.rebuild_index()
+        Ok(())
     }
 }
 

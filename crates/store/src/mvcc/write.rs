@@ -7,7 +7,8 @@ use prost::Message;
 use redb::WriteTransaction;
 
 use super::{bytes_to_rev, check_read_rev, load_values, rev_to_bytes, MvccStore, RangeOptions, RangeResult, Revision};
-use super::{KEY_TABLE, META_COMPACTED_REV, META_CURRENT_REV, META_TABLE};
+use super::{KEY_TABLE, META_ALARMS, META_COMPACTED_REV, META_CURRENT_REV, META_TABLE};
+use crate::alarm::Alarms;
 use crate::error::{internal, EtcdError};
 
 /// All changes of one apply round, committed to disk in a single redb transaction together
@@ -15,6 +16,10 @@ use crate::error::{internal, EtcdError};
 /// position), so a crash can never separate the data from the log position it came from.
 pub struct WriteBatch<'s> {
     store: &'s MvccStore,
+    /// Keeps whole-file rewrites out until this round is committed (see `MvccStore::writer`).
+    _writer: std::sync::MutexGuard<'s, ()>,
+    /// New alarm state to publish once committed.
+    pending_alarms: Option<Alarms>,
     txn: WriteTransaction,
     /// Current revision including the requests already applied in this batch.
     rev: i64,
@@ -28,12 +33,13 @@ pub struct WriteBatch<'s> {
 
 impl<'s> WriteBatch<'s> {
     pub(super) fn begin(store: &'s MvccStore) -> Result<Self, EtcdError> {
+        let writer = store.writer.lock().expect("writer lock");
         let txn = store.db().begin_write().map_err(internal)?;
         let (rev, compacted) = {
             let st = store.state.read().expect("index lock");
             (st.current_rev, st.compacted_rev)
         };
-        Ok(WriteBatch { store, txn, rev, compacted, pending_compact: None })
+        Ok(WriteBatch { store, _writer: writer, pending_alarms: None, txn, rev, compacted, pending_compact: None })
     }
 
     /// The current revision as requests in this batch see it.
@@ -60,6 +66,24 @@ impl<'s> WriteBatch<'s> {
         self.set_meta(META_COMPACTED_REV, &rev.to_be_bytes())
     }
 
+    /// Size of the backend file (what the quota is checked against).
+    pub fn db_size(&self) -> u64 {
+        self.store.db_size()
+    }
+
+    /// The alarms as requests in this batch see them.
+    pub fn alarms(&self) -> Alarms {
+        self.pending_alarms.clone().unwrap_or_else(|| self.store.alarms())
+    }
+
+    /// Records the cluster's alarms with this batch; they take effect for the requests after
+    /// it in the batch at once, and for everyone else once committed.
+    pub fn set_alarms(&mut self, alarms: Alarms) -> Result<(), EtcdError> {
+        self.set_meta(META_ALARMS, &serde_json::to_vec(&alarms).map_err(internal)?)?;
+        self.pending_alarms = Some(alarms);
+        Ok(())
+    }
+
     /// Persists a named value in the same transaction as the batch's data.
     pub fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<(), EtcdError> {
         let mut meta = self.txn.open_table(META_TABLE).map_err(internal)?;
@@ -80,6 +104,9 @@ impl<'s> WriteBatch<'s> {
         self.txn.set_durability(durability).map_err(internal)?;
         self.txn.commit().map_err(internal)?;
         self.store.state.write().expect("index lock").current_rev = rev;
+        if let Some(alarms) = self.pending_alarms.take() {
+            *self.store.alarms.write().expect("alarms lock") = alarms;
+        }
         if let Some(compact_rev) = self.pending_compact {
             self.store.finish_compaction(compact_rev)?;
         }

@@ -11,7 +11,10 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kaname_proto::etcdserverpb::{CompactionRequest, CompactionResponse, DeleteRangeRequest, PutRequest, TxnRequest};
+use kaname_proto::etcdserverpb::alarm_request::AlarmAction;
+use kaname_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, PutRequest, TxnRequest,
+};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
 use prometheus_client::metrics::histogram::Histogram;
@@ -19,9 +22,9 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::{storage_io_err, Command, LogId, MemberNode, ProposalResult, StorageError, TypeConfig};
-use crate::apply;
 use crate::error::{internal, EtcdError};
 use crate::mvcc::{MvccStore, WriteBatch};
+use crate::{alarm, apply};
 
 const MAGIC: &[u8] = b"KANAME-SNAPSHOT-1\n";
 const END: u8 = 0xFF;
@@ -56,12 +59,41 @@ pub struct StateMachine {
     /// When the store was last fsync'd; applies in between commit without waiting for the
     /// disk (the Raft log already holds every applied entry durably).
     last_sync: std::time::Instant,
+    quota: Quota,
+}
+
+/// etcd's quota applier: each member checks *its own* backend when it applies a write that
+/// adds data, and past the quota asks (through `exceeded`) for its `NOSPACE` alarm to be
+/// raised, unless one is already active. The write is applied either way (the log decided it).
+///
+/// Unlike etcd, the client's answer does not change: in kaname the answer of a forwarded write
+/// is the leader's, and a member past its quota must not fail writes sent to a member that is
+/// not (etcd answers from the receiving member's own apply). The receiving member's own quota
+/// check happens before proposing (`EtcdServer::check_quota`), as in etcd.
+#[derive(Clone, Default)]
+pub struct Quota {
+    /// `--quota-backend-bytes`; 0 turns the check off.
+    pub bytes: u64,
+    pub exceeded: Arc<tokio::sync::Notify>,
+}
+
+impl Quota {
+    fn check(&self, batch: &WriteBatch, cost: u64) {
+        if self.bytes > 0 && cost > 0 && !alarm::fits(batch.db_size(), cost, self.bytes) && !batch.alarms().no_space() {
+            self.exceeded.notify_one();
+        }
+    }
 }
 
 /// How long applied state may stay only in the page cache; bounds the replay after a crash.
 const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl StateMachine {
+    /// Turns on the apply-time quota check (see [`Quota`]).
+    pub fn set_quota(&mut self, quota: Quota) {
+        self.quota = quota;
+    }
+
     pub fn new(
         store: Arc<MvccStore>,
         snap_dir: &Path,
@@ -75,6 +107,7 @@ impl StateMachine {
             applied_tx,
             commit_seconds,
             last_sync: std::time::Instant::now(),
+            quota: Quota::default(),
         };
         // Entries applied before a restart count as applied: reads must not wait for them.
         let applied = sm.read_meta::<Option<LogId>>(META_APPLIED).map_err(internal)?.flatten();
@@ -145,10 +178,15 @@ fn write_meta_file(snap_dir: &Path, meta: &SnapshotMeta<u64, MemberNode>) -> Res
 }
 
 /// Applies one command inside the batch and encodes its response.
-fn apply_command(batch: &mut WriteBatch, cmd: &Command) -> Result<Vec<u8>, EtcdError> {
+fn apply_command(batch: &mut WriteBatch, cmd: &Command, quota: &Quota) -> Result<Vec<u8>, EtcdError> {
     match cmd {
         Command::Put(b) => {
             let req = PutRequest::decode(b.as_slice()).map_err(internal)?;
+            // etcd's applierV3Capped: with NOSPACE raised, nothing that adds data applies.
+            if batch.alarms().no_space() {
+                return Err(EtcdError::NoSpace);
+            }
+            quota.check(batch, alarm::put_cost(&req));
             let mut txn = batch.txn();
             Ok(apply::apply_put(&mut txn, &req)?.encode_to_vec())
         }
@@ -159,6 +197,10 @@ fn apply_command(batch: &mut WriteBatch, cmd: &Command) -> Result<Vec<u8>, EtcdE
         }
         Command::Txn(b) => {
             let req = TxnRequest::decode(b.as_slice()).map_err(internal)?;
+            if alarm::txn_cost(&req) > 0 && batch.alarms().no_space() {
+                return Err(EtcdError::NoSpace);
+            }
+            quota.check(batch, alarm::txn_cost(&req));
             let mut txn = batch.txn();
             Ok(apply::apply_txn(&mut txn, &req)?.encode_to_vec())
         }
@@ -168,6 +210,25 @@ fn apply_command(batch: &mut WriteBatch, cmd: &Command) -> Result<Vec<u8>, EtcdE
             let header =
                 Some(kaname_proto::etcdserverpb::ResponseHeader { revision: batch.rev(), ..Default::default() });
             Ok(CompactionResponse { header }.encode_to_vec())
+        }
+        Command::Alarm(b) => {
+            let req = AlarmRequest::decode(b.as_slice()).map_err(internal)?;
+            let mut alarms = batch.alarms();
+            let changed = match AlarmAction::try_from(req.action) {
+                Ok(AlarmAction::Activate) => Some(alarms.activate(req.member_id, req.alarm)),
+                Ok(AlarmAction::Deactivate) => alarms.deactivate(req.member_id, req.alarm),
+                _ => None,
+            };
+            let list = match AlarmAction::try_from(req.action) {
+                Ok(AlarmAction::Get) => alarms.list(),
+                _ => changed.into_iter().collect(),
+            };
+            if alarms != batch.alarms() {
+                batch.set_alarms(alarms)?;
+            }
+            let header =
+                Some(kaname_proto::etcdserverpb::ResponseHeader { revision: batch.rev(), ..Default::default() });
+            Ok(AlarmResponse { header, alarms: list }.encode_to_vec())
         }
         Command::PublishAttributes { .. } => Ok(Vec::new()),
     }
@@ -210,7 +271,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 MemberAttributes { name: name.clone(), client_urls: client_urls.clone() },
                             );
                         }
-                        out.push(apply_command(&mut batch, cmd).map(serde_bytes::ByteBuf::from));
+                        out.push(apply_command(&mut batch, cmd, &self.quota).map(serde_bytes::ByteBuf::from));
                     }
                     ProposalResult(out)
                 }
