@@ -1,5 +1,5 @@
-//! `etcdserverpb.Maintenance`: status, consistency checks, alarms and defragmentation.
-//! Snapshot and leader transfer answer `Unimplemented` until they are built.
+//! `etcdserverpb.Maintenance`: status, consistency checks, alarms, defragmentation and
+//! snapshots. Leader transfer answers `Unimplemented` until it is built.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,8 +15,13 @@ use kaname_proto::etcdserverpb::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use sha2::{Digest, Sha256};
+
 use super::observed;
-use crate::error::internal;
+use crate::error::{internal, EtcdError};
+use crate::raft::state_machine::export_snapshot;
 use crate::raft::Command;
 use crate::server::EtcdServer;
 
@@ -30,6 +35,9 @@ fn alarm_text(a: &AlarmMember) -> String {
 /// The etcd release whose API this store matches; clients (kube-apiserver among them) switch
 /// features on by it.
 pub const ETCD_API_VERSION: &str = "3.5.17";
+
+/// Bytes per `SnapshotResponse` (etcd sends 32 KiB chunks).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
 pub struct MaintenanceService {
     pub server: Arc<EtcdServer>,
@@ -119,8 +127,69 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
 
+    /// Streams a consistent copy of this member's store, as etcd streams its backend file:
+    /// chunks with the bytes still to come, then a last message holding the SHA-256 of
+    /// everything sent (which restore tools check). The copy is first written to an unlinked
+    /// file beside the backend, from one read transaction, so the stream's size is known and
+    /// a slow client holds no transaction open.
     async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("snapshot is not supported yet"))
+        let s = self.server.clone();
+        let store = s.store.clone();
+        let (file, total, revision) = tokio::task::spawn_blocking(move || {
+            let revision = store.current_rev();
+            let mut file = store.scratch_file("snapshot").map_err(internal)?;
+            {
+                let mut w = std::io::BufWriter::new(&mut file);
+                export_snapshot(&store, &mut w)?;
+                w.flush().map_err(internal)?;
+            }
+            // etcd clients accept a snapshot only if its size is a multiple of 512 plus the
+            // 32-byte checksum (bbolt files are whole pages); zeros after the end mark are
+            // ignored by readers of the format.
+            let len = file.seek(SeekFrom::End(0)).map_err(internal)?;
+            let pad = (512 - len % 512) % 512;
+            file.write_all(&vec![0u8; pad as usize]).map_err(internal)?;
+            let total = len + pad;
+            file.seek(SeekFrom::Start(0)).map_err(internal)?;
+            Ok::<_, EtcdError>((file, total, revision))
+        })
+        .await
+        .map_err(internal)??;
+        tracing::info!(bytes = total, revision, "sending snapshot to a client");
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<SnapshotResponse, Status>>(4);
+        tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let mut hasher = Sha256::new();
+            let mut sent = 0u64;
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+            let header = |s: &EtcdServer| {
+                let mut h = None;
+                s.fill_header(&mut h);
+                h.as_mut().expect("filled").revision = revision;
+                h
+            };
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!("read snapshot: {e}"))));
+                        return;
+                    }
+                };
+                hasher.update(&buf[..n]);
+                sent += n as u64;
+                let msg =
+                    SnapshotResponse { header: header(&s), remaining_bytes: total - sent, blob: buf[..n].to_vec() };
+                if tx.blocking_send(Ok(msg)).is_err() {
+                    return; // the client went away
+                }
+            }
+            let digest = hasher.finalize().to_vec();
+            let _ = tx.blocking_send(Ok(SnapshotResponse { header: header(&s), remaining_bytes: 0, blob: digest }));
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn move_leader(&self, _req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {

@@ -196,6 +196,15 @@ impl MvccStore {
         self.alarms.read().expect("alarms lock").clone()
     }
 
+    /// A new, already unlinked file beside the backend (same file system, so as much room as
+    /// the data itself has) for a temporary copy; gone when the handle is dropped.
+    pub fn scratch_file(&self, tag: &str) -> std::io::Result<std::fs::File> {
+        let path = self.path.with_extension(format!("{tag}-{:016x}", rand::random::<u64>()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(file)
+    }
+
     /// Size of the backend file, reported as etcd's `dbSize`.
     pub fn db_size(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)

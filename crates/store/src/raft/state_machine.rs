@@ -177,6 +177,23 @@ fn write_meta_file(snap_dir: &Path, meta: &SnapshotMeta<u64, MemberNode>) -> Res
     std::fs::rename(&tmp, &path).map_err(storage_io_err)
 }
 
+/// One row of a snapshot file: table id, then length-prefixed key and value.
+fn write_row(w: &mut impl Write, table: u8, k: &[u8], v: &[u8]) -> std::io::Result<()> {
+    w.write_all(&[table])?;
+    w.write_all(&(k.len() as u32).to_be_bytes())?;
+    w.write_all(k)?;
+    w.write_all(&(v.len() as u32).to_be_bytes())?;
+    w.write_all(v)
+}
+
+/// Writes the whole store in the snapshot file format (what `Maintenance.Snapshot` streams,
+/// and what a restore reads), from one read transaction.
+pub fn export_snapshot(store: &MvccStore, w: &mut impl Write) -> Result<(), EtcdError> {
+    w.write_all(MAGIC).map_err(internal)?;
+    store.for_each_row(|table, k, v| write_row(w, table, k, v))?;
+    w.write_all(&[END]).map_err(internal)
+}
+
 /// Applies one command inside the batch and encodes its response.
 fn apply_command(batch: &mut WriteBatch, cmd: &Command, quota: &Quota) -> Result<Vec<u8>, EtcdError> {
     match cmd {
@@ -411,11 +428,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     if table == 0 && k == META_MEMBERSHIP.as_bytes() {
                         membership = bincode::deserialize(v).unwrap_or_default();
                     }
-                    w.write_all(&[table])?;
-                    w.write_all(&(k.len() as u32).to_be_bytes())?;
-                    w.write_all(k)?;
-                    w.write_all(&(v.len() as u32).to_be_bytes())?;
-                    w.write_all(v)
+                    write_row(&mut w, table, k, v)
                 })
                 .map_err(storage_io_err)?;
             w.write_all(&[END]).map_err(storage_io_err)?;
