@@ -43,12 +43,13 @@ pub enum EtcdError {
     Stopped,
     #[error("etcdserver: member not found")]
     MemberNotFound,
-    /// The backend reached `--quota-backend-bytes`, or a `NOSPACE` alarm is active.
-    #[error("etcdserver: mvcc: database space exceeded")]
-    NoSpace,
     /// A fault of this member (disk, corrupted state) rather than of the request.
     #[error("etcdserver: {0}")]
     Internal(String),
+    // New variants go last: bincode numbers variants by position on the wire.
+    /// The backend reached `--quota-backend-bytes`, or a `NOSPACE` alarm is active.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
 }
 
 impl EtcdError {

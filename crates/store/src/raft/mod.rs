@@ -23,8 +23,6 @@ pub enum Command {
     DeleteRange(#[serde(with = "serde_bytes")] Vec<u8>),
     Txn(#[serde(with = "serde_bytes")] Vec<u8>),
     Compact(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// An `AlarmRequest` that raises or clears an alarm (alarms are replicated state).
-    Alarm(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A member announces the name and client URLs it serves (etcd's attribute publish), so
     /// every member can answer `MemberList` with them.
     PublishAttributes {
@@ -32,6 +30,9 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    // New variants go last: bincode numbers variants by position, in logs and on the wire.
+    /// An `AlarmRequest` that raises or clears an alarm (alarms are replicated state).
+    Alarm(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl Command {
