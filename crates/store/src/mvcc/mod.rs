@@ -111,6 +111,9 @@ pub struct MvccStore {
     /// The cluster's active alarms as of the published revision (replicated state, written
     /// with [`WriteBatch::set_alarms`]).
     alarms: RwLock<Alarms>,
+    /// Size of the backend file as of the last commit or rewrite: the quota is checked on
+    /// every write, and a `stat` per request would cost more than the check is worth.
+    size: std::sync::atomic::AtomicU64,
     /// Held by each apply round and by whole-file rewrites (defragment, snapshot install), so a
     /// rewrite never copies a file that an apply round is still changing, and no round writes
     /// to a file that was just replaced.
@@ -126,8 +129,10 @@ impl MvccStore {
             db: RwLock::new(Arc::new(db)),
             state: RwLock::new(IndexState { index: TreeIndex::new(), current_rev: 1, compacted_rev: -1 }),
             alarms: RwLock::new(Alarms::default()),
+            size: Default::default(),
             writer: Mutex::new(()),
         };
+        store.refresh_size();
         store.ensure_tables()?;
         store.rebuild_index()?;
         Ok(store)
@@ -207,7 +212,13 @@ impl MvccStore {
 
     /// Size of the backend file, reported as etcd's `dbSize`.
     pub fn db_size(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+        self.size.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Re-reads the backend file's size (after a commit or a rewrite).
+    pub(crate) fn refresh_size(&self) {
+        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        self.size.store(len, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Bytes actually holding data, reported as etcd's `dbSizeInUse`.
@@ -378,6 +389,7 @@ impl MvccStore {
             std::fs::rename(&tmp, &self.path).map_err(internal)?;
             *guard = Arc::new(Database::create(&self.path).map_err(internal)?);
         }
+        self.refresh_size();
         Ok(())
     }
 }

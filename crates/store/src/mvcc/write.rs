@@ -103,6 +103,7 @@ impl<'s> WriteBatch<'s> {
         let durability = if durable { redb::Durability::Immediate } else { redb::Durability::None };
         self.txn.set_durability(durability).map_err(internal)?;
         self.txn.commit().map_err(internal)?;
+        self.store.refresh_size();
         self.store.state.write().expect("index lock").current_rev = rev;
         if let Some(alarms) = self.pending_alarms.take() {
             *self.store.alarms.write().expect("alarms lock") = alarms;
