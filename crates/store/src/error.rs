@@ -29,6 +29,10 @@ pub enum EtcdError {
     KeyNotFound,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
@@ -57,7 +61,8 @@ impl EtcdError {
                 Code::InvalidArgument
             }
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            Compacted | FutureRev => Code::OutOfRange,
+            LeaseExists => Code::FailedPrecondition,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
             Internal(_) => Code::Internal,
         }

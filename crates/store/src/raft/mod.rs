@@ -23,6 +23,10 @@ pub enum Command {
     DeleteRange(#[serde(with = "serde_bytes")] Vec<u8>),
     Txn(#[serde(with = "serde_bytes")] Vec<u8>),
     Compact(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An encoded `LeaseGrantRequest`, its ID already chosen (IDs must agree on all members).
+    LeaseGrant(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An encoded `LeaseRevokeRequest`: a client's revoke, or the leader's for an expired lease.
+    LeaseRevoke(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A member announces the name and client URLs it serves (etcd's attribute publish), so
     /// every member can answer `MemberList` with them.
     PublishAttributes {
@@ -36,7 +40,12 @@ impl Command {
     /// Approximate encoded size, to bound how much one batched proposal carries.
     pub fn size(&self) -> usize {
         match self {
-            Command::Put(b) | Command::DeleteRange(b) | Command::Txn(b) | Command::Compact(b) => b.len(),
+            Command::Put(b)
+            | Command::DeleteRange(b)
+            | Command::Txn(b)
+            | Command::Compact(b)
+            | Command::LeaseGrant(b)
+            | Command::LeaseRevoke(b) => b.len(),
             Command::PublishAttributes { name, client_urls, .. } => {
                 name.len() + client_urls.iter().map(String::len).sum::<usize>()
             }
@@ -51,6 +60,8 @@ impl fmt::Display for Command {
             Command::DeleteRange(b) => write!(f, "delete_range({} bytes)", b.len()),
             Command::Txn(b) => write!(f, "txn({} bytes)", b.len()),
             Command::Compact(b) => write!(f, "compact({} bytes)", b.len()),
+            Command::LeaseGrant(b) => write!(f, "lease_grant({} bytes)", b.len()),
+            Command::LeaseRevoke(b) => write!(f, "lease_revoke({} bytes)", b.len()),
             Command::PublishAttributes { member_id, .. } => write!(f, "publish({member_id:x})"),
         }
     }

@@ -169,6 +169,8 @@ fn apply_command(batch: &mut WriteBatch, cmd: &Command) -> Result<Vec<u8>, EtcdE
                 Some(kaname_proto::etcdserverpb::ResponseHeader { revision: batch.rev(), ..Default::default() });
             Ok(CompactionResponse { header }.encode_to_vec())
         }
+        Command::LeaseGrant(b) => crate::lease::apply::grant(batch, b),
+        Command::LeaseRevoke(b) => crate::lease::apply::revoke(batch, b),
         Command::PublishAttributes { .. } => Ok(Vec::new()),
     }
 }
