@@ -15,6 +15,8 @@
 //! time-to-live on the leader, forwarding them there from other members.
 
 pub mod apply;
+pub mod expiry;
+pub mod server;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
