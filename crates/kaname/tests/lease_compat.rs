@@ -425,3 +425,70 @@ fn lease_survives_leader_kill_and_restart_kaname() {
     assert!(gone_after >= Duration::from_secs(5), "expired early after restart: {gone_after:?}");
     println!("after restarting all members, the 6 s lease expired {gone_after:?} after the cluster was healthy");
 }
+
+/// `endpoint hashkv` hashes of all members, once they agree (polled while one lags).
+fn agreed_hash(c: &Cluster, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = etcdctl_timeout(&c.endpoints(), &["endpoint", "hashkv", "-w", "json"], None, "10s");
+        let hashes: Vec<u64> = serde_json::from_str::<serde_json::Value>(out.stdout.trim())
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.iter().filter_map(|e| e["HashKV"]["hash"].as_u64()).collect()))
+            .unwrap_or_default();
+        if hashes.len() == c.size() && hashes.iter().all(|h| *h == hashes[0]) {
+            return Some(hashes[0]);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A follower that misses a grant and the puts that attach keys, and catches up from a Raft
+/// snapshot, must know the lease and its keys: its own apply of the later revoke deletes them.
+#[test]
+fn lease_travels_in_snapshots_kaname() {
+    let _g = serial();
+    let mut c = Cluster::start_with(Flavor::Kaname, 3, &["--snapshot-count=20"]);
+    let leader = c.wait_leader(Duration::from_secs(15));
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    c.kill(follower);
+    let le = c.member_endpoint(leader);
+    let lease = grant(&c, &le, "600");
+    ok(&c, &le, &["put", "s/a", "v", &format!("--lease={lease}")]);
+    ok(&c, &le, &["put", "s/b", "v", &format!("--lease={lease}")]);
+    ok(&c, &le, &["put", "s/c", "v"]);
+    // Enough entries for the leader to snapshot and purge its log past the follower.
+    for i in 0..60 {
+        ok(&c, &le, &["put", &format!("fill/{i}"), "v"]);
+    }
+    c.restart(follower);
+    c.wait_healthy();
+    let fe = c.member_endpoint(follower);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&c.member(follower).log_path).unwrap_or_default();
+        let since = log.rsplit("=== harness: starting").next().unwrap_or("");
+        if since.contains("installed snapshot received from the leader") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "m{follower} caught up without a snapshot\n{}", c.log_tails(30));
+        thread::sleep(Duration::from_millis(200));
+    }
+    let list = ok(&c, &fe, &["lease", "list"]);
+    assert!(list.contains(&format!("{:0>16}", lease)), "m{follower} does not list the lease: {list}");
+
+    ok(&c, &le, &["lease", "revoke", &lease]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ok(&c, &fe, &["get", "s/", "--prefix", "--keys-only", "--consistency=s"]);
+        let keys: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        if keys == ["s/c"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "m{follower} kept {keys:?} after the revoke\n{}", c.log_tails(30));
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agreed_hash(&c, Duration::from_secs(10)).is_some(), "members disagree on hashkv\n{}", c.log_tails(30));
+}

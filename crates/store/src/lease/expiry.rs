@@ -85,6 +85,11 @@ fn revoke_expired(server: &Arc<EtcdServer>) {
     for id in server.store.lessor().take_expired(LEASE_REVOKE_RATE / 2) {
         let server = server.clone();
         tokio::spawn(async move {
+            // A member that just lost leadership must not have its stale deadlines forwarded
+            // to the new leader as revokes.
+            if server.leader() != Some(server.member_id) {
+                return;
+            }
             let cmd = Command::LeaseRevoke(LeaseRevokeRequest { id }.encode_to_vec());
             match server.propose(cmd).await {
                 Ok(_) => tracing::debug!("revoked expired lease {id:016x}"),
