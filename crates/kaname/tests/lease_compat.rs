@@ -492,3 +492,39 @@ fn lease_travels_in_snapshots_kaname() {
     }
     assert!(agreed_hash(&c, Duration::from_secs(10)).is_some(), "members disagree on hashkv\n{}", c.log_tails(30));
 }
+
+/// `etcdctl lease keep-alive` (the streaming form, clientv3's keep-alive loop) through a
+/// follower keeps a 2 s lease alive for as long as it runs; afterwards the lease expires.
+#[test]
+fn keep_alive_stream_through_follower_kaname() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let _g = serial();
+    let c = Cluster::start(Flavor::Kaname, 3);
+    let leader = c.wait_leader(Duration::from_secs(15));
+    let fe = c.member_endpoint(if leader == 1 { 2 } else { 1 });
+    let lease = grant(&c, &fe, "2");
+    ok(&c, &fe, &["put", "f/stream", "v", &format!("--lease={lease}")]);
+    let mut child = Command::new(ETCDCTL_BIN)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={fe}"))
+        .args(["lease", "keep-alive", &lease])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcdctl lease keep-alive");
+    thread::sleep(Duration::from_millis(4000));
+    let alive = keys(&c, &fe);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut out = String::new();
+    let _ = child.stdout.take().expect("piped").read_to_string(&mut out);
+    assert_eq!(alive, ["f/stream"], "kept-alive lease expired; keep-alive printed:\n{out}\n{}", c.log_tails(30));
+    let renewals = out.lines().filter(|l| l.contains("keepalived with TTL(2)")).count();
+    assert!(renewals >= 3, "expected a renewal every ~TTL/3, got:\n{out}");
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while !keys(&c, &fe).is_empty() {
+        assert!(Instant::now() < deadline, "lease outlived its keep-alive by 6 s\n{}", c.log_tails(30));
+        thread::sleep(Duration::from_millis(300));
+    }
+}

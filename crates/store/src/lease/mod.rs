@@ -19,6 +19,7 @@ pub mod expiry;
 pub mod server;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,9 @@ pub struct LeaseStatus {
 #[derive(Debug)]
 pub struct Lessor {
     inner: Mutex<Inner>,
+    /// `items.len()`, readable without the lock: a write without lease to a store where no key
+    /// has one (the common case) then costs no locking. Only the apply task changes items.
+    attached: AtomicUsize,
 }
 
 impl Default for Lessor {
@@ -85,15 +89,23 @@ pub fn min_ttl(heartbeat_ms: u64, election_ms: u64) -> i64 {
 
 impl Lessor {
     pub fn new() -> Self {
-        Lessor { inner: Mutex::new(Inner { min_ttl: min_ttl(100, 1000), ..Default::default() }) }
+        Lessor {
+            inner: Mutex::new(Inner { min_ttl: min_ttl(100, 1000), ..Default::default() }),
+            attached: AtomicUsize::new(0),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("lessor lock")
     }
 
+    /// Also raises leases already loaded, as etcd does for leases it recovers.
     pub fn set_min_ttl(&self, ttl: i64) {
-        self.lock().min_ttl = ttl;
+        let mut g = self.lock();
+        g.min_ttl = ttl;
+        for l in g.leases.values_mut() {
+            l.ttl = l.ttl.max(ttl);
+        }
     }
 
     /// Replaces the replicated state (start, snapshot install): leases with their TTL and the
@@ -123,6 +135,7 @@ impl Lessor {
                 g.items.insert(key, id);
             }
         }
+        self.attached.store(g.items.len(), Ordering::Relaxed);
     }
 
     pub fn exists(&self, id: i64) -> bool {
@@ -165,10 +178,14 @@ impl Lessor {
                 }
             }
         }
+        self.attached.store(g.items.len(), Ordering::Relaxed);
     }
 
     /// A write of `key` with `lease` (0: none): moves the key off its previous lease.
     pub fn attach(&self, key: &[u8], lease: i64) {
+        if lease == 0 && self.attached.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut g = self.lock();
         let old = g.items.get(key).copied().unwrap_or(0);
         if old == lease {
@@ -186,6 +203,7 @@ impl Lessor {
                 g.items.insert(key.to_vec(), lease);
             }
         }
+        self.attached.store(g.items.len(), Ordering::Relaxed);
     }
 
     /// A deleted key leaves its lease.

@@ -20,6 +20,14 @@ fn grant_checks_and_clamps() {
 }
 
 #[test]
+fn a_larger_minimum_raises_loaded_leases() {
+    let l = Lessor::new();
+    l.restore([(1, 3)], []);
+    l.set_min_ttl(8);
+    assert_eq!(l.status(1, false).unwrap().granted_ttl, 8);
+}
+
+#[test]
 fn attach_moves_keys_between_leases() {
     let l = Lessor::new();
     l.grant(1, 10).unwrap();
