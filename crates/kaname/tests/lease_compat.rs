@@ -273,6 +273,8 @@ fn lease_script(n: usize) -> Vec<Step> {
         step(&["lease", "keep-alive", "--once", "{L1}"]),
         step(&["put", "k5", "v", "--lease={L1}"]),
         step(&["lease", "list"]).on(m3).unordered(),
+        step(&["lease", "list", "-w", "json"]).on(m2),
+        step(&["lease", "timetolive", "{L1}", "-w", "json"]).on(m3),
         step(&["lease", "revoke", "{L2}", "-w", "json"]),
         step(&["get", "", "--prefix", "--keys-only"]).on(m2),
         // expiry: a 3 s lease (above the 2 s minimum) takes its keys within a second of its
