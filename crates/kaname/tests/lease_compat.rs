@@ -284,7 +284,7 @@ fn lease_script(n: usize) -> Vec<Step> {
         step(&["put", "e2", "v", "--lease={L3}"]).on(m3),
         step(&["lease", "grant", "1", "-w", "json"]).on(m2),
         step(&["get", "e", "--prefix", "--keys-only"]).after_ms(1200),
-        step(&["get", "e", "--prefix", "-w", "json"]).after_ms(3000),
+        step(&["get", "e", "--prefix", "-w", "json"]).after_ms(2300),
         step(&["get", "e", "--prefix", "--keys-only"]).on(m3),
         step(&["lease", "timetolive", "{L3}"]).on(m2),
         step(&["lease", "timetolive", "{L4}"]),
