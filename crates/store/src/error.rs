@@ -29,10 +29,6 @@ pub enum EtcdError {
     KeyNotFound,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
-    #[error("etcdserver: lease already exists")]
-    LeaseExists,
-    #[error("etcdserver: too large lease TTL")]
-    LeaseTtlTooLarge,
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
@@ -50,6 +46,11 @@ pub enum EtcdError {
     /// A fault of this member (disk, corrupted state) rather than of the request.
     #[error("etcdserver: {0}")]
     Internal(String),
+    // New variants go last: members exchange these bincode-encoded, numbered in order.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
 }
 
 impl EtcdError {

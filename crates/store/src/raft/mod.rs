@@ -23,10 +23,6 @@ pub enum Command {
     DeleteRange(#[serde(with = "serde_bytes")] Vec<u8>),
     Txn(#[serde(with = "serde_bytes")] Vec<u8>),
     Compact(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// An encoded `LeaseGrantRequest`, its ID already chosen (IDs must agree on all members).
-    LeaseGrant(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// An encoded `LeaseRevokeRequest`: a client's revoke, or the leader's for an expired lease.
-    LeaseRevoke(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A member announces the name and client URLs it serves (etcd's attribute publish), so
     /// every member can answer `MemberList` with them.
     PublishAttributes {
@@ -34,6 +30,11 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
+    // New variants go last: bincode numbers variants in order, and logs on disk keep theirs.
+    /// An encoded `LeaseGrantRequest`, its ID already chosen (IDs must agree on all members).
+    LeaseGrant(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An encoded `LeaseRevokeRequest`: a client's revoke, or the leader's for an expired lease.
+    LeaseRevoke(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl Command {
