@@ -374,8 +374,11 @@ fn lease_survives_leader_kill_and_restart_kaname() {
 
     c.kill(leader);
     let killed = Instant::now();
-    let new_leader = c.wait_leader(Duration::from_secs(15));
+    let new_leader = c.wait_leader(Duration::from_secs(20));
     assert_ne!(new_leader, leader);
+    // The new leader was promoted between the kill and now (elections on a busy machine
+    // have been seen to take 9 s).
+    let elected = Instant::now();
     let term_after_failover = raft_term(&c, new_leader);
     // Shortly after failover, and beyond the old leader's deadline for it (grant + 10 s),
     // nothing may have expired: the new leader counts a full TTL plus an election timeout
@@ -392,10 +395,9 @@ fn lease_survives_leader_kill_and_restart_kaname() {
             c.log_tails(30)
         );
     }
-    // The new leader does expire it: promotion (at most ~2 s after the kill) + 1 s
-    // election timeout + 10 s TTL, checked every 500 ms. Another election meanwhile (a
-    // loaded machine) rightly starts the count again, once.
-    let mut expire_by = killed + Duration::from_secs(17);
+    // The new leader does expire it: promotion + 1 s election timeout + 10 s TTL, checked
+    // every 500 ms. Another election meanwhile rightly starts the count again, once.
+    let mut expire_by = elected + Duration::from_secs(14);
     let mut extended = false;
     let mut gone = false;
     loop {
@@ -416,10 +418,14 @@ fn lease_survives_leader_kill_and_restart_kaname() {
     }
     assert!(gone, "the 10 s lease never expired after failover\n{}", c.log_tails(40));
     println!(
-        "10 s lease expired {:?} after the grant, {:?} after the leader kill",
+        "10 s lease expired {:?} after the grant, {:?} after the leader kill ({:?} to elect a new leader)",
         granted.elapsed(),
-        killed.elapsed()
+        killed.elapsed(),
+        elected.duration_since(killed)
     );
+    if std::env::var_os("KANAME_IT_DEBUG").is_some() {
+        println!("killed m{leader} at +{:?} after the grant\n{}", killed.duration_since(granted), c.log_tails(40));
+    }
     let ttl = ok(&c, &c.live_endpoints(), &["lease", "timetolive", &long]);
     assert!(ttl.contains("already expired"), "{ttl}");
 
