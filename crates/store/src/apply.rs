@@ -198,7 +198,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 
 /// A Put as a whole request.
 pub fn apply_put(txn: &mut TxnWrite, p: &PutRequest) -> Result<PutResponse, EtcdError> {
-    if p.lease != 0 {
+    if p.lease != 0 && !txn.lessor().exists(p.lease) {
         return Err(EtcdError::LeaseNotFound);
     }
     put(txn, p)
@@ -233,13 +233,12 @@ fn decide_path(txn: &TxnWrite, t: &TxnRequest, path: &mut Vec<bool>) -> Result<(
 
 /// etcd's `checkRequests` along the decided path: everything that could fail half way
 /// through the txn fails here, before anything is written, so a txn is all or nothing.
-/// Leases do not exist yet in this store, so any lease id is unknown.
 fn check_path(txn: &TxnWrite, t: &TxnRequest, path: &mut std::slice::Iter<'_, bool>) -> Result<(), EtcdError> {
     let succeeded = *path.next().ok_or_else(|| internal("txn path too short"))?;
     for op in branch(t, succeeded) {
         match &op.request {
             Some(request_op::Request::RequestPut(p)) => {
-                if p.lease != 0 {
+                if p.lease != 0 && !txn.lessor().exists(p.lease) {
                     return Err(EtcdError::LeaseNotFound);
                 }
                 if (p.ignore_value || p.ignore_lease) && txn.get(&p.key)?.is_none() {

@@ -50,6 +50,10 @@ pub enum EtcdError {
     /// The backend reached `--quota-backend-bytes`, or a `NOSPACE` alarm is active.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
 }
 
 impl EtcdError {
@@ -61,7 +65,8 @@ impl EtcdError {
                 Code::InvalidArgument
             }
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            Compacted | FutureRev => Code::OutOfRange,
+            LeaseExists => Code::FailedPrecondition,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
             NoSpace => Code::ResourceExhausted,
             Internal(_) => Code::Internal,

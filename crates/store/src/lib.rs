@@ -13,6 +13,7 @@ pub mod datadir;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod mvcc;
 pub mod peer;

@@ -52,6 +52,10 @@ impl RaftPeer for PeerService {
         encode(&self.server.read_index_as_leader().await)
     }
 
+    async fn lease(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        encode(&self.server.serve_forwarded_lease(decode(req)?).await)
+    }
+
     async fn hello(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         encode(&(self.server.member_id, self.server.cluster_id))
     }

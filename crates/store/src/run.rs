@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use axum::serve::ListenerExt;
 use kaname_proto::etcdserverpb::cluster_server::ClusterServer;
 use kaname_proto::etcdserverpb::kv_server::KvServer;
+use kaname_proto::etcdserverpb::lease_server::LeaseServer;
 use kaname_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use kaname_proto::peer::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{self, EtcdConfig};
 use crate::datadir::{DataDir, DataDirError};
-use crate::grpc::{cluster::ClusterService, kv::KvService, maintenance::MaintenanceService};
+use crate::grpc::{cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService};
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::peer::PeerService;
@@ -104,6 +105,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let log_store = LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone())
         .map_err(|e| anyhow!("open raft log: {e}"))?;
     let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
+    store.lessor().set_min_ttl(crate::lease::min_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms));
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
     let mut sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx, metrics.backend_commit_seconds.clone())
         .map_err(|e| anyhow!("{e}"))?;
@@ -195,7 +197,8 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
-    .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }));
+    .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }))
+    .add_service(LeaseServer::new(LeaseService::new(server.clone())));
     let app = grpc.into_axum_router().merge(crate::http::router(server.clone()));
     // Like etcd, serve clients only once this member's attributes are published, so every
     // member a client can reach shows up in `member list` with its name and client URLs.
@@ -228,6 +231,8 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone(), published_tx)));
     tasks.push(tokio::spawn(raise_alarms(server.clone(), quota.exceeded.clone())));
     tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
+    let lease_extend = Duration::from_millis(cfg.election_timeout_ms);
+    tasks.push(tokio::spawn(crate::lease::expiry::run(server.clone(), lease_extend)));
     tracing::info!(
         name = %cfg.name,
         member_id = %format!("{:x}", me.id),

@@ -75,7 +75,7 @@ impl EtcdServer {
         self.raft.metrics().borrow().current_leader
     }
 
-    fn node_of(&self, id: u64) -> Option<MemberNode> {
+    pub(crate) fn node_of(&self, id: u64) -> Option<MemberNode> {
         let m = self.raft.metrics().borrow().membership_config.clone();
         m.membership().get_node(&id).cloned()
     }

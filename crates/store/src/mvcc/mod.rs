@@ -15,6 +15,7 @@
 //! so a reader never sees a revision whose row is not durable.
 
 pub mod index;
+mod lease_rows;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::alarm::Alarms;
 use crate::error::{internal, EtcdError};
 pub use index::{KeyAt, Revision, TreeIndex};
+use lease_rows::LEASE_TABLE;
 pub use write::{TxnWrite, WriteBatch};
 
 /// History rows, named and laid out as etcd's bbolt bucket (see the module docs).
@@ -118,6 +120,8 @@ pub struct MvccStore {
     /// rewrite never copies a file that an apply round is still changing, and no round writes
     /// to a file that was just replaced.
     writer: Mutex<()>,
+    /// Leases and the keys attached to them (etcd's mvcc holds its lessor the same way).
+    lessor: crate::lease::Lessor,
 }
 
 impl MvccStore {
@@ -131,6 +135,7 @@ impl MvccStore {
             alarms: RwLock::new(Alarms::default()),
             size: Default::default(),
             writer: Mutex::new(()),
+            lessor: crate::lease::Lessor::new(),
         };
         store.refresh_size();
         store.ensure_tables()?;
@@ -146,6 +151,7 @@ impl MvccStore {
         let txn = self.db().begin_write().map_err(internal)?;
         txn.open_table(KEY_TABLE).map_err(internal)?;
         txn.open_table(META_TABLE).map_err(internal)?;
+        txn.open_table(LEASE_TABLE).map_err(internal)?;
         txn.commit().map_err(internal)
     }
 
@@ -164,11 +170,13 @@ impl MvccStore {
             None => Alarms::default(),
         };
         let mut index = TreeIndex::new();
+        let mut leased = std::collections::HashMap::new();
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
         for row in table.iter().map_err(internal)? {
             let (k, v) = row.map_err(internal)?;
             let (rev, tombstone) = bytes_to_rev(k.value());
             let kv = KeyValue::decode(v.value()).map_err(internal)?;
+            lease_rows::track_lease(&mut leased, &kv, tombstone);
             if tombstone {
                 // After compaction a tombstone may be the only row left of its key; it must
                 // still be indexed so re-running that compaction finds it (etcd #19179).
@@ -177,6 +185,7 @@ impl MvccStore {
                 index.restore(&kv.key, Revision { main: kv.create_revision, sub: 0 }, rev, kv.version);
             }
         }
+        self.restore_leases(&txn, leased)?;
         drop((table, meta, txn));
         *self.state.write().expect("index lock") = IndexState { index, current_rev, compacted_rev };
         *self.alarms.write().expect("alarms lock") = alarms;
@@ -312,7 +321,7 @@ impl MvccStore {
     }
 
     /// Streams every row of the backend, for a Raft snapshot, from one read transaction so the
-    /// copy is consistent. `f` gets (table id, key, value); ids: 0 = meta, 1 = key.
+    /// copy is consistent. `f` gets (table id, key, value); ids: 0 = meta, 1 = key, 2 = lease.
     pub fn for_each_row(&self, mut f: impl FnMut(u8, &[u8], &[u8]) -> std::io::Result<()>) -> Result<(), EtcdError> {
         let db = self.db();
         let txn = db.begin_read().map_err(internal)?;
@@ -325,6 +334,11 @@ impl MvccStore {
         for row in table.iter().map_err(internal)? {
             let (k, v) = row.map_err(internal)?;
             f(1, k.value(), v.value()).map_err(internal)?;
+        }
+        let leases = txn.open_table(LEASE_TABLE).map_err(internal)?;
+        for row in leases.iter().map_err(internal)? {
+            let (k, v) = row.map_err(internal)?;
+            f(2, k.value(), v.value()).map_err(internal)?;
         }
         Ok(())
     }
@@ -368,11 +382,15 @@ impl MvccStore {
             {
                 let mut meta = txn.open_table(META_TABLE).map_err(internal)?;
                 let mut table = txn.open_table(KEY_TABLE).map_err(internal)?;
+                let mut leases = txn.open_table(LEASE_TABLE).map_err(internal)?;
                 let mut put = |t: u8, k: &[u8], v: &[u8]| -> Result<(), EtcdError> {
                     match t {
                         0 => {
                             let name = std::str::from_utf8(k).map_err(internal)?;
                             meta.insert(name, v).map_err(internal)?;
+                        }
+                        2 => {
+                            leases.insert(k, v).map_err(internal)?;
                         }
                         _ => {
                             table.insert(k, v).map_err(internal)?;

@@ -15,12 +15,12 @@ use crate::error::{internal, EtcdError};
 /// with whatever the caller records through [`WriteBatch::set_meta`] (the Raft applied
 /// position), so a crash can never separate the data from the log position it came from.
 pub struct WriteBatch<'s> {
-    store: &'s MvccStore,
+    pub(super) store: &'s MvccStore,
     /// Keeps whole-file rewrites out until this round is committed (see `MvccStore::writer`).
     _writer: std::sync::MutexGuard<'s, ()>,
     /// New alarm state to publish once committed.
     pending_alarms: Option<Alarms>,
-    txn: WriteTransaction,
+    pub(super) txn: WriteTransaction,
     /// Current revision including the requests already applied in this batch.
     rev: i64,
     /// Compacted revision including compactions applied in this batch.
@@ -137,7 +137,7 @@ impl MvccStore {
 
 /// The changes of one etcd request: a put, a delete or a whole txn.
 pub struct TxnWrite<'b, 's> {
-    batch: &'b mut WriteBatch<'s>,
+    pub(super) batch: &'b mut WriteBatch<'s>,
     begin_rev: i64,
     /// Number of changes so far: the next change's sub revision.
     changes: i64,
@@ -196,6 +196,7 @@ impl TxnWrite<'_, '_> {
         table.insert(rev_to_bytes(at, false).as_slice(), kv.encode_to_vec().as_slice()).map_err(internal)?;
         drop(table);
         self.batch.store.state.write().expect("index lock").index.put(key, at);
+        self.batch.store.lessor.attach(key, lease);
         self.changes += 1;
         Ok(())
     }
@@ -212,6 +213,10 @@ impl TxnWrite<'_, '_> {
             table.insert(rev_to_bytes(at, true).as_slice(), tomb.encode_to_vec().as_slice()).map_err(internal)?;
             index.index.tombstone(k, at).map_err(|e| internal(format!("tombstone {k:?}: {e:?}")))?;
             self.changes += 1;
+        }
+        drop(index);
+        for (k, _) in &found {
+            self.batch.store.lessor.detach(k);
         }
         Ok(found.len() as i64)
     }

@@ -33,15 +33,23 @@ pub enum Command {
     // New variants go last: bincode numbers variants by position, in logs and on the wire.
     /// An `AlarmRequest` that raises or clears an alarm (alarms are replicated state).
     Alarm(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An encoded `LeaseGrantRequest`, its ID already chosen (IDs must agree on all members).
+    LeaseGrant(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An encoded `LeaseRevokeRequest`: a client's revoke, or the leader's for an expired lease.
+    LeaseRevoke(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl Command {
     /// Approximate encoded size, to bound how much one batched proposal carries.
     pub fn size(&self) -> usize {
         match self {
-            Command::Put(b) | Command::DeleteRange(b) | Command::Txn(b) | Command::Compact(b) | Command::Alarm(b) => {
-                b.len()
-            }
+            Command::Put(b)
+            | Command::DeleteRange(b)
+            | Command::Txn(b)
+            | Command::Compact(b)
+            | Command::Alarm(b)
+            | Command::LeaseGrant(b)
+            | Command::LeaseRevoke(b) => b.len(),
             Command::PublishAttributes { name, client_urls, .. } => {
                 name.len() + client_urls.iter().map(String::len).sum::<usize>()
             }
@@ -57,6 +65,8 @@ impl fmt::Display for Command {
             Command::Txn(b) => write!(f, "txn({} bytes)", b.len()),
             Command::Compact(b) => write!(f, "compact({} bytes)", b.len()),
             Command::Alarm(b) => write!(f, "alarm({} bytes)", b.len()),
+            Command::LeaseGrant(b) => write!(f, "lease_grant({} bytes)", b.len()),
+            Command::LeaseRevoke(b) => write!(f, "lease_revoke({} bytes)", b.len()),
             Command::PublishAttributes { member_id, .. } => write!(f, "publish({member_id:x})"),
         }
     }

@@ -27,6 +27,7 @@ pub enum PeerRpc {
     InstallSnapshot,
     Forward,
     ReadIndex,
+    Lease,
 }
 
 /// Lazily connected channels to the other members, shared by Raft replication and request
@@ -89,6 +90,7 @@ impl PeerChannels {
                 PeerRpc::InstallSnapshot => client.install_snapshot(request).await,
                 PeerRpc::Forward => client.forward(request).await,
                 PeerRpc::ReadIndex => client.read_index(request).await,
+                PeerRpc::Lease => client.lease(request).await,
             }
         };
         let reply = tokio::time::timeout(timeout, fut)

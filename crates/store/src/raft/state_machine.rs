@@ -247,6 +247,10 @@ fn apply_command(batch: &mut WriteBatch, cmd: &Command, quota: &Quota) -> Result
                 Some(kaname_proto::etcdserverpb::ResponseHeader { revision: batch.rev(), ..Default::default() });
             Ok(AlarmResponse { header, alarms: list }.encode_to_vec())
         }
+        // etcd's applierV3Capped refuses new leases too while NOSPACE is raised.
+        Command::LeaseGrant(_) if batch.alarms().no_space() => Err(EtcdError::NoSpace),
+        Command::LeaseGrant(b) => crate::lease::apply::grant(batch, b),
+        Command::LeaseRevoke(b) => crate::lease::apply::revoke(batch, b),
         Command::PublishAttributes { .. } => Ok(Vec::new()),
     }
 }

@@ -1,0 +1,122 @@
+//! Renew and time-to-live, which only the leader can answer (deadlines are leader-local and
+//! never replicated, as in etcd). Any other member forwards them to the leader over the peer
+//! `Lease` RPC, as etcd's followers forward them over HTTP (`leasehttp`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{LeaseStatus, RenewOutcome};
+use crate::error::EtcdError;
+use crate::raft::network::PeerRpc;
+use crate::server::{EtcdServer, ForwardReply};
+
+/// A lease question for the leader.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub enum LeaseCall {
+    Renew(i64),
+    TimeToLive { id: i64, keys: bool },
+}
+
+/// The leader's answer to a [`LeaseCall`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LeaseAnswer {
+    /// The TTL the lease was renewed for.
+    Renewed(i64),
+    /// `None`: no such lease.
+    Status(Option<LeaseStatus>),
+}
+
+/// How often to look again while waiting (for a leader, a promotion, a pending revoke).
+const POLL: Duration = Duration::from_millis(25);
+
+impl EtcdServer {
+    /// etcd's `LeaseRenew`: the lease's TTL once the leader renewed it.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, EtcdError> {
+        match self.lease_call(LeaseCall::Renew(id)).await? {
+            LeaseAnswer::Renewed(ttl) => Ok(ttl),
+            LeaseAnswer::Status(_) => Err(crate::error::internal("unexpected answer to renew")),
+        }
+    }
+
+    /// etcd's `LeaseTimeToLive`, as the leader sees the lease; `None` if there is no such lease.
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<Option<LeaseStatus>, EtcdError> {
+        match self.lease_call(LeaseCall::TimeToLive { id, keys }).await? {
+            LeaseAnswer::Status(s) => Ok(s),
+            LeaseAnswer::Renewed(_) => Err(crate::error::internal("unexpected answer to time-to-live")),
+        }
+    }
+
+    /// Asks whoever leads, retrying through leader changes until the request timeout. Both
+    /// calls are idempotent, so a retry after a lost answer is harmless.
+    async fn lease_call(&self, call: LeaseCall) -> Result<LeaseAnswer, EtcdError> {
+        let deadline = Instant::now() + self.limits.request_timeout;
+        let mut saw_leader = false;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
+            }
+            let reply = match self.leader() {
+                None => ForwardReply::NotLeader(None),
+                Some(l) if l == self.member_id => {
+                    saw_leader = true;
+                    self.lease_as_leader(call, deadline).await
+                }
+                Some(l) => {
+                    saw_leader = true;
+                    match self.node_of(l) {
+                        None => ForwardReply::NotLeader(None),
+                        Some(node) => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            self.peers.call(&node, PeerRpc::Lease, &call, left).await.unwrap_or_else(|e| {
+                                tracing::debug!("lease call to leader: {e}");
+                                ForwardReply::NotLeader(None)
+                            })
+                        }
+                    }
+                }
+            };
+            match reply {
+                ForwardReply::Done(_, answer) => return Ok(answer),
+                ForwardReply::Failed(e) => return Err(e),
+                ForwardReply::NotLeader(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// The leader side of a [`LeaseCall`], local or forwarded by a follower.
+    pub async fn lease_as_leader(&self, call: LeaseCall, deadline: Instant) -> ForwardReply<LeaseAnswer> {
+        let lessor = self.store.lessor();
+        loop {
+            if self.leader() != Some(self.member_id) {
+                return ForwardReply::NotLeader(self.leader());
+            }
+            if Instant::now() >= deadline {
+                return ForwardReply::Failed(EtcdError::Timeout);
+            }
+            // A fresh leader answers once it has applied the earlier terms and taken over
+            // expiry (see `expiry::run`); until then its view of the leases is incomplete.
+            if !lessor.is_primary() {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            match call {
+                LeaseCall::TimeToLive { id, keys } => {
+                    return ForwardReply::Done(0, LeaseAnswer::Status(lessor.status(id, keys)))
+                }
+                LeaseCall::Renew(id) => match lessor.renew(id) {
+                    Ok(RenewOutcome::Renewed(ttl)) => return ForwardReply::Done(0, LeaseAnswer::Renewed(ttl)),
+                    // etcd waits for the pending revoke and then reports the lease as gone.
+                    Ok(RenewOutcome::Expired) | Ok(RenewOutcome::NotPrimary) => tokio::time::sleep(POLL).await,
+                    Err(e) => return ForwardReply::Failed(e),
+                },
+            }
+        }
+    }
+
+    /// The peer `Lease` RPC: a follower's forwarded call.
+    pub async fn serve_forwarded_lease(&self, call: LeaseCall) -> ForwardReply<LeaseAnswer> {
+        self.lease_as_leader(call, Instant::now() + self.limits.request_timeout).await
+    }
+}
