@@ -1549,6 +1549,12 @@ where
         // Every time elect, reset this flag.
         self.engine.reset_greater_log();
 
+        // KANAME PATCH (see vendor/README.md): draw a new random election timeout for every
+        // election, as Raft prescribes and etcd does. Upstream 0.9 draws it once at start, so
+        // two members whose timeouts happen to be close split their votes round after round.
+        let timeout = self.config.new_rand_election_timeout::<C::AsyncRuntime>();
+        self.engine.config.timer_config.election_timeout = Duration::from_millis(timeout);
+
         tracing::info!("do trigger election");
         self.engine.elect();
     }
