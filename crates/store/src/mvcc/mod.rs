@@ -14,6 +14,7 @@
 //! up to the *published* current revision, which moves forward after the batch's redb commit,
 //! so a reader never sees a revision whose row is not durable.
 
+mod history;
 pub mod index;
 mod write;
 
@@ -25,6 +26,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::error::{internal, EtcdError};
+pub use history::History;
 pub use index::{KeyAt, Revision, TreeIndex};
 pub use write::{TxnWrite, WriteBatch};
 
