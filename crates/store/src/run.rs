@@ -10,13 +10,14 @@ use axum::serve::ListenerExt;
 use kaname_proto::etcdserverpb::cluster_server::ClusterServer;
 use kaname_proto::etcdserverpb::kv_server::KvServer;
 use kaname_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use kaname_proto::etcdserverpb::watch_server::WatchServer;
 use kaname_proto::peer::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, EtcdConfig};
 use crate::datadir::{DataDir, DataDirError};
-use crate::grpc::{cluster::ClusterService, kv::KvService, maintenance::MaintenanceService};
+use crate::grpc::{cluster::ClusterService, kv::KvService, maintenance::MaintenanceService, watch::WatchService};
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::peer::PeerService;
@@ -25,6 +26,7 @@ use crate::raft::network::{NetworkFactory, PeerChannels};
 use crate::raft::state_machine::{member_attributes, StateMachine};
 use crate::raft::{Command, MemberNode, Raft};
 use crate::server::{EtcdServer, RequestLimits};
+use crate::watch::{WatchConfig, WatchHub};
 
 /// gRPC adds framing around a request; etcd allows this much on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -105,8 +107,11 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         .map_err(|e| anyhow!("open raft log: {e}"))?;
     let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
+    let watch_hub = WatchHub::new(store.clone(), WatchConfig::from_env());
+    watch_hub.register_metrics(&metrics);
     let sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx, metrics.backend_commit_seconds.clone())
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| anyhow!("{e}"))?
+        .with_watch_hub(watch_hub.clone());
 
     let raft_config = openraft::Config {
         cluster_name: cfg.initial_cluster_token.clone(),
@@ -192,7 +197,8 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
-    .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }));
+    .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }))
+    .add_service(WatchServer::new(WatchService { server: server.clone(), hub: watch_hub.clone() }));
     let app = grpc.into_axum_router().merge(crate::http::router(server.clone()));
     // Like etcd, serve clients only once this member's attributes are published, so every
     // member a client can reach shows up in `member list` with its name and client URLs.
@@ -224,6 +230,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
 
     tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone(), published_tx)));
     tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
+    tasks.push(tokio::spawn(watch_hub.run_sync_loop()));
     tracing::info!(
         name = %cfg.name,
         member_id = %format!("{:x}", me.id),

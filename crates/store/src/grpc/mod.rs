@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod kv;
 pub mod maintenance;
 pub mod validate;
+pub mod watch;
 
 use std::future::Future;
 use std::time::Instant;
