@@ -36,6 +36,9 @@ pub struct WatchService {
 /// Responses queued towards the client; small, since the hub channel is the real buffer.
 const OUT_BUFFER: usize = 16;
 
+/// What etcd adds to `--max-request-bytes` for gRPC framing.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
 const ERR_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 const ERR_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
@@ -256,7 +259,8 @@ impl StreamTask {
             ..Default::default()
         };
         if fragment {
-            for part in fragments(r, self.server.limits.max_request_bytes) {
+            // etcd splits at `MaxRequestBytesWithOverhead`: the request limit plus gRPC's overhead.
+            for part in fragments(r, self.server.limits.max_request_bytes + GRPC_OVERHEAD_BYTES) {
                 self.send(part).await?;
             }
         } else {
