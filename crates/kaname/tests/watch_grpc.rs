@@ -328,3 +328,56 @@ fn watcher_gauges(port: u16) -> (i64, i64) {
     };
     (gauge("etcd_debugging_mvcc_watcher_total"), gauge("etcd_debugging_mvcc_slow_watcher_total"))
 }
+
+/// A watch served by a follower that falls so far behind that the leader sends it a Raft
+/// snapshot (which replaces its store wholesale): the watcher still gets every event once,
+/// in order, read back from the installed store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_watch_survives_snapshot_install() {
+    let c = tokio::task::spawn_blocking(|| {
+        let c = Cluster::start_with(Flavor::Kaname, 3, &["--snapshot-count=100"]);
+        let leader = c.wait_leader(Duration::from_secs(20));
+        (c, leader)
+    });
+    let (c, leader) = c.await.unwrap();
+    let follower = if leader == 1 { 2 } else { 1 };
+    let mut kv = KvClient::new(channel(&c, leader).await);
+    let mut s = Stream::open(&channel(&c, follower).await, prefix("s/")).await;
+    assert!(s.recv().await.created);
+
+    let mut written = Vec::new();
+    for i in 0..10 {
+        written.push(put(&mut kv, &format!("s/{i}"), b"before").await);
+    }
+    let pid = c.pid(follower).unwrap().to_string();
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(st.success());
+    };
+    signal("-STOP");
+    for i in 0..600 {
+        written.push(put(&mut kv, &format!("s/{}", i % 50), b"while stopped").await);
+    }
+    signal("-CONT");
+    for i in 0..10 {
+        written.push(put(&mut kv, &format!("s/{i}"), b"after").await);
+    }
+
+    let mut got = Vec::new();
+    while got.len() < written.len() {
+        let r = tokio::time::timeout(Duration::from_secs(30), s.rx.message())
+            .await
+            .expect("events keep coming after the snapshot")
+            .unwrap()
+            .unwrap();
+        got.extend(r.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
+    }
+    assert_eq!(got, written, "every revision once, in order");
+    assert!(s.quiet(Duration::from_millis(300)).await, "nothing more");
+    let log = std::fs::read_to_string(&c.member(follower).log_path).unwrap();
+    assert!(
+        log.contains("installed snapshot received from the leader"),
+        "the follower was expected to catch up by snapshot; its log:\n{}",
+        c.log_tails(30)
+    );
+}
