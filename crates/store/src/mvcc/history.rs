@@ -25,9 +25,10 @@ pub struct History {
 }
 
 impl MvccStore {
-    /// The events of revisions `from..=to`. Stops after about `limit` rows, but only at a
-    /// revision boundary, so a revision's events are never split between two reads.
-    pub fn history(&self, from: i64, to: i64, limit: usize) -> Result<History, EtcdError> {
+    /// The events of revisions `from..=to`. Stops once `max_rows` rows or `max_bytes` of row
+    /// values are read, but only at a revision boundary, so a revision's events are never
+    /// split between two reads (one revision may exceed the limits).
+    pub fn history(&self, from: i64, to: i64, max_rows: usize, max_bytes: usize) -> Result<History, EtcdError> {
         let db = self.db();
         let (compacted_rev, txn) = {
             let st = self.state.read().expect("index lock");
@@ -41,18 +42,19 @@ impl MvccStore {
         }
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
         let start = rev_to_bytes(Revision { main: from.max(0), sub: 0 }, false);
+        let mut bytes = 0;
         for row in table.range(start.as_slice()..).map_err(internal)? {
             let (k, v) = row.map_err(internal)?;
             let (rev, tombstone) = bytes_to_rev(k.value());
             if rev.main > to {
                 break;
             }
-            if out.events.len() >= limit
-                && out.events.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision) != Some(rev.main)
-            {
+            let full = out.events.len() >= max_rows || bytes >= max_bytes;
+            if full && out.events.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision) != Some(rev.main) {
                 out.last_rev = rev.main - 1;
                 break;
             }
+            bytes += v.value().len();
             let mut kv = KeyValue::decode(v.value()).map_err(internal)?;
             let kind = if tombstone {
                 // Tombstones store only the key; the revision comes from the row key, as etcd

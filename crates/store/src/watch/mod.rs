@@ -58,8 +58,10 @@ pub struct WatchConfig {
     pub sync_interval: Duration,
     /// Unsynced watchers served per catch-up round (etcd's `maxWatchersPerSync`).
     pub max_watchers_per_sync: usize,
-    /// History rows read per catch-up round; bounds the memory one round needs.
+    /// History rows read per catch-up round; with `max_bytes_per_sync`, bounds the memory
+    /// one round needs (etcd reads all the missing history at once).
     pub max_rows_per_sync: usize,
+    pub max_bytes_per_sync: usize,
 }
 
 impl Default for WatchConfig {
@@ -70,6 +72,7 @@ impl Default for WatchConfig {
             sync_interval: Duration::from_millis(100),
             max_watchers_per_sync: 512,
             max_rows_per_sync: 10_000,
+            max_bytes_per_sync: 4 << 20,
         }
     }
 }
@@ -461,7 +464,7 @@ impl WatchHub {
             }
             (picked, from, rev, st.epoch)
         };
-        let read = self.store.history(from, to, self.config.max_rows_per_sync);
+        let read = self.store.history(from, to, self.config.max_rows_per_sync, self.config.max_bytes_per_sync);
         let mut st = self.lock();
         let history = match read {
             Ok(h) => h,

@@ -157,7 +157,12 @@ fn historical_start_catches_up_from_storage_then_stays_synced() {
 
 #[test]
 fn catch_up_reads_in_bounded_rounds_without_splitting_revisions() {
-    let e = env(WatchConfig { max_rows_per_sync: 4, ..WatchConfig::default() });
+    bounded_rounds(WatchConfig { max_rows_per_sync: 4, ..WatchConfig::default() }, 5);
+    bounded_rounds(WatchConfig { max_bytes_per_sync: 1, ..WatchConfig::default() }, 10);
+}
+
+fn bounded_rounds(config: WatchConfig, min_updates: usize) {
+    let e = env(config);
     for i in 0..10 {
         // two keys per revision: rows come in pairs
         let mut batch = e.store.write_batch().unwrap();
@@ -172,7 +177,7 @@ fn catch_up_reads_in_bounded_rounds_without_splitting_revisions() {
     let (_, mut rx) = e.watch("", Some("\u{7f}"), 2, 64);
     e.sync_all();
     let us = drain(&mut rx);
-    assert!(us.len() >= 5, "several rounds: {}", us.len());
+    assert!(us.len() >= min_updates, "several rounds: {}", us.len());
     assert!(us.iter().all(|u| u.events.len() % 2 == 0), "a revision is never split");
     assert_eq!(flat(&us).len(), 20);
 }
