@@ -197,9 +197,13 @@ fn run(flavor: Flavor, members: usize, script: &[Act]) -> Vec<(String, String)> 
             Act::Await(name, text, count) => {
                 let w = &watches[name].0;
                 let deadline = Instant::now() + AWAIT;
-                while w.out.lock().unwrap().matches(text).count() < *count && Instant::now() < deadline {
+                let seen = || w.out.lock().unwrap().matches(text).count();
+                while seen() < *count && Instant::now() < deadline {
                     thread::sleep(Duration::from_millis(10));
                 }
+                let ok = seen() >= *count;
+                assert!(ok || flavor != Flavor::Etcd, "reference etcd: watch {name} never printed {text:?} x{count}");
+                results.push((format!("step {}: watch {name} printed {text:?} x{count}", n + 1), ok.to_string()));
             }
             Act::Input(name, text) => {
                 let w = watches.get_mut(name).unwrap();
@@ -243,8 +247,8 @@ fn compare(members: usize, script: &[Act]) {
 /// followers serve watches too), while puts, deletes and multi-key txns go to other members.
 fn basic_script(n: usize) -> Vec<Act> {
     let per_member = |i: usize| -> i64 {
-        // watches a..e below go to members 2, 3, 1, 2, 3
-        [2, 3, 1, 2, 3].iter().filter(|&&x| m(n, x) == i).count() as i64
+        // watches a..f below go to members 2, 3, 1, 2, 3, 1
+        [2, 3, 1, 2, 3, 1].iter().filter(|&&x| m(n, x) == i).count() as i64
     };
     let mut s = vec![
         ctl(1, &["put", "foo", "v0"]),
@@ -254,6 +258,7 @@ fn basic_script(n: usize) -> Vec<Act> {
         watch("c", 1, &["foo", "-w", "json"]),
         watch("d", m(n, 2), &["foo", "--rev", "2", "--prev-kv"]),
         watch("e", m(n, 3), &["a", "g", "-w", "json", "--rev", "1"]),
+        watch("f", 1, &["--prefix", "foo/", "-w", "fields", "--prev-kv"]),
     ];
     for i in 1..=n {
         s.push(Act::Watchers(i, per_member(i)));
@@ -271,11 +276,14 @@ fn basic_script(n: usize) -> Vec<Act> {
         Act::Await("c", "bGFzdA==", 1),
         Act::Await("d", "last", 1),
         Act::Await("e", "bGFzdA==", 1),
+        // foo/ ends with the deletes of foo/a and foo/b (rev of `del foo --prefix`)
+        Act::Await("f", "\"Key\" : \"foo/b\"", 2),
         Act::Stop("a"),
         Act::Stop("b"),
         Act::Stop("c"),
         Act::Stop("d"),
         Act::Stop("e"),
+        Act::Stop("f"),
     ]);
     s
 }
@@ -292,12 +300,12 @@ fn watch_basic_3m() {
 
 /// A watch from a compacted revision is cancelled (etcdctl prints the compaction error and
 /// exits); from the compacted revision itself it works.
-fn compacted_script() -> Vec<Act> {
+fn compacted_script(n: usize) -> Vec<Act> {
     let mut s: Vec<Act> = (1..=5).map(|i| ctl(1, &["put", "k", &format!("v{i}")])).collect();
     s.extend([
-        ctl(1, &["compact", "4"]),
-        watch("old", 1, &["k", "--rev", "2"]),
-        watch("at", 1, &["k", "--rev", "4", "--prev-kv"]),
+        ctl(m(n, 2), &["compact", "4"]),
+        watch("old", m(n, 2), &["k", "--rev", "2"]),
+        watch("at", m(n, 3), &["k", "--rev", "4", "--prev-kv"]),
         Act::Await("at", "v5", 1),
         ctl(1, &["put", "k", "last"]),
         Act::Await("at", "last", 1),
@@ -309,7 +317,12 @@ fn compacted_script() -> Vec<Act> {
 
 #[test]
 fn watch_compacted_1m() {
-    compare(1, &compacted_script());
+    compare(1, &compacted_script(1));
+}
+
+#[test]
+fn watch_compacted_3m() {
+    compare(3, &compacted_script(3));
 }
 
 /// `etcdctl watch -i`: watches added from stdin, and `progress` (WatchProgressRequest).
