@@ -149,6 +149,8 @@ struct HubState {
     synced_ranges: BTreeSet<WatcherId>,
     synced_count: usize,
     unsynced: BTreeSet<WatcherId>,
+    /// Where the next catch-up round starts picking unsynced watchers.
+    sync_cursor: WatcherId,
     /// Bumped when the store is replaced: a catch-up read started before belongs to the old
     /// store and must not be delivered.
     epoch: u64,
@@ -443,11 +445,26 @@ impl WatchHub {
         let (picked, from, to, epoch) = {
             let mut st = self.lock();
             let rev = st.rev;
-            let ids: Vec<WatcherId> = st.unsynced.iter().take(self.config.max_watchers_per_sync).copied().collect();
+            // Round robin from where the last round stopped, so watchers that cannot be served
+            // (their stream is full) never starve the others.
+            let cursor = st.sync_cursor;
+            let ids: Vec<WatcherId> = st
+                .unsynced
+                .range(cursor..)
+                .chain(st.unsynced.range(..cursor))
+                .take(self.config.max_watchers_per_sync)
+                .copied()
+                .collect();
+            st.sync_cursor = ids.last().map_or(0, |id| id + 1);
             let mut picked = Vec::new();
             let mut from = i64::MAX;
             let mut progressed = false;
             for id in ids {
+                let w = st.watchers.get_mut(&id).expect("unsynced watcher exists");
+                if w.tx.capacity() == 0 {
+                    // No room for what it would be sent: not worth a history read.
+                    continue;
+                }
                 st.unsynced.remove(&id);
                 let w = st.watchers.get_mut(&id).expect("unsynced watcher exists");
                 if w.min_rev > rev {

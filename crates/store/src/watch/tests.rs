@@ -311,3 +311,35 @@ async fn concurrent_writes_reach_slow_and_fast_watchers_exactly_once() {
     assert_eq!(fast_revs, want);
     assert_eq!(slow_revs, want);
 }
+
+#[test]
+fn stuck_watchers_do_not_starve_others_of_catch_up() {
+    let e = env(WatchConfig { max_watchers_per_sync: 2, ..WatchConfig::default() });
+    for i in 0..5 {
+        e.put("k", &i.to_string());
+    }
+    // Five watchers whose streams are full (registered first: lowest ids), then one reading.
+    let mut stuck = Vec::new();
+    for _ in 0..5 {
+        let (_, rx) = e.watch("k", None, 2, 1);
+        stuck.push(rx);
+    }
+    for _ in 0..3 {
+        e.hub.sync_once().unwrap();
+    }
+    assert_eq!(e.hub.counts(), (5, 0), "each got its history (one update fills its buffer)");
+    e.put("k", "5");
+    e.put("k", "6");
+    assert_eq!(e.hub.counts(), (5, 5), "full streams fell behind");
+    let (_, mut healthy) = e.watch("k", None, 2, 64);
+    for _ in 0..6 {
+        e.hub.sync_once().unwrap();
+    }
+    assert_eq!(flat(&drain(&mut healthy)).iter().map(|x| x.3).collect::<Vec<_>>(), (2..=8).collect::<Vec<_>>());
+    assert_eq!(e.hub.counts(), (6, 5));
+    // The stuck ones read again and catch up too.
+    for rx in &mut stuck {
+        drain(rx);
+    }
+    e.sync_all();
+}
