@@ -343,3 +343,14 @@ fn stuck_watchers_do_not_starve_others_of_catch_up() {
     }
     e.sync_all();
 }
+
+#[test]
+fn future_start_revision_waits_for_it() {
+    let e = env(WatchConfig::default());
+    e.put("k", "a"); // rev 2
+    let (_, mut rx) = e.watch("k", None, 4, 8);
+    assert_eq!(e.hub.counts(), (1, 0), "synced: nothing to read yet");
+    e.put("k", "b"); // rev 3: before the start
+    e.put("k", "c"); // rev 4
+    assert_eq!(flat(&drain(&mut rx)), vec![(PUT, "k".into(), "c".into(), 4)]);
+}
