@@ -20,6 +20,7 @@ pub mod peer;
 pub mod raft;
 pub mod run;
 pub mod server;
+pub mod watch;
 
 pub use config::{ClusterState, EtcdConfig};
 pub use run::{run, Member};

@@ -132,6 +132,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Registers a gauge owned by another part of the member (e.g. the watch hub).
+    pub fn register_gauge(&self, name: &str, help: &str, gauge: Gauge) {
+        self.registry.lock().expect("registry").register(name, help, gauge);
+    }
+
     /// The text exposition format Prometheus scrapes.
     pub fn encode(&self) -> String {
         let mut out = String::new();

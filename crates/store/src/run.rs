@@ -11,13 +11,16 @@ use kaname_proto::etcdserverpb::cluster_server::ClusterServer;
 use kaname_proto::etcdserverpb::kv_server::KvServer;
 use kaname_proto::etcdserverpb::lease_server::LeaseServer;
 use kaname_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use kaname_proto::etcdserverpb::watch_server::WatchServer;
 use kaname_proto::peer::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, EtcdConfig};
 use crate::datadir::{DataDir, DataDirError};
-use crate::grpc::{cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService};
+use crate::grpc::{
+    cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService, watch::WatchService,
+};
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::peer::PeerService;
@@ -26,6 +29,7 @@ use crate::raft::network::{NetworkFactory, PeerChannels};
 use crate::raft::state_machine::{member_attributes, Quota, StateMachine};
 use crate::raft::{Command, MemberNode, Raft};
 use crate::server::{EtcdServer, RequestLimits};
+use crate::watch::{WatchConfig, WatchHub};
 
 /// gRPC adds framing around a request; etcd allows this much on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -107,8 +111,11 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
     store.lessor().set_min_ttl(crate::lease::min_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms));
     let (applied_tx, applied_rx) = tokio::sync::watch::channel(0u64);
+    let watch_hub = WatchHub::new(store.clone(), WatchConfig::from_env());
+    watch_hub.register_metrics(&metrics);
     let mut sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx, metrics.backend_commit_seconds.clone())
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| anyhow!("{e}"))?
+        .with_watch_hub(watch_hub.clone());
     let quota = Quota { bytes: cfg.quota_backend_bytes, exceeded: Arc::new(tokio::sync::Notify::new()) };
     sm.set_quota(quota.clone());
 
@@ -198,7 +205,8 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     )
     .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
     .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }))
-    .add_service(LeaseServer::new(LeaseService::new(server.clone())));
+    .add_service(LeaseServer::new(LeaseService::new(server.clone())))
+    .add_service(WatchServer::new(WatchService { server: server.clone(), hub: watch_hub.clone() }));
     let app = grpc.into_axum_router().merge(crate::http::router(server.clone()));
     // Like etcd, serve clients only once this member's attributes are published, so every
     // member a client can reach shows up in `member list` with its name and client URLs.
@@ -233,6 +241,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
     let lease_extend = Duration::from_millis(cfg.election_timeout_ms);
     tasks.push(tokio::spawn(crate::lease::expiry::run(server.clone(), lease_extend)));
+    tasks.push(tokio::spawn(watch_hub.run_sync_loop()));
     tracing::info!(
         name = %cfg.name,
         member_id = %format!("{:x}", me.id),

@@ -5,6 +5,7 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 pub mod validate;
+pub mod watch;
 
 use std::future::Future;
 use std::time::Instant;

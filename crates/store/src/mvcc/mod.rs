@@ -14,6 +14,7 @@
 //! up to the *published* current revision, which moves forward after the batch's redb commit,
 //! so a reader never sees a revision whose row is not durable.
 
+mod history;
 pub mod index;
 mod lease_rows;
 mod write;
@@ -27,6 +28,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use crate::alarm::Alarms;
 use crate::error::{internal, EtcdError};
+pub use history::History;
 pub use index::{KeyAt, Revision, TreeIndex};
 use lease_rows::LEASE_TABLE;
 pub use write::{TxnWrite, WriteBatch};

@@ -2,7 +2,7 @@
 //! [`TxnWrite`] per etcd request inside it (etcd's `TxnWrite`: all changes of a request share
 //! one main revision and are numbered by sub revision).
 
-use kaname_proto::mvccpb::KeyValue;
+use kaname_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 use redb::WriteTransaction;
 
@@ -29,6 +29,8 @@ pub struct WriteBatch<'s> {
     /// published; doing it earlier could drop revisions that readers of the still-published
     /// older revision need.
     pending_compact: Option<i64>,
+    /// The changes of the batch as watch events, in revision order (see [`WriteBatch::take_events`]).
+    events: Vec<Event>,
 }
 
 impl<'s> WriteBatch<'s> {
@@ -39,7 +41,16 @@ impl<'s> WriteBatch<'s> {
             let st = store.state.read().expect("index lock");
             (st.current_rev, st.compacted_rev)
         };
-        Ok(WriteBatch { store, _writer: writer, pending_alarms: None, txn, rev, compacted, pending_compact: None })
+        Ok(WriteBatch {
+            store,
+            _writer: writer,
+            pending_alarms: None,
+            txn,
+            rev,
+            compacted,
+            pending_compact: None,
+            events: Vec::new(),
+        })
     }
 
     /// The current revision as requests in this batch see it.
@@ -82,6 +93,14 @@ impl<'s> WriteBatch<'s> {
         self.set_meta(META_ALARMS, &serde_json::to_vec(&alarms).map_err(internal)?)?;
         self.pending_alarms = Some(alarms);
         Ok(())
+    }
+
+    /// The events of every change so far (etcd's `watchableStoreTxnWrite.End` builds the same
+    /// list): PUTs carry the written kv, DELETEs a kv with only the key and the revision.
+    /// Handed to the watchers only after [`WriteBatch::commit`], so no watcher ever sees a
+    /// revision that readers cannot.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     /// Persists a named value in the same transaction as the batch's data.
@@ -197,6 +216,7 @@ impl TxnWrite<'_, '_> {
         drop(table);
         self.batch.store.state.write().expect("index lock").index.put(key, at);
         self.batch.store.lessor.attach(key, lease);
+        self.batch.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: None });
         self.changes += 1;
         Ok(())
     }
@@ -212,6 +232,8 @@ impl TxnWrite<'_, '_> {
             let tomb = KeyValue { key: k.clone(), ..Default::default() };
             table.insert(rev_to_bytes(at, true).as_slice(), tomb.encode_to_vec().as_slice()).map_err(internal)?;
             index.index.tombstone(k, at).map_err(|e| internal(format!("tombstone {k:?}: {e:?}")))?;
+            let kv = KeyValue { key: k.clone(), mod_revision: at.main, ..Default::default() };
+            self.batch.events.push(Event { r#type: EventType::Delete as i32, kv: Some(kv), prev_kv: None });
             self.changes += 1;
         }
         drop(index);

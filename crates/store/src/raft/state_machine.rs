@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{storage_io_err, Command, LogId, MemberNode, ProposalResult, StorageError, TypeConfig};
 use crate::error::{internal, EtcdError};
 use crate::mvcc::{MvccStore, WriteBatch};
+use crate::watch::WatchHub;
 use crate::{alarm, apply};
 
 const MAGIC: &[u8] = b"KANAME-SNAPSHOT-1\n";
@@ -60,6 +61,8 @@ pub struct StateMachine {
     /// disk (the Raft log already holds every applied entry durably).
     last_sync: std::time::Instant,
     quota: Quota,
+    /// Receives the events of every committed batch.
+    watch: Option<Arc<WatchHub>>,
 }
 
 /// etcd's quota applier: each member checks *its own* backend when it applies a write that
@@ -108,11 +111,18 @@ impl StateMachine {
             commit_seconds,
             last_sync: std::time::Instant::now(),
             quota: Quota::default(),
+            watch: None,
         };
         // Entries applied before a restart count as applied: reads must not wait for them.
         let applied = sm.read_meta::<Option<LogId>>(META_APPLIED).map_err(internal)?.flatten();
         sm.applied_tx.send_replace(applied.map(|l| l.index).unwrap_or(0));
         Ok(sm)
+    }
+
+    /// Feeds `hub` with the events of everything applied from now on.
+    pub fn with_watch_hub(mut self, hub: Arc<WatchHub>) -> Self {
+        self.watch = Some(hub);
+        self
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StorageError> {
@@ -309,9 +319,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(storage_io_err)?;
         }
         let durable = membership.is_some() || self.last_sync.elapsed() >= SYNC_INTERVAL;
+        let (events, rev) = (batch.take_events(), batch.rev());
         let commit_start = std::time::Instant::now();
         batch.commit(durable).map_err(storage_io_err)?;
         self.commit_seconds.observe(commit_start.elapsed().as_secs_f64());
+        // Only now: watchers must not see a revision readers cannot.
+        if let Some(hub) = &self.watch {
+            hub.notify(events, rev);
+        }
         if durable {
             self.last_sync = std::time::Instant::now();
         }
@@ -359,6 +374,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut reader = BufReader::new(std::fs::File::open(&data_path).map_err(storage_io_err)?);
         let store = self.store.clone();
         store.replace_with(|put| read_snapshot_rows(&mut reader, put)).map_err(storage_io_err)?;
+        if let Some(hub) = &self.watch {
+            hub.store_replaced();
+        }
         self.write_meta_file(meta)?;
         self.remove_snapshots_except(&meta.snapshot_id);
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot received from the leader");
