@@ -20,6 +20,10 @@ pub struct Marker {
     pub name: String,
     pub member_id: u64,
     pub cluster_id: u64,
+    /// The member joined a running cluster (`--initial-cluster-state existing`): its ID was
+    /// given by `member add`, not derived from the flags, so restarts take it from here.
+    #[serde(default)]
+    pub joined: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +127,7 @@ impl DataDir {
         std::fs::rename(&tmp, self.marker_path()).map_err(io)
     }
 
-    pub fn new_marker(name: &str, member_id: u64, cluster_id: u64) -> Marker {
-        Marker { format: FORMAT_NAME.into(), version: FORMAT_VERSION, name: name.into(), member_id, cluster_id }
+    pub fn new_marker(name: &str, member_id: u64, cluster_id: u64, joined: bool) -> Marker {
+        Marker { format: FORMAT_NAME.into(), version: FORMAT_VERSION, name: name.into(), member_id, cluster_id, joined }
     }
 }

@@ -50,6 +50,20 @@ pub enum EtcdError {
     /// The backend reached `--quota-backend-bytes`, or a `NOSPACE` alarm is active.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStarted,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: given member URLs are invalid")]
+    BadMemberUrls,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: lease already exists")]
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
@@ -61,13 +75,14 @@ impl EtcdError {
     pub fn code(&self) -> Code {
         use EtcdError::*;
         match self {
-            EmptyKey | TooManyOps | DuplicateKey | RequestTooLarge | ValueProvided | LeaseProvided | KeyNotFound => {
-                Code::InvalidArgument
-            }
+            EmptyKey | TooManyOps | DuplicateKey | RequestTooLarge | ValueProvided | LeaseProvided | KeyNotFound
+            | BadMemberUrls => Code::InvalidArgument,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists => Code::FailedPrecondition,
+            LeaseExists | PeerUrlExists | TooManyLearners | NotEnoughStarted | MemberNotLearner | LearnerNotReady => {
+                Code::FailedPrecondition
+            }
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
-            NoLeader | LeaderChanged | Timeout | Stopped => Code::Unavailable,
+            NoLeader | LeaderChanged | Timeout | Stopped | Unhealthy => Code::Unavailable,
             NoSpace => Code::ResourceExhausted,
             Internal(_) => Code::Internal,
         }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod lease;
+pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod peer;

@@ -8,8 +8,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::raft::Command;
+use crate::raft::network::REMOVED_MEMBER;
+use crate::raft::state_machine::removed_members;
+use crate::raft::{Command, TypeConfig};
 use crate::server::EtcdServer;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 
 pub struct PeerService {
     pub server: Arc<EtcdServer>,
@@ -24,14 +27,31 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
     Ok(Response::new(RaftBytes { data }))
 }
 
+impl PeerService {
+    /// A removed member does not learn of its removal from Raft (the leader stops replicating
+    /// to it); like etcd, tell it when it next talks to us.
+    fn refuse_removed(&self, sender: Option<u64>) -> Result<(), Status> {
+        match sender {
+            Some(id) if removed_members(&self.server.store).contains(&id) => {
+                Err(Status::failed_precondition(REMOVED_MEMBER))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        encode(&self.server.raft.append_entries(decode(req)?).await)
+        let req: AppendEntriesRequest<TypeConfig> = decode(req)?;
+        self.refuse_removed(req.vote.leader_id().voted_for())?;
+        encode(&self.server.raft.append_entries(req).await)
     }
 
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        encode(&self.server.raft.vote(decode(req)?).await)
+        let req: VoteRequest<u64> = decode(req)?;
+        self.refuse_removed(req.vote.leader_id().voted_for())?;
+        encode(&self.server.raft.vote(req).await)
     }
 
     async fn install_snapshot(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
@@ -57,6 +77,10 @@ impl RaftPeer for PeerService {
     }
 
     async fn hello(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        encode(&(self.server.member_id, self.server.cluster_id))
+        encode(&self.server.cluster_view())
+    }
+
+    async fn membership(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        encode(&self.server.change_membership_as_leader(decode(req)?).await)
     }
 }

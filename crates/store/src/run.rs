@@ -21,11 +21,12 @@ use crate::datadir::{DataDir, DataDirError};
 use crate::grpc::{
     cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService, watch::WatchService,
 };
+use crate::membership::ClusterView;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::peer::PeerService;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{NetworkFactory, PeerChannels};
+use crate::raft::network::{NetworkFactory, PeerChannels, PeerRpc};
 use crate::raft::state_machine::{member_attributes, Quota, StateMachine};
 use crate::raft::{Command, MemberNode, Raft};
 use crate::server::{EtcdServer, RequestLimits};
@@ -39,6 +40,8 @@ pub struct Member {
     pub server: Arc<EtcdServer>,
     pub client_addrs: Vec<SocketAddr>,
     pub peer_addrs: Vec<SocketAddr>,
+    /// Fires when a membership change removed this member from the cluster.
+    pub removed: Arc<tokio::sync::Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -79,31 +82,39 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
 pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let members = cfg.initial_members()?;
     let me = members.iter().find(|m| m.name == cfg.name).expect("checked by initial_members").clone();
-    let cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+    let flag_cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
 
     let dir = DataDir::new(&cfg.data_dir);
-    match dir.inspect()? {
+    let (member_id, cluster_id, joined) = match dir.inspect()? {
+        // A member that joined a running cluster got its ID from `member add`; etcd too ignores
+        // --initial-cluster once a member has data.
+        Some(marker) if marker.joined => (marker.member_id, marker.cluster_id, true),
         Some(marker) => {
-            if marker.member_id != me.id || marker.cluster_id != cluster_id {
+            if marker.member_id != me.id || marker.cluster_id != flag_cluster_id {
                 return Err(DataDirError::IdentityMismatch {
                     path: cfg.data_dir.clone(),
                     name: marker.name,
                     stored: marker.member_id,
                     flag_name: cfg.name.clone(),
                     flag: me.id,
-                    flag_cluster: cluster_id,
+                    flag_cluster: flag_cluster_id,
                 }
                 .into());
             }
+            (me.id, flag_cluster_id, false)
+        }
+        None if cfg.initial_cluster_state == config::ClusterState::Existing => {
+            let (id, cluster_id) = identity_from_cluster(&cfg, &members).await?;
+            dir.create()?;
+            dir.write_marker(&DataDir::new_marker(&cfg.name, id, cluster_id, true))?;
+            (id, cluster_id, true)
         }
         None => {
-            if cfg.initial_cluster_state == config::ClusterState::Existing {
-                bail!("--initial-cluster-state=existing (joining a running cluster) is not supported yet");
-            }
             dir.create()?;
-            dir.write_marker(&DataDir::new_marker(&cfg.name, me.id, cluster_id))?;
+            dir.write_marker(&DataDir::new_marker(&cfg.name, me.id, flag_cluster_id, false))?;
+            (me.id, flag_cluster_id, false)
         }
-    }
+    };
 
     let metrics = Arc::new(Metrics::new());
     let log_store = LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone())
@@ -139,10 +150,11 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     .validate()?;
 
     let peers = PeerChannels::default();
-    let raft = Raft::new(me.id, Arc::new(raft_config), NetworkFactory { channels: peers.clone() }, log_store, sm)
+    let raft = Raft::new(member_id, Arc::new(raft_config), NetworkFactory { channels: peers.clone() }, log_store, sm)
         .await
         .map_err(|e| anyhow!("start raft: {e}"))?;
-    if !raft.is_initialized().await? {
+    // A joining member waits for the leader to send it the log (or a snapshot) instead.
+    if !joined && !raft.is_initialized().await? {
         let nodes: BTreeMap<u64, MemberNode> = members
             .iter()
             .map(|m| (m.id, MemberNode { name: m.name.clone(), peer_urls: m.peer_urls.clone() }))
@@ -154,14 +166,13 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     }
 
     let request_timeout = Duration::from_millis(5000 + 2 * cfg.election_timeout_ms);
-    let route =
-        crate::batcher::Route { raft: raft.clone(), peers: peers.clone(), member_id: me.id, timeout: request_timeout };
+    let route = crate::batcher::Route { raft: raft.clone(), peers: peers.clone(), member_id, timeout: request_timeout };
     let server = Arc::new(EtcdServer {
         batcher: crate::batcher::Batcher::start(route),
         applied: applied_rx,
         raft,
         store,
-        member_id: me.id,
+        member_id,
         cluster_id,
         name: cfg.name.clone(),
         limits: RequestLimits {
@@ -238,19 +249,20 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
 
     tasks.push(tokio::spawn(publish_attributes(server.clone(), cfg.advertise_client_urls.clone(), published_tx)));
     tasks.push(tokio::spawn(raise_alarms(server.clone(), quota.exceeded.clone())));
-    tasks.push(tokio::spawn(track_raft_metrics(server.clone())));
+    let removed = server.peers.removed.clone();
+    tasks.push(tokio::spawn(track_raft_metrics(server.clone(), removed.clone())));
     let lease_extend = Duration::from_millis(cfg.election_timeout_ms);
     tasks.push(tokio::spawn(crate::lease::expiry::run(server.clone(), lease_extend)));
     tasks.push(tokio::spawn(watch_hub.run_sync_loop()));
     tracing::info!(
         name = %cfg.name,
-        member_id = %format!("{:x}", me.id),
+        member_id = %format!("{member_id:x}"),
         cluster_id = %format!("{cluster_id:x}"),
         "member started; serving clients on {:?}, peers on {:?}",
         cfg.listen_client_urls,
         cfg.listen_peer_urls
     );
-    Ok(Member { server, client_addrs, peer_addrs, tasks })
+    Ok(Member { server, client_addrs, peer_addrs, removed, tasks })
 }
 
 /// Announces this member's name and client URLs through Raft (etcd's `publish`), retrying
@@ -297,9 +309,10 @@ async fn raise_alarms(server: Arc<EtcdServer>, exceeded: Arc<tokio::sync::Notify
 }
 
 /// Mirrors Raft's state into the Prometheus gauges, and logs leader changes.
-async fn track_raft_metrics(server: Arc<EtcdServer>) {
+async fn track_raft_metrics(server: Arc<EtcdServer>, removed: Arc<tokio::sync::Notify>) {
     let mut rx = server.raft.metrics();
     let mut last_leader = None;
+    let mut was_member = false;
     loop {
         {
             let m = rx.borrow_and_update().clone();
@@ -309,6 +322,22 @@ async fn track_raft_metrics(server: Arc<EtcdServer>) {
             metrics.term.set(m.current_term as i64);
             metrics.committed_index.set(m.last_log_index.unwrap_or(0) as i64);
             metrics.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+            // Removed by `member remove`: like etcd, stop rather than linger as a member that
+            // no longer counts (a member that has not yet received the membership is not removed).
+            // Only once the change is applied (so committed): a leader removing itself must
+            // still commit the change, and answer the request, before it goes.
+            let is_member = m.membership_config.membership().get_node(&server.member_id).is_some();
+            let applied = m.membership_config.log_id().is_some_and(|l| Some(l) <= m.last_applied);
+            if was_member && !is_member && applied {
+                let removed = removed.clone();
+                tokio::spawn(async move {
+                    // Let the answers to in-flight requests (the member remove itself) leave.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    removed.notify_one();
+                });
+                was_member = false;
+            }
+            was_member |= is_member && applied;
             if m.current_leader != last_leader {
                 if let Some(l) = m.current_leader {
                     metrics.leader_changes.inc();
@@ -323,10 +352,56 @@ async fn track_raft_metrics(server: Arc<EtcdServer>) {
     }
 }
 
+/// A member started with `--initial-cluster-state existing` asks the members listed in
+/// `--initial-cluster` for the membership and finds itself in it by its peer URLs (etcd's
+/// `GetClusterFromRemotePeers`): `member add` chose its ID.
+async fn identity_from_cluster(cfg: &EtcdConfig, members: &[config::InitialMember]) -> anyhow::Result<(u64, u64)> {
+    let peers = PeerChannels::default();
+    let mut mine = cfg.initial_advertise_peer_urls.clone();
+    mine.sort();
+    let mut tried = Vec::new();
+    for m in members.iter().filter(|m| m.name != cfg.name) {
+        let node = MemberNode { name: m.name.clone(), peer_urls: m.peer_urls.clone() };
+        let view: ClusterView = match peers.call(&node, PeerRpc::Hello, &(), Duration::from_secs(2)).await {
+            Ok(v) => v,
+            Err(e) => {
+                tried.push(format!("{}: {e}", m.name));
+                continue;
+            }
+        };
+        for (id, n, _) in &view.members {
+            let mut urls = n.peer_urls.clone();
+            urls.sort();
+            if urls == mine {
+                tracing::info!(member_id = %format!("{id:x}"), cluster_id = %format!("{:x}", view.cluster_id), "joining the cluster");
+                return Ok((*id, view.cluster_id));
+            }
+        }
+        bail!(
+            "--initial-cluster-state=existing: the cluster (seen from {}) has no member with peer URLs {:?}; add this member first (etcdctl member add {} --peer-urls={})",
+            m.name,
+            mine,
+            cfg.name,
+            mine.join(",")
+        );
+    }
+    bail!(
+        "--initial-cluster-state=existing: could not reach any other member of --initial-cluster ({})",
+        tried.join("; ")
+    )
+}
+
 /// Runs a member until `shutdown` resolves.
 pub async fn run(cfg: EtcdConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let member = start(cfg).await?;
-    shutdown.await;
+    let removed = member.removed.clone();
+    let was_removed = tokio::select! {
+        _ = shutdown => false,
+        _ = removed.notified() => true,
+    };
     member.shutdown().await;
+    if was_removed {
+        bail!("the member has been permanently removed from the cluster; the data-dir used by this member must be removed before it can join again");
+    }
     Ok(())
 }

@@ -259,6 +259,10 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
+    /// Joins a running cluster (`--initial-cluster-state existing`) instead of founding one.
+    pub joining: bool,
+    /// Removed from the cluster: left out of later members' `--initial-cluster`.
+    pub removed: bool,
 }
 
 /// N members (1 or 3) of one [`Flavor`], each in its own temp dir.
@@ -324,6 +328,8 @@ impl Cluster {
                     data_dir: dir.join("data"),
                     log_path: dir.join(format!("m{i}.log")),
                     child: None,
+                    joining: false,
+                    removed: false,
                 }
             })
             .collect();
@@ -353,6 +359,7 @@ impl Cluster {
     pub fn initial_cluster(&self) -> String {
         self.members
             .iter()
+            .filter(|m| !m.removed)
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer.port))
             .collect::<Vec<_>>()
             .join(",")
@@ -379,7 +386,7 @@ impl Cluster {
             "--initial-cluster".into(),
             self.initial_cluster(),
             "--initial-cluster-state".into(),
-            "new".into(),
+            if m.joining { "existing" } else { "new" }.into(),
             "--initial-cluster-token".into(),
             self.token.clone(),
         ];
@@ -410,6 +417,52 @@ impl Cluster {
             )
         });
         self.member_mut(i).child = Some(child);
+    }
+
+    /// Reserves ports and a directory for a new member `m{n+1}` (not started, not yet in the
+    /// cluster: `etcdctl member add` it, then [`Cluster::start_joining`]); returns its number.
+    pub fn add_member_slot(&mut self) -> usize {
+        let i = self.members.len() + 1;
+        let dir = self.root.path().join(format!("m{i}"));
+        fs::create_dir_all(&dir).expect("create member dir");
+        self.members.push(Member {
+            name: format!("m{i}"),
+            client: claim_port(),
+            peer: claim_port(),
+            data_dir: dir.join("data"),
+            log_path: dir.join(format!("m{i}.log")),
+            child: None,
+            joining: true,
+            removed: false,
+        });
+        i
+    }
+
+    /// Starts member `i` with `--initial-cluster-state existing`.
+    pub fn start_joining(&mut self, i: usize) {
+        self.member_mut(i).joining = true;
+        self.spawn_member(i);
+    }
+
+    /// Records that member `i` was removed from the cluster; `wait_exit` then reaps it.
+    pub fn mark_removed(&mut self, i: usize) {
+        self.member_mut(i).removed = true;
+    }
+
+    /// Waits up to `timeout` for member `i`'s process to exit on its own; true if it did.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(child) = self.member_mut(i).child.as_mut() else { return true };
+            if let Ok(Some(_)) = child.try_wait() {
+                self.member_mut(i).child = None;
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Comma-separated client endpoints of all members (dead or alive).

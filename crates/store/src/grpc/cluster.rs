@@ -1,5 +1,4 @@
-//! `etcdserverpb.Cluster`. Membership changes arrive with the membership issue; until then
-//! they answer `Unimplemented` rather than pretending.
+//! `etcdserverpb.Cluster`: the member list and membership changes (see `membership.rs`).
 
 use std::sync::Arc;
 
@@ -11,6 +10,8 @@ use kaname_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::observed;
+use crate::error::EtcdError;
+use crate::membership::MembershipChange;
 use crate::raft::state_machine::member_attributes;
 use crate::server::EtcdServer;
 
@@ -43,22 +44,56 @@ pub fn members(server: &EtcdServer) -> Vec<Member> {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, _req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
-        Err(Status::unimplemented("member add is not supported yet"))
+    async fn member_add(&self, req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        let s = &self.server;
+        observed(s, "etcdserverpb.Cluster", "MemberAdd", async {
+            let r = req.into_inner();
+            let urls = check_urls(&r.peer_ur_ls)?;
+            // etcd's NewMember for an added member: its peer URLs plus the time, so re-adding the
+            // same URLs later gives a new ID.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let id = crate::config::member_id(&urls, &now.as_secs().to_string());
+            s.change_membership(MembershipChange::Add { id, peer_urls: urls.clone(), learner: r.is_learner }).await?;
+            let members = members_once(s, |ms| ms.iter().any(|m| m.id == id)).await;
+            let member = Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: urls,
+                client_ur_ls: Vec::new(),
+                is_learner: r.is_learner,
+            };
+            let mut resp = MemberAddResponse { header: None, member: Some(member), members };
+            s.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
     }
 
-    async fn member_remove(
-        &self,
-        _req: Request<MemberRemoveRequest>,
-    ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented("member remove is not supported yet"))
+    async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        let s = &self.server;
+        observed(s, "etcdserverpb.Cluster", "MemberRemove", async {
+            let id = req.into_inner().id;
+            s.change_membership(MembershipChange::Remove(id)).await?;
+            let members = members_once(s, |ms| ms.iter().all(|m| m.id != id)).await;
+            let mut resp = MemberRemoveResponse { header: None, members };
+            s.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
     }
 
-    async fn member_update(
-        &self,
-        _req: Request<MemberUpdateRequest>,
-    ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented("member update is not supported yet"))
+    async fn member_update(&self, req: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        let s = &self.server;
+        observed(s, "etcdserverpb.Cluster", "MemberUpdate", async {
+            let r = req.into_inner();
+            let urls = check_urls(&r.peer_ur_ls)?;
+            s.change_membership(MembershipChange::Update { id: r.id, peer_urls: urls.clone() }).await?;
+            let members = members_once(s, |ms| ms.iter().any(|m| m.id == r.id && m.peer_ur_ls == urls)).await;
+            let mut resp = MemberUpdateResponse { header: None, members };
+            s.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
     }
 
     async fn member_list(&self, req: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
@@ -77,8 +112,50 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _req: Request<MemberPromoteRequest>,
+        req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented("member promote is not supported yet"))
+        let s = &self.server;
+        observed(s, "etcdserverpb.Cluster", "MemberPromote", async {
+            let id = req.into_inner().id;
+            s.change_membership(MembershipChange::Promote(id)).await?;
+            let members = members_once(s, |ms| ms.iter().any(|m| m.id == id && !m.is_learner)).await;
+            let mut resp = MemberPromoteResponse { header: None, members };
+            s.fill_header(&mut resp.header);
+            Ok(Response::new(resp))
+        })
+        .await
+    }
+}
+
+/// etcd's `types.NewURLs` check on the URLs of a member add or update.
+fn check_urls(urls: &[String]) -> Result<Vec<String>, EtcdError> {
+    let valid = !urls.is_empty()
+        && urls.iter().all(|u| {
+            url::Url::parse(u).is_ok_and(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.port().is_some()
+                    && matches!(p.path(), "" | "/")
+                    && p.query().is_none()
+            })
+        });
+    if !valid {
+        return Err(EtcdError::BadMemberUrls);
+    }
+    let mut urls = urls.to_vec();
+    urls.sort();
+    Ok(urls)
+}
+
+/// The member list once this member's own view shows the change (etcd answers after applying
+/// the configuration change locally); gives up waiting after a few seconds and answers with
+/// what it has.
+async fn members_once(s: &EtcdServer, done: impl Fn(&[Member]) -> bool) -> Vec<Member> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let ms = members(s);
+        if done(&ms) || tokio::time::Instant::now() >= deadline {
+            return ms;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -28,6 +28,8 @@ pub enum PeerRpc {
     Forward,
     ReadIndex,
     Lease,
+    Hello,
+    Membership,
 }
 
 /// Lazily connected channels to the other members, shared by Raft replication and request
@@ -35,7 +37,16 @@ pub enum PeerRpc {
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Fires when a peer refused us as a removed member (see `REMOVED_MEMBER`).
+    pub removed: Arc<tokio::sync::Notify>,
+    /// Per peer URL, since when every call to it has succeeded (etcd's `ActiveSince`): the
+    /// strict reconfiguration checks only trust peers that have been reachable for a while.
+    active_since: Arc<Mutex<HashMap<String, std::time::Instant>>>,
 }
+
+/// What a member answers to messages from a member that was removed from the cluster (etcd
+/// answers such peers with "410 Gone"); the removed member stops when it sees it.
+pub const REMOVED_MEMBER: &str = "kaname: the member has been permanently removed from the cluster";
 
 /// Why a peer call failed. The distinction matters for forwarded writes: only a request
 /// that surely never reached the peer may be sent again without risking a double apply.
@@ -69,6 +80,23 @@ impl PeerChannels {
         Ok(ch)
     }
 
+    /// Since when the member at `node` has answered every call, or `None` if the last call
+    /// failed or none was made.
+    pub fn active_since(&self, node: &MemberNode) -> Option<std::time::Instant> {
+        let url = node.peer_urls.first()?;
+        self.active_since.lock().expect("active map").get(url).copied()
+    }
+
+    fn record_contact(&self, node: &MemberNode, ok: bool) {
+        let Some(url) = node.peer_urls.first() else { return };
+        let mut map = self.active_since.lock().expect("active map");
+        if ok {
+            map.entry(url.clone()).or_insert_with(std::time::Instant::now);
+        } else {
+            map.remove(url);
+        }
+    }
+
     /// Sends `req` to the peer and decodes its reply.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -91,21 +119,29 @@ impl PeerChannels {
                 PeerRpc::Forward => client.forward(request).await,
                 PeerRpc::ReadIndex => client.read_index(request).await,
                 PeerRpc::Lease => client.lease(request).await,
+                PeerRpc::Hello => client.hello(request).await,
+                PeerRpc::Membership => client.membership(request).await,
             }
         };
-        let reply = tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| PeerError::NoAnswer(format!("{rpc:?} to {} timed out", node.name)))?
-            .map_err(|s| {
+        let reply = match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(PeerError::NoAnswer(format!("{rpc:?} to {} timed out", node.name))),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(s)) => {
                 let msg = format!("{rpc:?} to {}: {}", node.name, s.message());
-                // tonic reports a failed (lazy) connect with this text; anything else may have
-                // reached the peer.
-                if s.message().contains("tcp connect error") {
-                    PeerError::Unreachable(msg)
+                if s.message() == REMOVED_MEMBER {
+                    self.removed.notify_one();
+                    Err(PeerError::Protocol(msg))
+                } else if s.message().contains("tcp connect error") {
+                    // tonic reports a failed (lazy) connect with this text; anything else may
+                    // have reached the peer.
+                    Err(PeerError::Unreachable(msg))
                 } else {
-                    PeerError::NoAnswer(msg)
+                    Err(PeerError::NoAnswer(msg))
                 }
-            })?;
+            }
+        };
+        self.record_contact(node, reply.is_ok());
+        let reply = reply?;
         bincode::deserialize(&reply.into_inner().data).map_err(|e| PeerError::Protocol(e.to_string()))
     }
 }

@@ -32,6 +32,19 @@ const END: u8 = 0xFF;
 
 const META_APPLIED: &str = "raft_applied";
 const META_MEMBERSHIP: &str = "raft_membership";
+/// Members a membership change removed (etcd's `RemovedMemberIDs`): their messages are refused,
+/// which is how a removed member learns it is out (see `peer.rs`).
+const META_REMOVED_MEMBERS: &str = "removed_members";
+
+/// The IDs of the members removed from the cluster so far.
+pub fn removed_members(store: &MvccStore) -> std::collections::BTreeSet<u64> {
+    store
+        .get_meta(META_REMOVED_MEMBERS)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
 /// Member attributes published through Raft: JSON map of member id to [`MemberAttributes`].
 pub const META_MEMBER_ATTRS: &str = "member_attributes";
 
@@ -284,11 +297,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last_applied = None;
         let mut membership = None;
         let mut attrs = None;
+        let mut removed = None;
         for entry in entries {
             last_applied = Some(entry.log_id);
             let result = match &entry.payload {
                 EntryPayload::Blank => ProposalResult::default(),
                 EntryPayload::Membership(m) => {
+                    let before =
+                        membership.clone().or_else(|| self.read_meta::<Membership>(META_MEMBERSHIP).ok().flatten());
+                    if let Some(before) = before {
+                        let gone: Vec<u64> = before
+                            .membership()
+                            .nodes()
+                            .map(|(id, _)| *id)
+                            .filter(|id| m.get_node(id).is_none())
+                            .collect();
+                        if !gone.is_empty() {
+                            removed.get_or_insert_with(|| removed_members(&self.store)).extend(gone);
+                        }
+                    }
                     membership = Some(Membership::new(Some(entry.log_id), m.clone()));
                     ProposalResult::default()
                 }
@@ -312,6 +339,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.set_meta(META_APPLIED, &ser(&last_applied)).map_err(storage_io_err)?;
         if let Some(m) = &membership {
             batch.set_meta(META_MEMBERSHIP, &ser(m)).map_err(storage_io_err)?;
+        }
+        if let Some(r) = &removed {
+            batch
+                .set_meta(META_REMOVED_MEMBERS, &serde_json::to_vec(r).map_err(storage_io_err)?)
+                .map_err(storage_io_err)?;
         }
         if let Some(a) = &attrs {
             batch
