@@ -131,6 +131,10 @@ fn add_join_update_remove(flavor: Flavor) -> Transcript {
     r.step("m4 reads what was written before it joined", m4, &["get", "before", "--print-value-only"]);
     r.step("put through m4", m4, &["put", "via-m4", "ok"]);
     r.step("m1 reads it", 1, &["get", "via-m4", "--print-value-only"]);
+    // A joined member restarts from its data (its ID came from `member add`, not the flags).
+    r.c.restart(m4);
+    r.c.wait_healthy();
+    r.step("m4 after a restart", m4, &["get", "via-m4", "--print-value-only"]);
     r.step("member list, 4 started", 3, &["member", "list"]);
     let id4 = r.id_of(m4);
 
