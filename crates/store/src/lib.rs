@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod peer;
 pub mod raft;
+pub mod restore;
 pub mod run;
 pub mod server;
 pub mod watch;

@@ -36,6 +36,11 @@ const META_MEMBERSHIP: &str = "raft_membership";
 /// which is how a removed member learns it is out (see `peer.rs`).
 const META_REMOVED_MEMBERS: &str = "removed_members";
 
+/// Meta rows that describe the cluster a snapshot came from, not its data: a restore into a new
+/// cluster drops them.
+pub(crate) const OLD_CLUSTER_META: [&str; 4] =
+    [META_APPLIED, META_MEMBERSHIP, META_REMOVED_MEMBERS, META_MEMBER_ATTRS];
+
 /// The IDs of the members removed from the cluster so far.
 pub fn removed_members(store: &MvccStore) -> std::collections::BTreeSet<u64> {
     store
@@ -427,7 +432,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-fn read_snapshot_rows(
+pub(crate) fn read_snapshot_rows(
     r: &mut impl Read,
     put: &mut dyn FnMut(u8, &[u8], &[u8]) -> Result<(), EtcdError>,
 ) -> Result<(), EtcdError> {
