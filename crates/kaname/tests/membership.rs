@@ -211,6 +211,32 @@ fn remove_leader(flavor: Flavor) -> Transcript {
     r.out.iter().map(|(l, t)| (l.clone(), generic_ids(t))).collect()
 }
 
+/// `move-leader` hands leadership to the member asked for, while writes keep succeeding.
+fn move_leader(flavor: Flavor) -> Transcript {
+    let mut r = Run::start(flavor);
+    let leader = r.c.wait_leader(Duration::from_secs(10));
+    let target = if leader == 3 { 2 } else { 3 };
+    let target_id = r.id_of(target);
+    let endpoints = r.c.endpoints();
+    let writer = std::thread::spawn(move || {
+        (0..30).filter(|i| !etcdctl(&endpoints, &["put", &format!("w{i}"), "v"], None).success()).count()
+    });
+    let all = r.c.endpoints();
+    let o = etcdctl(&all, &["move-leader", &target_id], None);
+    r.note("move-leader", generic_ids(&r.masker.normalize(&unpad(&format!("{}[exit {}]", o.stdout, o.code())), false)));
+    r.note("the target leads", r.c.wait_leader(Duration::from_secs(5)) == target);
+    r.note("failed writes during the transfer", writer.join().unwrap());
+    let o = etcdctl(&all, &["move-leader", "1234"], None);
+    let err: String = o.stderr.lines().filter(|l| l.starts_with("Error")).collect();
+    r.note("move-leader to a stranger", format!("{err} [exit {}]", o.code()));
+    r.out
+}
+
+#[test]
+fn move_leader_matches_etcd() {
+    compare(move_leader);
+}
+
 #[test]
 fn add_join_update_remove_matches_etcd() {
     compare(add_join_update_remove);

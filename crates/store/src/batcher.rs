@@ -49,6 +49,9 @@ pub struct Route {
     pub peers: PeerChannels,
     pub member_id: u64,
     pub timeout: Duration,
+    /// True while this leader hands leadership over (`MoveLeader`): new proposals wait, as
+    /// etcd blocks proposals during a transfer, so the followers' leases can run out.
+    pub transferring: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Route {
@@ -81,6 +84,10 @@ impl Route {
 
     /// Appends the batch as one Raft entry (this member must lead) and waits for its apply.
     async fn propose_here(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
+        if *self.transferring.borrow() {
+            let mut t = self.transferring.clone();
+            let _ = tokio::time::timeout(self.timeout, t.wait_for(|busy| !*busy)).await;
+        }
         match tokio::time::timeout(self.timeout, self.raft.client_write(Proposal(cmds))).await {
             Ok(Ok(resp)) => ForwardReply::Done(resp.log_id.index, resp.data.0),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => ForwardReply::NotLeader(f.leader_id),

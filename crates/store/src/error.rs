@@ -64,6 +64,10 @@ pub enum EtcdError {
     BadMemberUrls,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     #[error("etcdserver: lease already exists")]
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
@@ -78,9 +82,8 @@ impl EtcdError {
             EmptyKey | TooManyOps | DuplicateKey | RequestTooLarge | ValueProvided | LeaseProvided | KeyNotFound
             | BadMemberUrls => Code::InvalidArgument,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists | PeerUrlExists | TooManyLearners | NotEnoughStarted | MemberNotLearner | LearnerNotReady => {
-                Code::FailedPrecondition
-            }
+            LeaseExists | PeerUrlExists | TooManyLearners | NotEnoughStarted | MemberNotLearner | LearnerNotReady
+            | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoLeader | LeaderChanged | Timeout | Stopped | Unhealthy => Code::Unavailable,
             NoSpace => Code::ResourceExhausted,

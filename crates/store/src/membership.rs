@@ -217,6 +217,67 @@ impl EtcdServer {
     }
 }
 
+impl EtcdServer {
+    /// etcd's `MoveLeader`, on the leader: hands leadership to the voter `target`.
+    ///
+    /// openraft 0.9 has no TimeoutNow message, so the transfer is done with what it has: new
+    /// proposals wait and heartbeats stop (as etcd blocks proposals during a transfer), the
+    /// target is let catch up, the followers' leader lease runs out, and then the target is
+    /// told to campaign at once, ahead of every other member's election timer. With an
+    /// up-to-date log it wins; the old leader steps down when it hears from it.
+    pub async fn move_leader(&self, target: u64) -> Result<(), EtcdError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.member_id) {
+            return Err(EtcdError::NotLeader);
+        }
+        if target == self.member_id {
+            return Ok(());
+        }
+        if !m.membership_config.membership().voter_ids().any(|v| v == target) {
+            return Err(EtcdError::BadLeaderTransferee);
+        }
+        let node = self.node_of(target).ok_or(EtcdError::BadLeaderTransferee)?;
+        let deadline = Instant::now() + self.limits.request_timeout;
+        self.transferring.send_replace(true);
+        self.raft.runtime_config().heartbeat(false);
+        let outcome = self.hand_over(target, &node, deadline).await;
+        self.raft.runtime_config().heartbeat(true);
+        self.transferring.send_replace(false);
+        outcome
+    }
+
+    async fn hand_over(&self, target: u64, node: &MemberNode, deadline: Instant) -> Result<(), EtcdError> {
+        // The target must hold the whole log, or it cannot win.
+        let mut metrics = self.raft.metrics();
+        let caught_up = metrics.wait_for(|m| {
+            let last = m.last_log_index;
+            let matched = m.replication.as_ref().and_then(|r| r.get(&target).cloned().flatten()).map(|l| l.index);
+            last.is_some() && matched >= last
+        });
+        if tokio::time::timeout_at(deadline, caught_up).await.is_err() {
+            return Err(EtcdError::Timeout);
+        }
+        // Let the followers' leader lease expire, so they vote for the target.
+        tokio::time::sleep(self.limits.leader_lease + Duration::from_millis(50)).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.peers.call::<(), Result<(), String>>(node, PeerRpc::Campaign, &(), left).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(internal(e)),
+            Err(_) => return Err(EtcdError::Timeout),
+        }
+        let mut metrics = self.raft.metrics();
+        let elected = matches!(
+            tokio::time::timeout_at(deadline, metrics.wait_for(|m| m.current_leader == Some(target))).await,
+            Ok(Ok(_))
+        );
+        if elected {
+            Ok(())
+        } else {
+            Err(EtcdError::Timeout)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,12 @@ impl RaftPeer for PeerService {
         encode(&self.server.cluster_view())
     }
 
+    async fn campaign(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let () = decode(req)?;
+        let started = self.server.raft.trigger().elect().await.map_err(|e| e.to_string());
+        encode(&started)
+    }
+
     async fn membership(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         encode(&self.server.change_membership_as_leader(decode(req)?).await)
     }

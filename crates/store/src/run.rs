@@ -166,7 +166,14 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     }
 
     let request_timeout = Duration::from_millis(5000 + 2 * cfg.election_timeout_ms);
-    let route = crate::batcher::Route { raft: raft.clone(), peers: peers.clone(), member_id, timeout: request_timeout };
+    let (transferring, transferring_rx) = tokio::sync::watch::channel(false);
+    let route = crate::batcher::Route {
+        raft: raft.clone(),
+        peers: peers.clone(),
+        member_id,
+        timeout: request_timeout,
+        transferring: transferring_rx,
+    };
     let server = Arc::new(EtcdServer {
         batcher: crate::batcher::Batcher::start(route),
         applied: applied_rx,
@@ -180,7 +187,10 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             max_request_bytes: cfg.max_request_bytes,
             request_timeout,
             quota_backend_bytes: cfg.quota_backend_bytes,
+            // = openraft's leader lease (election_timeout_max, see raft_config above).
+            leader_lease: Duration::from_millis(cfg.election_timeout_ms / 2),
         },
+        transferring,
         peers,
         metrics,
     });

@@ -31,6 +31,8 @@ pub struct RequestLimits {
     pub request_timeout: Duration,
     /// `--quota-backend-bytes`: past it this member raises the `NOSPACE` alarm.
     pub quota_backend_bytes: u64,
+    /// How long followers keep trusting a silent leader (openraft's leader lease).
+    pub leader_lease: Duration,
 }
 
 /// A forwarded request's outcome as the leader reports it.
@@ -57,6 +59,8 @@ pub struct EtcdServer {
     pub batcher: Batcher,
     /// The last log index applied to `store`, published by the state machine.
     pub applied: watch::Receiver<u64>,
+    /// Set while this leader transfers leadership (see `batcher::Route::transferring`).
+    pub transferring: watch::Sender<bool>,
 }
 
 /// How often to look again for a leader while none is known.

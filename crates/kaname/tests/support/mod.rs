@@ -307,6 +307,15 @@ impl Cluster {
     }
 
     pub fn spawn_with(flavor: Flavor, n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::unstarted(flavor, n, extra);
+        for i in 1..=n {
+            c.spawn_member(i);
+        }
+        c
+    }
+
+    /// Ports and directories for `n` members, none started.
+    fn unstarted(flavor: Flavor, n: usize, extra: &[&str]) -> Cluster {
         assert!(n >= 1, "a cluster needs at least one member");
         let root = tempfile::Builder::new()
             .prefix(&format!("kaname-it-{}-", flavor.label()))
@@ -334,11 +343,28 @@ impl Cluster {
             })
             .collect();
         let extra_args = extra.iter().map(|s| s.to_string()).collect();
-        let mut c = Cluster { flavor, token, extra_args, members, root };
-        for i in 1..=n {
-            c.spawn_member(i);
+        Cluster { flavor, token, extra_args, members, root }
+    }
+
+    /// Reserves ports and directories for `n` members without starting them (e.g. to restore
+    /// a snapshot into their data dirs first); then [`Cluster::start_all`].
+    pub fn prepare(flavor: Flavor, n: usize) -> Cluster {
+        Cluster::unstarted(flavor, n, &[])
+    }
+
+    /// Starts every member that is not running and waits until the cluster is healthy.
+    pub fn start_all(&mut self) {
+        for i in 1..=self.members.len() {
+            if self.member(i).child.is_none() && !self.member(i).removed {
+                self.spawn_member(i);
+            }
         }
-        c
+        self.wait_healthy();
+    }
+
+    /// `--initial-cluster-token` of this cluster.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     pub fn size(&self) -> usize {

@@ -1,5 +1,5 @@
-//! `etcdserverpb.Maintenance`: status, consistency checks, alarms, defragmentation and
-//! snapshots. Leader transfer answers `Unimplemented` until it is built.
+//! `etcdserverpb.Maintenance`: status, consistency checks, alarms, defragmentation, snapshots
+//! and leader transfer.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -192,8 +192,16 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn move_leader(&self, _req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("move-leader is not supported yet"))
+    async fn move_leader(&self, req: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let s = &self.server;
+        observed(s, "etcdserverpb.Maintenance", "MoveLeader", async {
+            s.move_leader(req.into_inner().target_id).await?;
+            let mut resp = MoveLeaderResponse { header: None };
+            s.fill_header(&mut resp.header);
+            resp.header.as_mut().expect("filled").revision = s.store.current_rev();
+            Ok(Response::new(resp))
+        })
+        .await
     }
 
     async fn downgrade(&self, _req: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {

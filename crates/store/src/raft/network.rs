@@ -30,6 +30,7 @@ pub enum PeerRpc {
     Lease,
     Hello,
     Membership,
+    Campaign,
 }
 
 /// Lazily connected channels to the other members, shared by Raft replication and request
@@ -121,6 +122,7 @@ impl PeerChannels {
                 PeerRpc::Lease => client.lease(request).await,
                 PeerRpc::Hello => client.hello(request).await,
                 PeerRpc::Membership => client.membership(request).await,
+                PeerRpc::Campaign => client.campaign(request).await,
             }
         };
         let reply = match tokio::time::timeout(timeout, fut).await {

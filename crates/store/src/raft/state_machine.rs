@@ -38,8 +38,7 @@ const META_REMOVED_MEMBERS: &str = "removed_members";
 
 /// Meta rows that describe the cluster a snapshot came from, not its data: a restore into a new
 /// cluster drops them.
-pub(crate) const OLD_CLUSTER_META: [&str; 4] =
-    [META_APPLIED, META_MEMBERSHIP, META_REMOVED_MEMBERS, META_MEMBER_ATTRS];
+pub(crate) const OLD_CLUSTER_META: [&str; 4] = [META_APPLIED, META_MEMBERSHIP, META_REMOVED_MEMBERS, META_MEMBER_ATTRS];
 
 /// The IDs of the members removed from the cluster so far.
 pub fn removed_members(store: &MvccStore) -> std::collections::BTreeSet<u64> {
