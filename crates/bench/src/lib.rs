@@ -1,12 +1,22 @@
 //! `kaname bench`: load generator for any etcd v3 endpoint (kaname or real etcd), modeled on
-//! etcd's own `benchmark` tool, so both systems are measured by the same client code.
+//! etcd's own `benchmark` tool (same subcommands, flags and report), so both systems are
+//! measured by the same client code.
 
+mod report;
+mod watch;
+
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use kaname_proto::etcdserverpb::kv_client::KvClient;
-use kaname_proto::etcdserverpb::{PutRequest, RangeRequest};
+use kaname_proto::etcdserverpb::lease_client::LeaseClient;
+use kaname_proto::etcdserverpb::{
+    request_op, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 use tonic::transport::{Channel, Endpoint};
+
+pub use report::Results;
 
 #[derive(Args, Clone, Debug)]
 pub struct CommonFlags {
@@ -24,24 +34,50 @@ pub struct CommonFlags {
     pub total: usize,
 }
 
+/// Which keys the writes go to.
+#[derive(Args, Clone, Debug)]
+pub struct KeyFlags {
+    /// Key size of put request.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size of put request.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// Maximum possible keys.
+    #[arg(long, default_value_t = 1)]
+    pub key_space_size: u64,
+    /// Use sequential keys.
+    #[arg(long)]
+    pub sequential_keys: bool,
+}
+
+impl KeyFlags {
+    /// The key of request `n` of client `c`.
+    fn key(&self, c: usize, n: usize, per_client: usize) -> Vec<u8> {
+        self.keys(c, n, per_client, 1).pop().expect("one key")
+    }
+
+    /// `count` distinct keys (as distinct as the key space allows) for request `n` of client
+    /// `c`: etcd refuses a txn that writes one key twice.
+    fn keys(&self, c: usize, n: usize, per_client: usize, count: usize) -> Vec<Vec<u8>> {
+        let space = self.key_space_size.max(1);
+        let base = if self.sequential_keys {
+            ((c * per_client + n) * count) as u64 % space
+        } else {
+            rand::random::<u64>() % space
+        };
+        (0..count as u64).map(|j| key_bytes((base + j) % space, self.key_size)).collect()
+    }
+}
+
 #[derive(Subcommand, Clone, Debug)]
 pub enum BenchCommand {
     /// Benchmark put.
     Put {
         #[command(flatten)]
         common: CommonFlags,
-        /// Key size of put request.
-        #[arg(long, default_value_t = 8)]
-        key_size: usize,
-        /// Value size of put request.
-        #[arg(long, default_value_t = 8)]
-        val_size: usize,
-        /// Maximum possible keys.
-        #[arg(long, default_value_t = 1)]
-        key_space_size: u64,
-        /// Use sequential keys.
-        #[arg(long)]
-        sequential_keys: bool,
+        #[command(flatten)]
+        keys: KeyFlags,
     },
     /// Benchmark range.
     Range {
@@ -49,14 +85,30 @@ pub enum BenchCommand {
         common: CommonFlags,
         /// Key to range over.
         key: String,
+        /// Range end (exclusive); none reads the one key.
+        range_end: Option<String>,
         /// Linearizable ('l') or serializable ('s').
         #[arg(long, default_value = "l")]
         consistency: String,
     },
+    /// Benchmark txns that each put `--txn-ops` keys.
+    TxnPut {
+        #[command(flatten)]
+        common: CommonFlags,
+        #[command(flatten)]
+        keys: KeyFlags,
+        /// Number of puts per txn.
+        #[arg(long, default_value_t = 1)]
+        txn_ops: usize,
+    },
+    /// Benchmark the latency from a put to its event at many watchers.
+    Watch(watch::WatchFlags),
+    /// Benchmark lease keep-alives (one lease per client, renewed over a keep-alive stream).
+    LeaseKeepalive {
+        #[command(flatten)]
+        common: CommonFlags,
+    },
 }
-
-/// One measured request.
-type Sample = Duration;
 
 fn key_bytes(i: u64, size: usize) -> Vec<u8> {
     let mut k = vec![0u8; size.max(8)];
@@ -65,59 +117,38 @@ fn key_bytes(i: u64, size: usize) -> Vec<u8> {
     k
 }
 
-async fn connect(common: &CommonFlags) -> anyhow::Result<Vec<KvClient<Channel>>> {
+/// Opens `conns` connections, spread over the endpoints.
+pub(crate) async fn connect(endpoints: &[String], conns: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
-    for i in 0..common.conns.max(1) {
-        let ep = &common.endpoints[i % common.endpoints.len()];
+    for i in 0..conns.max(1) {
+        let ep = &endpoints[i % endpoints.len()];
         let url = if ep.contains("://") { ep.clone() } else { format!("http://{ep}") };
-        let ch = Endpoint::from_shared(url)?.tcp_nodelay(true).connect().await?;
-        out.push(KvClient::new(ch));
+        out.push(Endpoint::from_shared(url)?.tcp_nodelay(true).connect().await?);
     }
     Ok(out)
 }
 
-/// Runs the benchmark and prints a report in the shape of etcd's `benchmark`.
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let common = match &cmd {
-        BenchCommand::Put { common, .. } | BenchCommand::Range { common, .. } => common.clone(),
-    };
-    let conns = connect(&common).await?;
+/// Runs `--clients` closed loops sharing `--total` requests; `op(client, n, channel)` issues
+/// one request and says whether it succeeded.
+async fn closed_loop<F, Fut>(common: &CommonFlags, op: F) -> anyhow::Result<Results>
+where
+    F: Fn(usize, usize, Channel) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let conns = connect(&common.endpoints, common.conns).await?;
     let clients = common.clients.max(1);
     let per_client = common.total / clients;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let mut kv = conns[c % conns.len()].clone();
-        let cmd = cmd.clone();
+        let ch = conns[c % conns.len()].clone();
+        let op = op.clone();
         tasks.push(tokio::spawn(async move {
-            let mut samples: Vec<Sample> = Vec::with_capacity(per_client);
+            let mut samples = Vec::with_capacity(per_client);
             let mut errors = 0usize;
             for n in 0..per_client {
                 let t = Instant::now();
-                let ok = match &cmd {
-                    BenchCommand::Put { key_size, val_size, key_space_size, sequential_keys, .. } => {
-                        let i = if *sequential_keys {
-                            (c * per_client + n) as u64 % key_space_size.max(&1)
-                        } else {
-                            rand::random::<u64>() % key_space_size.max(&1)
-                        };
-                        let req = PutRequest {
-                            key: key_bytes(i, *key_size),
-                            value: vec![b'x'; *val_size],
-                            ..Default::default()
-                        };
-                        kv.put(req).await.is_ok()
-                    }
-                    BenchCommand::Range { key, consistency, .. } => {
-                        let req = RangeRequest {
-                            key: key.as_bytes().to_vec(),
-                            serializable: consistency == "s",
-                            ..Default::default()
-                        };
-                        kv.range(req).await.is_ok()
-                    }
-                };
-                if ok {
+                if op(c, n, ch.clone()).await {
                     samples.push(t.elapsed());
                 } else {
                     errors += 1;
@@ -126,38 +157,112 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             (samples, errors)
         }));
     }
-    let mut samples = Vec::new();
-    let mut errors = 0;
+    let mut results = Results { samples: Vec::new(), errors: 0, total: Duration::ZERO };
     for t in tasks {
         let (s, e) = t.await?;
-        samples.extend(s);
-        errors += e;
+        results.samples.extend(s);
+        results.errors += e;
     }
-    report(&samples, errors, start.elapsed());
+    results.total = start.elapsed();
+    Ok(results)
+}
+
+/// Runs the benchmark and prints a report in the shape of etcd's `benchmark`.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    let results = match cmd {
+        BenchCommand::Put { common, keys } => {
+            let per_client = common.total / common.clients.max(1);
+            closed_loop(&common, move |c, n, ch| {
+                let req = PutRequest {
+                    key: keys.key(c, n, per_client),
+                    value: vec![b'x'; keys.val_size],
+                    ..Default::default()
+                };
+                async move { KvClient::new(ch).put(req).await.is_ok() }
+            })
+            .await?
+        }
+        BenchCommand::Range { common, key, range_end, consistency } => {
+            let req = RangeRequest {
+                key: key.into_bytes(),
+                range_end: range_end.map(String::into_bytes).unwrap_or_default(),
+                serializable: consistency == "s",
+                ..Default::default()
+            };
+            closed_loop(&common, move |_, _, ch| {
+                let req = req.clone();
+                async move { KvClient::new(ch).range(req).await.is_ok() }
+            })
+            .await?
+        }
+        BenchCommand::TxnPut { common, keys, txn_ops } => {
+            let per_client = common.total / common.clients.max(1);
+            closed_loop(&common, move |c, n, ch| {
+                let success = keys
+                    .keys(c, n, per_client, txn_ops.max(1))
+                    .into_iter()
+                    .map(|key| RequestOp {
+                        request: Some(request_op::Request::RequestPut(PutRequest {
+                            key,
+                            value: vec![b'x'; keys.val_size],
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                let req = TxnRequest { success, ..Default::default() };
+                async move { KvClient::new(ch).txn(req).await.is_ok() }
+            })
+            .await?
+        }
+        BenchCommand::Watch(flags) => watch::run(flags).await?,
+        BenchCommand::LeaseKeepalive { common } => lease_keepalive(common).await?,
+    };
+    results.print();
     Ok(())
 }
 
-fn report(samples: &[Sample], errors: usize, total: Duration) {
-    let mut s: Vec<f64> = samples.iter().map(|d| d.as_secs_f64()).collect();
-    s.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    let pct = |p: f64| -> f64 {
-        if s.is_empty() {
-            return 0.0;
-        }
-        s[((p / 100.0) * (s.len() - 1) as f64).round() as usize]
-    };
-    let avg = s.iter().sum::<f64>() / s.len().max(1) as f64;
-    println!("Summary:");
-    println!("  Total:\t{:.4} secs.", total.as_secs_f64());
-    println!("  Slowest:\t{:.4} secs.", s.last().copied().unwrap_or(0.0));
-    println!("  Fastest:\t{:.4} secs.", s.first().copied().unwrap_or(0.0));
-    println!("  Average:\t{avg:.4} secs.");
-    println!("  Requests/sec:\t{:.4}", s.len() as f64 / total.as_secs_f64());
-    if errors > 0 {
-        println!("  Errors:\t{errors}");
+/// Each client grants a lease, then renews it over its own keep-alive stream, one request
+/// in flight at a time (etcd's `benchmark lease-keepalive`).
+async fn lease_keepalive(common: CommonFlags) -> anyhow::Result<Results> {
+    let conns = connect(&common.endpoints, common.conns).await?;
+    let clients = common.clients.max(1);
+    let per_client = common.total / clients;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut lease = LeaseClient::new(conns[c % conns.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let id = lease.lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await?.into_inner().id;
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            // etcd (grpc-go) answers the call's headers only with its first response, so the
+            // first request must be queued before the call is awaited.
+            let mut t = Instant::now();
+            tx.send(LeaseKeepAliveRequest { id }).await?;
+            let mut responses =
+                lease.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+            let mut samples = Vec::with_capacity(per_client);
+            let mut errors = 0usize;
+            for n in 0..per_client {
+                if n > 0 {
+                    t = Instant::now();
+                }
+                let sent = n == 0 || tx.send(LeaseKeepAliveRequest { id }).await.is_ok();
+                let ok = sent && matches!(responses.message().await, Ok(Some(r)) if r.ttl > 0);
+                if ok {
+                    samples.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            Ok::<_, anyhow::Error>((samples, errors))
+        }));
     }
-    println!("\nLatency distribution:");
-    for p in [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9] {
-        println!("  {p}% in {:.4} secs.", pct(p));
+    let mut results = Results { samples: Vec::new(), errors: 0, total: Duration::ZERO };
+    for t in tasks {
+        let (s, e) = t.await??;
+        results.samples.extend(s);
+        results.errors += e;
     }
+    results.total = start.elapsed();
+    Ok(results)
 }
