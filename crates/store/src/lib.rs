@@ -20,6 +20,7 @@ pub mod peer;
 pub mod raft;
 pub mod run;
 pub mod server;
+pub mod tls;
 pub mod watch;
 
 pub use config::{ClusterState, EtcdConfig};

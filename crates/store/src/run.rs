@@ -57,9 +57,6 @@ impl Member {
 /// binds it.
 async fn bind(url: &str) -> anyhow::Result<TcpListener> {
     let u = url::Url::parse(url)?;
-    if u.scheme() == "https" {
-        bail!("{url}: TLS listeners are not supported yet");
-    }
     let host = match u.host_str() {
         Some("localhost") | None => "127.0.0.1".to_string(),
         Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
@@ -75,12 +72,25 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
+/// Serves gRPC and HTTP on a client (or metrics) listener: plain as before, or over TLS.
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+) -> std::io::Result<()> {
+    match tls {
+        None => axum::serve(listener.tap_io(no_delay), app).await,
+        Some(c) => axum::serve(crate::tls::TlsListener::new(listener, c), app).await,
+    }
+}
+
 /// Starts a member and returns once it listens (it may not have a leader yet).
 pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let members = cfg.initial_members()?;
     let me = members.iter().find(|m| m.name == cfg.name).expect("checked by initial_members").clone();
     let cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
 
+    crate::tls::check(&cfg)?;
     let dir = DataDir::new(&cfg.data_dir);
     match dir.inspect()? {
         Some(marker) => {
@@ -104,6 +114,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             dir.write_marker(&DataDir::new_marker(&cfg.name, me.id, cluster_id))?;
         }
     }
+
+    // After the data dir exists: auto TLS writes its certificates under it, as etcd.
+    let tls = crate::tls::setup(&cfg)?;
 
     let metrics = Arc::new(Metrics::new());
     let log_store = LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone())
@@ -138,7 +151,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     }
     .validate()?;
 
-    let peers = PeerChannels::default();
+    let peers = PeerChannels::new(tls.peer_client.clone());
     let raft = Raft::new(me.id, Arc::new(raft_config), NetworkFactory { channels: peers.clone() }, log_store, sm)
         .await
         .map_err(|e| anyhow!("start raft: {e}"))?;
@@ -182,16 +195,19 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         let svc = RaftPeerServer::new(PeerService { server: server.clone() })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        // serve_with_incoming ignores the builder's tcp_nodelay: set it on the listener here,
-        // or Raft and forwarding RPCs stall behind Nagle and delayed ACKs.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let peer_tls = if url.starts_with("https://") { tls.peer_server.clone() } else { None };
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(svc)
-                .serve_with_incoming(incoming)
-                .await
-            {
+            let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
+            let served = match peer_tls {
+                // serve_with_incoming ignores the builder's tcp_nodelay: set it on the listener
+                // here, or Raft and forwarding RPCs stall behind Nagle and delayed ACKs.
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                    router.serve_with_incoming(incoming).await
+                }
+                Some(c) => router.serve_with_incoming(crate::tls::TlsListener::new(listener, c).into_incoming()).await,
+            };
+            if let Err(e) = served {
                 tracing::error!("peer listener stopped: {e}");
             }
         }));
@@ -217,11 +233,12 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         client_addrs.push(listener.local_addr()?);
         let app = app.clone();
         let mut published = published_rx.clone();
+        let client_tls = if url.starts_with("https://") { tls.client_server.clone() } else { None };
         tasks.push(tokio::spawn(async move {
             if published.wait_for(|p| *p).await.is_err() {
                 return;
             }
-            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
+            if let Err(e) = serve_http(listener, client_tls, app).await {
                 tracing::error!("client listener stopped: {e}");
             }
         }));
@@ -229,8 +246,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     for url in &cfg.listen_metrics_urls {
         let listener = bind(url).await?;
         let app = crate::http::router(server.clone());
+        let metrics_tls = if url.starts_with("https://") { tls.client_server.clone() } else { None };
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
+            if let Err(e) = serve_http(listener, metrics_tls, app).await {
                 tracing::error!("metrics listener stopped: {e}");
             }
         }));

@@ -35,6 +35,8 @@ pub enum PeerRpc {
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// How to dial `https://` peer URLs (None: no peer TLS configured).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why a peer call failed. The distinction matters for forwarded writes: only a request
@@ -52,6 +54,10 @@ pub enum PeerError {
 }
 
 impl PeerChannels {
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        PeerChannels { channels: Default::default(), tls }
+    }
+
     pub fn channel(&self, node: &MemberNode) -> Result<Channel, PeerError> {
         let url =
             node.peer_urls.first().ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", node.name)))?;
@@ -59,12 +65,21 @@ impl PeerChannels {
         if let Some(ch) = map.get(url) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(url.clone())
+        let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| PeerError::Unreachable(e.to_string()))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .connect_lazy();
+            .http2_keep_alive_interval(Duration::from_secs(5));
+        let ch = if url.starts_with("https://") {
+            let tls = self.tls.clone().ok_or_else(|| {
+                PeerError::Unreachable(format!(
+                    "{url}: https peer URL but no peer TLS configured (--peer-trusted-ca-file)"
+                ))
+            })?;
+            endpoint.connect_with_connector_lazy(crate::tls::PeerConnector::new(tls))
+        } else {
+            endpoint.connect_lazy()
+        };
         map.insert(url.clone(), ch.clone());
         Ok(ch)
     }
@@ -100,7 +115,7 @@ impl PeerChannels {
                 let msg = format!("{rpc:?} to {}: {}", node.name, s.message());
                 // tonic reports a failed (lazy) connect with this text; anything else may have
                 // reached the peer.
-                if s.message().contains("tcp connect error") {
+                if s.message().contains("tcp connect error") || s.message().contains(crate::tls::HANDSHAKE_ERROR) {
                     PeerError::Unreachable(msg)
                 } else {
                     PeerError::NoAnswer(msg)
