@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a member of the etcd-compatible store (etcd's flags and defaults).
-    Etcd(EtcdFlags),
+    Etcd(Box<EtcdFlags>),
     /// Benchmark an etcd v3 endpoint (kaname or etcd) with the same client code.
     #[command(subcommand)]
     Bench(kaname_bench::BenchCommand),
