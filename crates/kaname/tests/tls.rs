@@ -120,6 +120,18 @@ struct TlsCluster {
 
 impl TlsCluster {
     fn start(flavor: Flavor, n: usize, peer_scheme: &str, server_flags: &[String], ctl_flags: &[String]) -> Self {
+        Self::start_env(flavor, n, peer_scheme, server_flags, &[], ctl_flags)
+    }
+
+    /// Like [`TlsCluster::start`], with `ETCD_*` variables set for every member.
+    fn start_env(
+        flavor: Flavor,
+        n: usize,
+        peer_scheme: &str,
+        server_flags: &[String],
+        env: &[(&str, String)],
+        ctl_flags: &[String],
+    ) -> Self {
         let root = tempfile::Builder::new().prefix(&format!("kaname-tls-{}-", flavor.label())).tempdir().unwrap();
         let members: Vec<TlsMember> = (1..=n)
             .map(|i| TlsMember {
@@ -166,7 +178,7 @@ impl TlsCluster {
                 args.extend(["--logger", "zap", "--log-outputs", "stderr"].map(String::from));
             }
             args.extend(server_flags.iter().cloned());
-            m.child = Some(spawn(flavor, &args, &m.log));
+            m.child = Some(spawn(flavor, &args, env, &m.log));
         }
         c.wait_healthy();
         c
@@ -265,11 +277,18 @@ fn command(flavor: Flavor) -> Command {
     c
 }
 
-fn spawn(flavor: Flavor, args: &[String], log: &Path) -> Child {
+fn spawn(flavor: Flavor, args: &[String], env: &[(&str, String)], log: &Path) -> Child {
     let out = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let mut err = out.try_clone().unwrap();
     let _ = writeln!(err, "=== {} {}", flavor.label(), args.join(" "));
-    command(flavor).args(args).stdin(Stdio::null()).stdout(out).stderr(err).spawn().expect("start server")
+    command(flavor)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start server")
 }
 
 /// Runs the same etcdctl commands on both clusters and asserts equal normalized output.
@@ -429,11 +448,13 @@ fn auto_tls_three_members_match_etcd() {
 fn https_without_certs_is_refused_as_etcd() {
     let dir = tempfile::tempdir().unwrap();
     let (c, p) = (claim_port(), claim_port());
-    let cases = [
-        ("https", "http", "TLS key/cert (--cert-file, --key-file) must be provided for client url"),
-        ("http", "https", "KeyFile and CertFile are not presented"),
+    let missing: &[&str] = &["--cert-file=/nonexistent/cert.pem", "--key-file=/nonexistent/key.pem"];
+    let cases: [(&str, &str, &[&str], &str); 3] = [
+        ("https", "http", &[], "TLS key/cert (--cert-file, --key-file) must be provided for client url"),
+        ("http", "https", &[], "KeyFile and CertFile are not presented"),
+        ("https", "http", missing, "open /nonexistent/cert.pem: no such file or directory"),
     ];
-    for (n, (cs, ps, msg)) in cases.iter().enumerate() {
+    for (n, (cs, ps, extra, msg)) in cases.iter().enumerate() {
         let client = format!("{cs}://127.0.0.1:{}", c.port);
         let peer = format!("{ps}://127.0.0.1:{}", p.port);
         for flavor in [Flavor::Etcd, Flavor::Kaname] {
@@ -442,6 +463,7 @@ fn https_without_certs_is_refused_as_etcd() {
                 .args(["--data-dir", &data.display().to_string(), "--listen-client-urls", &client])
                 .args(["--advertise-client-urls", &client, "--listen-peer-urls", &peer])
                 .args(["--initial-advertise-peer-urls", &peer, "--initial-cluster", &format!("default={peer}")])
+                .args(extra.iter())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -466,4 +488,27 @@ fn https_without_certs_is_refused_as_etcd() {
             assert!(err.contains(msg), "{}: expected {msg:?} in:\n{err}", flavor.label());
         }
     }
+}
+
+/// The TLS settings from `ETCD_*` variables instead of flags (kaname only: etcd reads the
+/// same variables, the harness strips them from etcd's environment).
+#[test]
+fn tls_from_etcd_environment_variables() {
+    let pki = Pki::new();
+    let env = [
+        ("ETCD_CERT_FILE", pki.path("server.pem")),
+        ("ETCD_KEY_FILE", pki.path("server-key.pem")),
+        ("ETCD_TRUSTED_CA_FILE", pki.path("ca.pem")),
+        ("ETCD_CLIENT_CERT_AUTH", "true".to_string()),
+        ("ETCD_PEER_AUTO_TLS", "true".to_string()),
+    ];
+    let kaname = TlsCluster::start_env(Flavor::Kaname, 1, "https", &[], &env, &pki.client_flags());
+    let out = kaname.ctl(1, &["put", "k", "v"]);
+    assert!(out.success(), "{out:?}");
+    let peer_cert = kaname.members[0].data_dir.join("fixtures/peer/cert.pem");
+    assert!(peer_cert.exists(), "ETCD_PEER_AUTO_TLS wrote no {}", peer_cert.display());
+    // ETCD_CLIENT_CERT_AUTH took effect: a client without a certificate is refused.
+    let ca = format!("--cacert={}", pki.path("ca.pem"));
+    let out = etcdctl_timeout(&kaname.endpoint(1), &[&ca, "--dial-timeout=1s", "get", "k"], None, "2s");
+    assert!(!out.success(), "a client without a certificate was served: {out:?}");
 }

@@ -500,3 +500,57 @@ impl tower_service::Service<Uri> for PeerConnector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(client: &str, peer: &str) -> EtcdConfig {
+        EtcdConfig {
+            listen_client_urls: vec![format!("{client}://127.0.0.1:2379")],
+            listen_peer_urls: vec![format!("{peer}://127.0.0.1:2380")],
+            ..EtcdConfig::default()
+        }
+    }
+
+    #[test]
+    fn https_needs_a_certificate_with_etcds_messages() {
+        let e = check(&cfg("https", "http")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
+        );
+        let e = check(&cfg("http", "https")).unwrap_err().to_string();
+        assert_eq!(e, "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented");
+        check(&cfg("http", "http")).unwrap();
+        check(&EtcdConfig { client_auto_tls: true, peer_auto_tls: true, ..cfg("https", "https") }).unwrap();
+    }
+
+    #[test]
+    fn self_cert_is_written_once_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = dir.path().join("fixtures").join("client");
+        let info = self_cert(&fixtures, &["127.0.0.1".into(), "localhost".into()], 1).unwrap();
+        assert!(info.self_cert);
+        let first = std::fs::read(fixtures.join("cert.pem")).unwrap();
+        // A restart reuses the certificate instead of minting a new one (as etcd).
+        self_cert(&fixtures, &["127.0.0.1".into()], 1).unwrap();
+        assert_eq!(first, std::fs::read(fixtures.join("cert.pem")).unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(fixtures.join("key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        server_config(&info).unwrap();
+        peer_client_config(&info).unwrap();
+    }
+
+    #[test]
+    fn missing_files_are_reported_as_go_does() {
+        let info = TlsInfo {
+            cert_file: Some("/nonexistent/cert.pem".into()),
+            key_file: Some("/nonexistent/key.pem".into()),
+            ..TlsInfo::default()
+        };
+        let e = server_config(&info).unwrap_err().to_string();
+        assert_eq!(e, "open /nonexistent/cert.pem: no such file or directory");
+    }
+}
