@@ -371,6 +371,23 @@ fn client_tls_one_member_matches_etcd() {
     }
 }
 
+/// etcd requires client certificates as soon as `--trusted-ca-file` is given, even without
+/// `--client-cert-auth`; so does kaname.
+#[test]
+fn trusted_ca_alone_requires_client_certificates() {
+    let pki = Pki::new();
+    let flags: Vec<String> = pki.server_flags().into_iter().filter(|f| !f.contains("cert-auth")).collect();
+    let ctl = pki.client_flags();
+    let etcd = TlsCluster::start(Flavor::Etcd, 1, "http", &flags, &ctl);
+    let kaname = TlsCluster::start(Flavor::Kaname, 1, "http", &flags, &ctl);
+    compare(&etcd, &kaname, &[(1, &["put", "k", "v"]), (1, &["get", "k"])]);
+    let ca = format!("--cacert={}", pki.path("ca.pem"));
+    let run = |c: &TlsCluster| etcdctl_timeout(&c.endpoint(1), &[&ca, "--dial-timeout=1s", "get", "k"], None, "2s");
+    let (e, k) = (run(&etcd), run(&kaname));
+    assert!(!e.success(), "etcd served a client without a certificate: {e:?}");
+    assert_eq!(e.code(), k.code(), "etcd: {e:?}\nkaname: {k:?}");
+}
+
 fn curl(args: &[&str]) -> String {
     match Command::new("curl").args(args).output() {
         Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -263,7 +263,9 @@ fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
 fn server_config(info: &TlsInfo) -> anyhow::Result<Arc<ServerConfig>> {
     let (certs, key) = load_identity(info)?;
     let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
-    let builder = if info.client_cert_auth {
+    // As etcd's `TLSInfo.ServerConfig`: a trusted CA file alone also requires client
+    // certificates (etcd 3.4 refuses a client without one even without --client-cert-auth).
+    let builder = if info.client_cert_auth || info.trusted_ca_file.is_some() {
         // Go verifies against the system roots when no CA is given; we do not trust those for
         // client certificates, so the CA must be named.
         let ca = info.trusted_ca_file.as_deref().ok_or_else(|| {
