@@ -524,6 +524,10 @@ fn https_without_certs_is_refused_as_etcd() {
             let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
             assert!(status.is_some_and(|s| !s.success()), "{} started with {client} {peer}:\n{err}", flavor.label());
             assert!(err.contains(msg), "{}: expected {msg:?} in:\n{err}", flavor.label());
+            if flavor == Flavor::Kaname {
+                // Refused before the data dir was created, as etcd.
+                assert!(!data.exists(), "kaname created {} before refusing", data.display());
+            }
         }
     }
 }

@@ -91,6 +91,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
 
     crate::tls::check(&cfg)?;
+    // Given certificates are loaded before the data dir is touched (a bad path leaves nothing
+    // behind); auto TLS writes its certificates under the data dir, so it waits for it.
+    let early_tls = if crate::tls::writes_data_dir(&cfg) { None } else { Some(crate::tls::setup(&cfg)?) };
     let dir = DataDir::new(&cfg.data_dir);
     match dir.inspect()? {
         Some(marker) => {
@@ -115,8 +118,10 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         }
     }
 
-    // After the data dir exists: auto TLS writes its certificates under it, as etcd.
-    let tls = crate::tls::setup(&cfg)?;
+    let tls = match early_tls {
+        Some(tls) => tls,
+        None => crate::tls::setup(&cfg)?,
+    };
 
     let metrics = Arc::new(Metrics::new());
     let log_store = LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone())

@@ -106,6 +106,11 @@ pub fn check(cfg: &EtcdConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether [`setup`] generates certificates under the data dir (auto TLS without given ones).
+pub fn writes_data_dir(cfg: &EtcdConfig) -> bool {
+    (cfg.client_auto_tls && cfg.client_tls.is_empty()) || (cfg.peer_auto_tls && cfg.peer_tls.is_empty())
+}
+
 /// Generates auto-TLS certificates where asked (under the data dir, as etcd) and loads every
 /// certificate an `https://` URL needs. Runs after the data directory exists.
 pub fn setup(cfg: &EtcdConfig) -> anyhow::Result<MemberTls> {
