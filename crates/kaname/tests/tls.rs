@@ -391,7 +391,7 @@ fn trusted_ca_alone_requires_client_certificates() {
 fn curl(args: &[&str]) -> String {
     match Command::new("curl").args(args).output() {
         Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Err(e) => panic!("curl: {e}"),
+        Err(e) => panic!("cannot run curl ({e}); run scripts/install-test-deps.sh"),
     }
 }
 
