@@ -20,8 +20,10 @@ use anyhow::{anyhow, bail, Context as _};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -249,12 +251,6 @@ fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
         .map_err(|_| anyhow!("tls: failed to find any PEM data in key input ({})", path.display()))
 }
 
-fn load_identity(info: &TlsInfo) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let cert = info.cert_file.as_deref().ok_or_else(|| anyhow!("no certificate file given"))?;
-    let key = info.key_file.as_deref().ok_or_else(|| anyhow!("no key file given"))?;
-    Ok((load_certs(cert)?, load_key(key)?))
-}
-
 fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(path)? {
@@ -266,7 +262,6 @@ fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
 /// A listener's config. ALPN offers `h2` (grpc-go, so etcdctl, insists on it) and
 /// `http/1.1` (curl on /health); hyper then detects the protocol from the first bytes.
 fn server_config(info: &TlsInfo) -> anyhow::Result<Arc<ServerConfig>> {
-    let (certs, key) = load_identity(info)?;
     let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     // As etcd's `TLSInfo.ServerConfig`: a trusted CA file alone also requires client
     // certificates (etcd 3.4 refuses a client without one even without --client-cert-auth).
@@ -281,7 +276,7 @@ fn server_config(info: &TlsInfo) -> anyhow::Result<Arc<ServerConfig>> {
     } else {
         builder.with_no_client_auth()
     };
-    let mut cfg = builder.with_single_cert(certs, key)?;
+    let mut cfg = builder.with_cert_resolver(Arc::new(ReloadingCert::new(info)?));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -303,11 +298,86 @@ fn peer_client_config(info: &TlsInfo) -> anyhow::Result<Arc<ClientConfig>> {
     let mut cfg = if info.is_empty() {
         builder.with_no_client_auth()
     } else {
-        let (certs, key) = load_identity(info)?;
-        builder.with_client_auth_cert(certs, key)?
+        builder.with_client_cert_resolver(Arc::new(ReloadingCert::new(info)?))
     };
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// The certificate and key files, re-read when they change: etcd reads them at every
+/// handshake, so certificates can be rotated without a restart. Here a handshake costs two
+/// `stat`s; the files are parsed again only when a modification time or size changed, and a
+/// half-written or broken pair keeps the previous one in use (with a warning).
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: std::sync::Mutex<(FileStamps, Arc<CertifiedKey>)>,
+}
+
+type FileStamps = Option<[(std::time::SystemTime, u64); 2]>;
+
+impl ReloadingCert {
+    fn new(info: &TlsInfo) -> anyhow::Result<Self> {
+        let cert = info.cert_file.clone().ok_or_else(|| anyhow!("no certificate file given"))?;
+        let key = info.key_file.clone().ok_or_else(|| anyhow!("no key file given"))?;
+        let provider = provider();
+        let stamps = stamps(&cert, &key);
+        let loaded = load_certified(&cert, &key, &provider)?;
+        Ok(ReloadingCert { cert, key, provider, current: std::sync::Mutex::new((stamps, loaded)) })
+    }
+
+    fn stamps(&self) -> FileStamps {
+        stamps(&self.cert, &self.key)
+    }
+
+    fn load(&self) -> anyhow::Result<Arc<CertifiedKey>> {
+        load_certified(&self.cert, &self.key, &self.provider)
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        let stamps = self.stamps();
+        let mut cur = self.current.lock().expect("certificate cache");
+        if stamps.is_some() && stamps != cur.0 {
+            match self.load() {
+                Ok(k) => {
+                    tracing::info!("reloaded certificate {}", self.cert.display());
+                    *cur = (stamps, k);
+                }
+                Err(e) => tracing::warn!("keeping the previous certificate: {e:#}"),
+            }
+        }
+        cur.1.clone()
+    }
+}
+
+fn stamps(cert: &Path, key: &Path) -> FileStamps {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| Ok((m.modified()?, m.len()))).ok();
+    Some([stamp(cert)?, stamp(key)?])
+}
+
+fn load_certified(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Arc<CertifiedKey>> {
+    let (certs, key_der) = (load_certs(cert)?, load_key(key)?);
+    let certified = CertifiedKey::new(certs, provider.key_provider.load_private_key(key_der)?);
+    certified.keys_match().map_err(|e| anyhow!("{} and {}: {e}", cert.display(), key.display()))?;
+    Ok(Arc::new(certified))
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for ReloadingCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Accepts any server certificate (auto TLS: Go's `InsecureSkipVerify`), but still checks the
@@ -548,6 +618,28 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         server_config(&info).unwrap();
         peer_client_config(&info).unwrap();
+    }
+
+    #[test]
+    fn certificates_are_reloaded_when_their_files_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = self_cert(&dir.path().join("a"), &["127.0.0.1".into()], 1).unwrap();
+        let b = self_cert(&dir.path().join("b"), &["127.0.0.1".into()], 1).unwrap();
+        let r = ReloadingCert::new(&a).unwrap();
+        let first = r.get().cert.clone();
+        assert_eq!(r.get().cert, first, "unchanged files are not re-read into another certificate");
+        // Rotate: b's files replace a's (new contents, newer modification time).
+        for (from, to) in [(&b.cert_file, &a.cert_file), (&b.key_file, &a.key_file)] {
+            std::fs::copy(from.as_ref().unwrap(), to.as_ref().unwrap()).unwrap();
+            let later = std::time::SystemTime::now() + Duration::from_secs(5);
+            std::fs::File::options().write(true).open(to.as_ref().unwrap()).unwrap().set_modified(later).unwrap();
+        }
+        let rotated = r.get().cert.clone();
+        assert_ne!(rotated, first);
+        assert_eq!(rotated, load_certs(b.cert_file.as_ref().unwrap()).unwrap());
+        // A broken file keeps the last good certificate.
+        std::fs::write(a.cert_file.as_ref().unwrap(), "garbage").unwrap();
+        assert_eq!(r.get().cert, rotated);
     }
 
     #[test]
