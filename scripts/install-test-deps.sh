@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need: Debian's real etcd 3.4 server
-# (/usr/bin/etcd) and etcdctl, the reference kaname is compared against.
+# (/usr/bin/etcd) and etcdctl, the reference kaname is compared against, and
+# curl (tests/tls.rs fetches /health over HTTPS as users do).
 # Idempotent: does nothing when both are present. Needs root (or sudo).
 set -euo pipefail
 
 need=()
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
+[ -x /usr/bin/curl ] || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "install-test-deps: $(/usr/bin/etcd --version | head -1), etcdctl $(ETCDCTL_API=3 /usr/bin/etcdctl version | head -1 | awk '{print $3}') already installed"
@@ -45,4 +47,5 @@ $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 
 [ -x /usr/bin/etcdctl ] || { echo "install-test-deps: /usr/bin/etcdctl still missing" >&2; exit 1; }
 [ -x /usr/bin/etcd ] || { echo "install-test-deps: /usr/bin/etcd still missing" >&2; exit 1; }
+[ -x /usr/bin/curl ] || { echo "install-test-deps: /usr/bin/curl still missing" >&2; exit 1; }
 echo "install-test-deps: installed $(/usr/bin/etcd --version | head -1)"

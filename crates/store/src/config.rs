@@ -33,6 +33,15 @@ pub struct EtcdConfig {
     pub max_txn_ops: usize,
     pub max_request_bytes: usize,
     pub listen_metrics_urls: Vec<String>,
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`.
+    pub client_tls: crate::tls::TlsInfo,
+    /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`, `--peer-client-cert-auth`.
+    pub peer_tls: crate::tls::TlsInfo,
+    /// `--auto-tls`, `--peer-auto-tls`: self-signed certificates when none are given.
+    pub client_auto_tls: bool,
+    pub peer_auto_tls: bool,
+    /// `--self-signed-cert-validity`, in years.
+    pub self_signed_cert_validity: u32,
 }
 
 impl Default for EtcdConfig {
@@ -55,6 +64,11 @@ impl Default for EtcdConfig {
             max_txn_ops: 128,
             max_request_bytes: 1536 * 1024,
             listen_metrics_urls: Vec::new(),
+            client_tls: Default::default(),
+            peer_tls: Default::default(),
+            client_auto_tls: false,
+            peer_auto_tls: false,
+            self_signed_cert_validity: 1,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod raft;
 pub mod restore;
 pub mod run;
 pub mod server;
+pub mod tls;
 pub mod watch;
 
 pub use config::{ClusterState, EtcdConfig};

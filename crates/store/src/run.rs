@@ -60,9 +60,6 @@ impl Member {
 /// binds it.
 async fn bind(url: &str) -> anyhow::Result<TcpListener> {
     let u = url::Url::parse(url)?;
-    if u.scheme() == "https" {
-        bail!("{url}: TLS listeners are not supported yet");
-    }
     let host = match u.host_str() {
         Some("localhost") | None => "127.0.0.1".to_string(),
         Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
@@ -78,12 +75,28 @@ fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
+/// Serves gRPC and HTTP on a client (or metrics) listener: plain as before, or over TLS.
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+) -> std::io::Result<()> {
+    match tls {
+        None => axum::serve(listener.tap_io(no_delay), app).await,
+        Some(c) => axum::serve(crate::tls::TlsListener::new(listener, c), app).await,
+    }
+}
+
 /// Starts a member and returns once it listens (it may not have a leader yet).
 pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let members = cfg.initial_members()?;
     let me = members.iter().find(|m| m.name == cfg.name).expect("checked by initial_members").clone();
     let flag_cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
 
+    crate::tls::check(&cfg)?;
+    // Given certificates are loaded before the data dir is touched (a bad path leaves nothing
+    // behind); auto TLS writes its certificates under the data dir, so it waits for it.
+    let early_tls = if crate::tls::writes_data_dir(&cfg) { None } else { Some(crate::tls::setup(&cfg)?) };
     let dir = DataDir::new(&cfg.data_dir);
     let (member_id, cluster_id, joined) = match dir.inspect()? {
         // A member that joined a running cluster got its ID from `member add`; etcd too ignores
@@ -104,7 +117,8 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             (me.id, flag_cluster_id, false)
         }
         None if cfg.initial_cluster_state == config::ClusterState::Existing => {
-            let (id, cluster_id) = identity_from_cluster(&cfg, &members).await?;
+            let peer_tls = early_tls.as_ref().and_then(|t| t.peer_client.clone());
+            let (id, cluster_id) = identity_from_cluster(&cfg, &members, peer_tls).await?;
             dir.create()?;
             dir.write_marker(&DataDir::new_marker(&cfg.name, id, cluster_id, true))?;
             (id, cluster_id, true)
@@ -114,6 +128,11 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             dir.write_marker(&DataDir::new_marker(&cfg.name, me.id, flag_cluster_id, false))?;
             (me.id, flag_cluster_id, false)
         }
+    };
+
+    let tls = match early_tls {
+        Some(tls) => tls,
+        None => crate::tls::setup(&cfg)?,
     };
 
     let metrics = Arc::new(Metrics::new());
@@ -149,7 +168,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     }
     .validate()?;
 
-    let peers = PeerChannels::default();
+    let peers = PeerChannels::new(tls.peer_client.clone());
     let raft = Raft::new(member_id, Arc::new(raft_config), NetworkFactory { channels: peers.clone() }, log_store, sm)
         .await
         .map_err(|e| anyhow!("start raft: {e}"))?;
@@ -203,16 +222,19 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         let svc = RaftPeerServer::new(PeerService { server: server.clone() })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        // serve_with_incoming ignores the builder's tcp_nodelay: set it on the listener here,
-        // or Raft and forwarding RPCs stall behind Nagle and delayed ACKs.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let peer_tls = if url.starts_with("https://") { tls.peer_server.clone() } else { None };
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(svc)
-                .serve_with_incoming(incoming)
-                .await
-            {
+            let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
+            let served = match peer_tls {
+                // serve_with_incoming ignores the builder's tcp_nodelay: set it on the listener
+                // here, or Raft and forwarding RPCs stall behind Nagle and delayed ACKs.
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                    router.serve_with_incoming(incoming).await
+                }
+                Some(c) => router.serve_with_incoming(crate::tls::TlsListener::new(listener, c).into_incoming()).await,
+            };
+            if let Err(e) = served {
                 tracing::error!("peer listener stopped: {e}");
             }
         }));
@@ -238,11 +260,12 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         client_addrs.push(listener.local_addr()?);
         let app = app.clone();
         let mut published = published_rx.clone();
+        let client_tls = if url.starts_with("https://") { tls.client_server.clone() } else { None };
         tasks.push(tokio::spawn(async move {
             if published.wait_for(|p| *p).await.is_err() {
                 return;
             }
-            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
+            if let Err(e) = serve_http(listener, client_tls, app).await {
                 tracing::error!("client listener stopped: {e}");
             }
         }));
@@ -250,8 +273,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     for url in &cfg.listen_metrics_urls {
         let listener = bind(url).await?;
         let app = crate::http::router(server.clone());
+        let metrics_tls = if url.starts_with("https://") { tls.client_server.clone() } else { None };
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
+            if let Err(e) = serve_http(listener, metrics_tls, app).await {
                 tracing::error!("metrics listener stopped: {e}");
             }
         }));
@@ -365,8 +389,12 @@ async fn track_raft_metrics(server: Arc<EtcdServer>, removed: Arc<tokio::sync::N
 /// A member started with `--initial-cluster-state existing` asks the members listed in
 /// `--initial-cluster` for the membership and finds itself in it by its peer URLs (etcd's
 /// `GetClusterFromRemotePeers`): `member add` chose its ID.
-async fn identity_from_cluster(cfg: &EtcdConfig, members: &[config::InitialMember]) -> anyhow::Result<(u64, u64)> {
-    let peers = PeerChannels::default();
+async fn identity_from_cluster(
+    cfg: &EtcdConfig,
+    members: &[config::InitialMember],
+    peer_tls: Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<(u64, u64)> {
+    let peers = PeerChannels::new(peer_tls);
     let mut mine = cfg.initial_advertise_peer_urls.clone();
     mine.sort();
     let mut tried = Vec::new();

@@ -43,6 +43,8 @@ pub struct PeerChannels {
     /// Per peer URL, since when every call to it has succeeded (etcd's `ActiveSince`): the
     /// strict reconfiguration checks only trust peers that have been reachable for a while.
     active_since: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+    /// How to dial `https://` peer URLs (None: no peer TLS configured).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What a member answers to messages from a member that was removed from the cluster (etcd
@@ -64,6 +66,10 @@ pub enum PeerError {
 }
 
 impl PeerChannels {
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        PeerChannels { tls, ..Default::default() }
+    }
+
     pub fn channel(&self, node: &MemberNode) -> Result<Channel, PeerError> {
         let url =
             node.peer_urls.first().ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", node.name)))?;
@@ -71,12 +77,21 @@ impl PeerChannels {
         if let Some(ch) = map.get(url) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(url.clone())
+        let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| PeerError::Unreachable(e.to_string()))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .connect_lazy();
+            .http2_keep_alive_interval(Duration::from_secs(5));
+        let ch = if url.starts_with("https://") {
+            let tls = self.tls.clone().ok_or_else(|| {
+                PeerError::Unreachable(format!(
+                    "{url}: https peer URL but no peer TLS configured (--peer-trusted-ca-file)"
+                ))
+            })?;
+            endpoint.connect_with_connector_lazy(crate::tls::PeerConnector::new(tls))
+        } else {
+            endpoint.connect_lazy()
+        };
         map.insert(url.clone(), ch.clone());
         Ok(ch)
     }
@@ -133,7 +148,8 @@ impl PeerChannels {
                 if s.message() == REMOVED_MEMBER {
                     self.removed.notify_one();
                     Err(PeerError::Protocol(msg))
-                } else if s.message().contains("tcp connect error") {
+                } else if s.message().contains("tcp connect error") || s.message().contains(crate::tls::HANDSHAKE_ERROR)
+                {
                     // tonic reports a failed (lazy) connect with this text; anything else may
                     // have reached the peer.
                     Err(PeerError::Unreachable(msg))
