@@ -1,0 +1,283 @@
+//! `kaname etcdctl` judged by the real etcdctl 3.4.
+//!
+//! Two kinds of checks:
+//! - sessions: the same script run with real etcdctl on one fresh cluster and with
+//!   `kaname etcdctl` on another fresh cluster of the same flavour (real etcd, and
+//!   `kaname etcd`); normalized stdout, stderr (less the Go client's log lines) and exit
+//!   codes must match step by step.
+//! - byte for byte: read-only commands run by both clients against the same cluster must
+//!   print exactly the same bytes (JSON field order, table layout, quoting).
+//!
+//! Run: `cargo test -p kaname --test etcdctl_cli`. Needs scripts/install-test-deps.sh.
+
+mod support;
+use support::*;
+
+fn txn(text: &str) -> Step {
+    step(&["txn"]).stdin(text)
+}
+
+fn kv_script() -> Vec<Step> {
+    let mut s = vec![
+        step(&["put", "foo", "bar"]),
+        step(&["put", "foo/a", "1"]),
+        step(&["put", "foo/b", "2", "-w", "json"]),
+        step(&["put", "foo/c", "3", "-w", "fields"]),
+        step(&["put", "foo/a", "11", "--prev-kv"]),
+        step(&["put", "foo/a", "12", "--prev-kv", "-w", "json"]),
+        step(&["put", "foo/a", "13", "--prev-kv", "-w", "fields"]),
+        step(&["put", "foo/b", "--ignore-value", "--prev-kv"]),
+        step(&["put", "nokey", "--ignore-value"]),
+        step(&["put", "foo/c", "x", "--ignore-lease"]),
+        step(&["put", "fromstdin"]).stdin("value read from stdin"),
+        step(&["put", "onlykey"]).stdin(""),
+        step(&["put", "", "v"]),
+        step(&["put"]),
+        step(&["put", "k", "v", "--lease=zz"]),
+        step(&["put", "k", "v", "--lease=123"]),
+        step(&["put", "k", "v", "-w", "table"]),
+        step(&["put", "k", "v", "-w", "bogus"]),
+        step(&["put", "sp", "a value with spaces\tand \"quotes\""]),
+        step(&["get", "foo"]),
+        step(&["get", "foo", "-w", "json"]),
+        step(&["get", "foo", "-w", "fields"]),
+        step(&["get", "foo", "-w", "table"]),
+        step(&["get", "foo", "--prefix"]),
+        step(&["get", "foo/", "--prefix", "--keys-only"]),
+        step(&["get", "foo/", "--prefix", "--print-value-only"]),
+        step(&["get", "foo/", "--prefix", "--print-value-only", "-w", "json"]),
+        step(&["get", "foo/", "--prefix", "--limit", "2", "-w", "json"]),
+        step(&["get", "foo/a", "foo/c"]),
+        step(&["get", "--from-key", "foo/b"]),
+        step(&["get", "--from-key", ""]),
+        step(&["get", "--prefix", "", "-w", "fields"]),
+        step(&["get", "foo/a", "--rev", "3"]),
+        step(&["get", "foo/a", "--rev", "100"]),
+        step(&["get", "foo/a", "--rev", "-5"]),
+        step(&["get", "foo/a", "--hex"]),
+        step(&["get", "sp", "-w", "fields"]),
+        step(&["get", "sp", "-w", "json"]),
+        step(&["get", "nothing"]),
+        step(&["get", "nothing", "-w", "json"]),
+        step(&["get"]),
+        step(&["get", "foo", "--sort-by=BOGUS"]),
+        step(&["get", "foo", "--order=up"]),
+        step(&["get", "foo", "--from-key", "--prefix"]),
+        step(&["get", "foo", "bar", "--prefix"]),
+        step(&["get", "foo", "--consistency=x"]),
+        step(&["get", "foo/", "--prefix", "--consistency=s", "-w", "json"]),
+    ];
+    for target in ["KEY", "CREATE", "MODIFY", "VALUE", "VERSION"] {
+        for order in ["ASCEND", "DESCEND"] {
+            s.push(step(&["get", "--prefix", "", &format!("--sort-by={target}"), &format!("--order={order}")]));
+        }
+    }
+    s.extend([
+        step(&["get", "--prefix", "foo", "--order=DESCEND", "--keys-only", "--limit=2"]),
+        txn("mod(\"foo\") > \"0\"\nvalue(\"foo/a\") = \"13\"\n\nput foo/t yes\nget foo/a\ndel nokey\n\nput foo/f no\n\n"),
+        txn("version(\"foo\") = \"5\"\n\nput foo/t yes\n\nput foo/f no\nget foo --prefix --keys-only\n\n"),
+        step(&["txn", "-w", "json"])
+            .stdin("create(\"foo\") != \"0\"\n\nput foo/t2 v --prev-kv\nget foo/t\ndel foo/t --prev-kv\n\n\n"),
+        step(&["txn", "-w", "fields"]).stdin("val(\"foo\") < \"c\"\n\nget foo\nput x y\ndel x\n\n\n"),
+        step(&["txn", "-i"]).stdin("ver(\"foo\") > \"0\"\n\nget foo\n\n\n"),
+        txn("\n\n\n"),
+        txn("value(\"foo\") = \"bar\"\n\nput a\n\n\n"),
+        txn("bogus line\n\n\n"),
+        txn("mod(\"foo\") > \"x\"\n\n\n"),
+        txn("mod(\"foo\") > \"0\"\n\nput a b\n"),
+        step(&["txn", "extra"]).stdin("\n\n\n"),
+        step(&["del", "foo/t2"]),
+        step(&["del", "foo/t2"]),
+        step(&["del", "foo/a", "--prev-kv"]),
+        step(&["del", "foo/", "--prefix", "--prev-kv", "-w", "json"]),
+        step(&["del", "sp", "-w", "fields"]),
+        step(&["del", "f", "--from-key"]),
+        step(&["del"]),
+        step(&["del", "a", "--prefix", "--from-key"]),
+        step(&["get", "--from-key", "", "-w", "json"]),
+        step(&["put", "c", "1"]),
+        step(&["put", "c", "2"]),
+        step(&["compaction"]),
+        step(&["compaction", "x"]),
+        step(&["compaction", "3"]),
+        step(&["compaction", "3"]),
+        step(&["compaction", "4", "--physical"]),
+        step(&["get", "c", "--rev", "2"]),
+        step(&["del", "", "--prefix"]),
+    ]);
+    s
+}
+
+fn lease_script() -> Vec<Step> {
+    vec![
+        step(&["lease", "grant"]),
+        step(&["lease", "grant", "x"]),
+        step(&["lease", "grant", "100"]),
+        step(&["lease", "grant", "200", "-w", "json"]),
+        step(&["lease", "grant", "300", "-w", "fields"]),
+        step(&["lease", "list"]).unordered(),
+        step(&["lease", "list", "-w", "fields"]).unordered(),
+        step(&["lease", "timetolive", "1"]),
+        step(&["lease", "timetolive", "1", "-w", "json"]),
+        step(&["lease", "timetolive", "zz"]),
+        step(&["lease", "timetolive"]),
+        step(&["lease", "revoke", "1"]),
+        step(&["lease", "revoke"]),
+        step(&["lease", "keep-alive", "--once", "1"]),
+        step(&["lease", "keep-alive"]),
+        step(&["lease", "list", "-w", "table"]),
+    ]
+}
+
+fn maintenance_script() -> Vec<Step> {
+    vec![
+        step(&["put", "a", "1"]),
+        step(&["alarm", "list"]),
+        step(&["alarm", "list", "-w", "json"]),
+        step(&["alarm", "disarm"]),
+        step(&["defrag"]),
+        step(&["endpoint", "health"]),
+        step(&["endpoint", "health", "-w", "json"]),
+        step(&["endpoint", "health", "-w", "fields"]),
+        step(&["endpoint", "health", "-w", "table"]),
+        step(&["endpoint", "status"]),
+        step(&["endpoint", "status", "-w", "json"]),
+        step(&["endpoint", "status", "-w", "fields"]),
+        step(&["endpoint", "status", "-w", "table"]),
+        step(&["endpoint", "hashkv"]),
+        step(&["endpoint", "hashkv", "-w", "json"]),
+        step(&["endpoint", "hashkv", "-w", "table"]),
+        step(&["member", "list"]),
+        step(&["member", "list", "-w", "json"]),
+        step(&["member", "list", "-w", "fields"]),
+        step(&["member", "list", "-w", "table"]),
+        step(&["member", "add"]),
+        step(&["member", "add", "x", "http://127.0.0.1:1"]),
+        step(&["member", "add", "x"]),
+        step(&["member", "remove"]),
+        step(&["member", "remove", "zz"]),
+        step(&["member", "update", "1"]),
+        step(&["member", "promote", "1"]),
+        step(&["move-leader"]),
+        step(&["move-leader", "zz"]),
+        step(&["snapshot", "save"]),
+        step(&["version"]).after_ms(0),
+    ]
+}
+
+fn cluster_script() -> Vec<Step> {
+    vec![
+        step(&["put", "a", "1"]),
+        step(&["get", "a"]).on(2),
+        step(&["get", "a"]).on(3),
+        step(&["member", "list"]).unordered(),
+        step(&["member", "list", "-w", "table"]).on(2).unordered(),
+        step(&["member", "list", "-w", "fields"]).on(3),
+        step(&["endpoint", "health", "--cluster"]).unordered(),
+        step(&["endpoint", "health", "--cluster", "-w", "table"]).unordered(),
+        step(&["endpoint", "status", "--cluster"]).unordered(),
+        step(&["endpoint", "status", "--cluster", "-w", "json"]).unordered(),
+        step(&["endpoint", "hashkv", "--cluster"]).unordered(),
+        step(&["endpoint", "status"]).all(),
+        step(&["endpoint", "hashkv", "-w", "fields"]).all(),
+        step(&["defrag", "--cluster"]).unordered(),
+        step(&["get", "a", "-w", "json"]).on(2),
+    ]
+}
+
+#[test]
+fn kv_on_etcd() {
+    compare_tools(Flavor::Etcd, 1, &kv_script());
+}
+
+#[test]
+fn kv_on_kaname() {
+    compare_tools(Flavor::Kaname, 1, &kv_script());
+}
+
+#[test]
+fn lease_on_etcd() {
+    compare_tools(Flavor::Etcd, 1, &lease_script());
+}
+
+#[test]
+fn lease_on_kaname() {
+    compare_tools(Flavor::Kaname, 1, &lease_script());
+}
+
+#[test]
+fn maintenance_on_etcd() {
+    compare_tools(Flavor::Etcd, 1, &maintenance_script());
+}
+
+#[test]
+fn maintenance_on_kaname() {
+    compare_tools(Flavor::Kaname, 1, &maintenance_script());
+}
+
+#[test]
+fn cluster_on_kaname_3m() {
+    compare_tools(Flavor::Kaname, 3, &cluster_script());
+}
+
+/// Both clients against one cluster: outputs must be the same bytes.
+fn same_bytes(flavor: Flavor) {
+    let c = Cluster::start(flavor, 1);
+    let ep = c.endpoints();
+    for (k, v) in [("a", "1"), ("b", "two words"), ("c/\u{e9}", "tab\there"), ("d", "<&>\"")] {
+        assert!(etcdctl(&ep, &["put", k, v], None).success());
+    }
+    let grant = etcdctl(&ep, &["lease", "grant", "600"], None);
+    assert!(grant.success(), "{grant:?}");
+    let leased = format!("--lease={}", grant.stdout.split_whitespace().nth(1).unwrap());
+    assert!(etcdctl(&ep, &["put", "l", "v", &leased], None).success());
+    let mut cmds: Vec<Vec<&str>> = Vec::new();
+    for w in ["simple", "json", "fields", "protobuf", "table"] {
+        cmds.push(vec!["get", "", "--prefix", "-w", w]);
+        cmds.push(vec!["get", "a", "--hex", "-w", w]);
+        cmds.push(vec!["member", "list", "-w", w]);
+        cmds.push(vec!["endpoint", "status", "-w", w]);
+        cmds.push(vec!["endpoint", "hashkv", "-w", w]);
+        cmds.push(vec!["alarm", "list", "-w", w]);
+        cmds.push(vec!["lease", "list", "-w", w]);
+    }
+    cmds.push(vec!["get", "", "--prefix", "--keys-only"]);
+    cmds.push(vec!["get", "", "--prefix", "--hex", "-w", "fields"]);
+    cmds.push(vec!["member", "list", "--hex", "-w", "json"]);
+    for args in &cmds {
+        let e = etcdctl(&ep, args, None);
+        let k = kaname_etcdctl(&ep, args, None);
+        assert_eq!(
+            (e.stdout.as_bytes(), e.code()),
+            (k.stdout.as_bytes(), k.code()),
+            "{} `etcdctl {}`: etcdctl vs kaname etcdctl\n{}\n{}",
+            flavor.label(),
+            args.join(" "),
+            e.stdout,
+            k.stdout
+        );
+    }
+    // Leased keys: the ID is the same on both sides.
+    let lid = grant.stdout.split_whitespace().nth(1).unwrap().to_string();
+    for args in [
+        vec!["lease", "timetolive", &lid, "--keys"],
+        vec!["lease", "timetolive", &lid, "--keys", "-w", "json"],
+        vec!["get", "l", "-w", "json"],
+    ] {
+        let e = etcdctl(&ep, &args, None);
+        let k = kaname_etcdctl(&ep, &args, None);
+        // remaining TTL may tick between the two runs
+        let mask = |s: &str| s.replace("remaining(599s)", "remaining(600s)").replace("\"ttl\":599", "\"ttl\":600");
+        assert_eq!(mask(&e.stdout), mask(&k.stdout), "{} `etcdctl {}`", flavor.label(), args.join(" "));
+    }
+}
+
+#[test]
+fn same_bytes_on_etcd() {
+    same_bytes(Flavor::Etcd);
+}
+
+#[test]
+fn same_bytes_on_kaname() {
+    same_bytes(Flavor::Kaname);
+}
