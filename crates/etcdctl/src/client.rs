@@ -181,7 +181,10 @@ impl Global {
     }
 
     /// `ctx` with the command timeout: a timeout prints `context deadline exceeded`.
-    pub async fn timed<T>(&self, f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Res<T> {
+    pub async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Res<T> {
         match tokio::time::timeout(self.command_timeout, f).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) => grpc(s),

@@ -310,7 +310,8 @@ pub async fn endpoint(g: &Global, cmd: EndpointCmd) -> Res {
                     }
                 }
                 Format::Table => {
-                    let rows: Vec<Vec<String>> = list.iter().map(|(ep, r)| vec![ep.clone(), r.hash.to_string()]).collect();
+                    let rows: Vec<Vec<String>> =
+                        list.iter().map(|(ep, r)| vec![ep.clone(), r.hash.to_string()]).collect();
                     table(&["endpoint", "hash"], &rows);
                 }
                 Format::Protobuf => return unsupported(f),
@@ -412,7 +413,7 @@ fn members_json(ms: &[Member]) -> J {
     J::A(ms.iter().map(member_json).collect())
 }
 
-fn print_member_list(f: Format, hex: bool, r: &MemberListResponse) -> Res {
+fn print_member_list(f: Format, r: &MemberListResponse) -> Res {
     let rows: Vec<Vec<String>> = r
         .members
         .iter()
@@ -431,15 +432,7 @@ fn print_member_list(f: Format, hex: bool, r: &MemberListResponse) -> Res {
         Format::Simple => rows.iter().for_each(|r| outln(&r.join(", "))),
         Format::Table => table(&["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"], &rows),
         Format::Json => {
-            let mut s = Obj::new().opt("header", hdr_json(&r.header)).o("members", members_json(&r.members)).j().render();
-            if hex {
-                // etcdctl prints the IDs as hex strings with --hex.
-                let h = hdr_or_default(&r.header);
-                for id in [h.cluster_id, h.member_id].into_iter().chain(r.members.iter().map(|m| m.id)) {
-                    s = s.replace(&format!(":{id},"), &format!(":\"{id:x}\","));
-                    s = s.replace(&format!(":{id}}}"), &format!(":\"{id:x}\"}}"));
-                }
-            }
+            let s = Obj::new().opt("header", hdr_json(&r.header)).o("members", members_json(&r.members)).j().render();
             outln(&s);
         }
         Format::Fields => {
@@ -490,7 +483,7 @@ pub async fn member(g: &Global, cmd: MemberCmd) -> Res {
         MemberCmd::List(_) => {
             let c = g.connect().await?;
             let r = g.timed(c.cluster().member_list(MemberListRequest { linearizable: false })).await?;
-            print_member_list(f, g.hex, &r)
+            print_member_list(f, &r)
         }
         MemberCmd::Add(a) => {
             if a.args.is_empty() {
@@ -510,9 +503,8 @@ pub async fn member(g: &Global, cmd: MemberCmd) -> Res {
             }
             let urls: Vec<String> = a.peer_urls.split(',').map(String::from).collect();
             let c = g.connect().await?;
-            let r = g
-                .timed(c.cluster().member_add(MemberAddRequest { peer_ur_ls: urls, is_learner: a.learner }))
-                .await?;
+            let r =
+                g.timed(c.cluster().member_add(MemberAddRequest { peer_ur_ls: urls, is_learner: a.learner })).await?;
             let m = r.member.clone().unwrap_or_default();
             let h = hdr_or_default(&r.header);
             match f {

@@ -239,11 +239,7 @@ fn get_json(r: &RangeResponse) -> J {
         .j()
 }
 fn del_json(r: &DeleteRangeResponse) -> J {
-    Obj::new()
-        .opt("header", hdr_json(&r.header))
-        .o("deleted", J::I(r.deleted))
-        .o("prev_kvs", kvs_json(&r.prev_kvs))
-        .j()
+    Obj::new().opt("header", hdr_json(&r.header)).o("deleted", J::I(r.deleted)).o("prev_kvs", kvs_json(&r.prev_kvs)).j()
 }
 fn txn_json(r: &TxnResponse) -> J {
     let resps = r
@@ -262,11 +258,7 @@ fn txn_json(r: &TxnResponse) -> J {
             Obj::new().opt("Response", inner).j()
         })
         .collect();
-    Obj::new()
-        .opt("header", hdr_json(&r.header))
-        .o("succeeded", J::B(r.succeeded))
-        .o("responses", J::A(resps))
-        .j()
+    Obj::new().opt("header", hdr_json(&r.header)).o("succeeded", J::B(r.succeeded)).o("responses", J::A(resps)).j()
 }
 
 #[derive(Clone, Copy)]
@@ -485,7 +477,8 @@ fn parse_op(line: &str) -> Res<RequestOp> {
     if args.len() < 2 {
         return fail(EXIT_INVALID_INPUT, format!("invalid txn compare request: {line}"));
     }
-    let invalid = || crate::client::Exit { code: EXIT_INVALID_INPUT, msg: Some(format!("invalid txn request: {line}")) };
+    let invalid =
+        || crate::client::Exit { code: EXIT_INVALID_INPUT, msg: Some(format!("invalid txn request: {line}")) };
     let op = TxnOp::try_parse_from(&args).map_err(|_| invalid())?;
     let request = match op {
         TxnOp::Put(a) => request_op::Request::RequestPut(put_req(&a, false)?),
@@ -534,12 +527,8 @@ fn parse_compare(line: &str) -> Res<Compare> {
         _ => return fail(EXIT_INVALID_INPUT, format!("Unknown result op {op}")),
     };
     let num = |radix: u32| -> Res<i64> {
-        i64::from_str_radix(&val, radix).or_else(|_| {
-            fail(
-                EXIT_INVALID_INPUT,
-                format!("invalid txn compare request: {line}"),
-            )
-        })
+        i64::from_str_radix(&val, radix)
+            .or_else(|_| fail(EXIT_INVALID_INPUT, format!("invalid txn compare request: {line}")))
     };
     let (target, union) = match target {
         "ver" | "version" => (T::Version, U::Version(num(10)?)),

@@ -84,7 +84,10 @@ pub async fn lease(g: &Global, cmd: LeaseCmd) -> Res {
                 return bad_args("lease grant command needs TTL argument");
             }
             let ttl: i64 = a.args[0].parse().or_else(|_| {
-                bad_args(format!("bad TTL (strconv.ParseInt: parsing {}: invalid syntax)", go_quote(a.args[0].as_bytes())))
+                bad_args(format!(
+                    "bad TTL (strconv.ParseInt: parsing {}: invalid syntax)",
+                    go_quote(a.args[0].as_bytes())
+                ))
             })?;
             let c = g.connect().await?;
             let r = match g.timed(c.lease().lease_grant(LeaseGrantRequest { ttl, id: 0 })).await {
@@ -145,7 +148,8 @@ pub async fn lease(g: &Global, cmd: LeaseCmd) -> Res {
                         let mut txt =
                             format!("lease {:016x} granted with TTL({}s), remaining({}s)", r.id, r.granted_ttl, r.ttl);
                         if a.keys {
-                            let ks: Vec<String> = r.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+                            let ks: Vec<String> =
+                                r.keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
                             txt.push_str(&format!(", attached keys([{}])", ks.join(" ")));
                         }
                         outln(&txt);

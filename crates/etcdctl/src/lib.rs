@@ -84,7 +84,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
                     }
                 }
                 ErrorKind::InvalidSubcommand => {
-                    let arg = e.get(clap::error::ContextKind::InvalidSubcommand).map(|a| a.to_string()).unwrap_or_default();
+                    let arg =
+                        e.get(clap::error::ContextKind::InvalidSubcommand).map(|a| a.to_string()).unwrap_or_default();
                     format!("unknown command {arg:?} for \"etcdctl\"")
                 }
                 _ => e.render().to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_string(),

@@ -172,7 +172,7 @@ fn cluster_script() -> Vec<Step> {
         step(&["get", "a"]).on(3),
         step(&["member", "list"]).unordered(),
         step(&["member", "list", "-w", "table"]).on(2).unordered(),
-        step(&["member", "list", "-w", "fields"]).on(3),
+        step(&["member", "list", "-w", "fields"]).on(3).unordered(),
         step(&["endpoint", "health", "--cluster"]).unordered(),
         step(&["endpoint", "health", "--cluster", "-w", "table"]).unordered(),
         step(&["endpoint", "status", "--cluster"]).unordered(),

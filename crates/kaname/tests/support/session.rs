@@ -180,7 +180,8 @@ pub fn run_session_with(
         };
         let r = StepResult {
             stdout: masker.normalize(&out.stdout, s.unordered),
-            stderr: masker.normalize(&if drop_logs { drop_client_logs(&out.stderr) } else { out.stderr.clone() }, s.unordered),
+            stderr: masker
+                .normalize(&if drop_logs { drop_client_logs(&out.stderr) } else { out.stderr.clone() }, s.unordered),
             code: out.code(),
         };
         if std::env::var_os("KANAME_IT_DUMP").is_some() {
