@@ -130,7 +130,7 @@ fn put_req(a: &PutArgs, stdin_ok: bool) -> Res<PutRequest> {
 }
 
 /// clientv3's WithPrefix: the end of the range of keys starting with `key`.
-fn prefix_end(key: &[u8]) -> Vec<u8> {
+pub fn prefix_end(key: &[u8]) -> Vec<u8> {
     let mut end = key.to_vec();
     while let Some(&last) = end.last() {
         if last < 0xff {

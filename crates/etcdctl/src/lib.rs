@@ -8,6 +8,7 @@ mod kv;
 mod lease;
 mod out;
 mod pr;
+mod watch;
 
 use std::ffi::OsString;
 
@@ -36,6 +37,8 @@ enum Cmd {
     Txn(kv::TxnArgs),
     /// Compacts the event history in etcd
     Compaction(kv::CompactionArgs),
+    /// Watches events stream on keys or prefixes
+    Watch(watch::WatchArgs),
     /// Endpoint related commands
     #[command(subcommand)]
     Endpoint(cluster::EndpointCmd),
@@ -129,6 +132,7 @@ async fn dispatch(cli: Cli) -> Res {
         Cmd::Del(a) => kv::del(g, a).await,
         Cmd::Txn(a) => kv::txn(g, a).await,
         Cmd::Compaction(a) => kv::compaction(g, a).await,
+        Cmd::Watch(a) => watch::watch(g, a).await,
         Cmd::Endpoint(c) => cluster::endpoint(g, c).await,
         Cmd::Member(c) => cluster::member(g, c).await,
         Cmd::Lease(c) => lease::lease(g, c).await,

@@ -281,3 +281,86 @@ fn same_bytes_on_etcd() {
 fn same_bytes_on_kaname() {
     same_bytes(Flavor::Kaname);
 }
+
+/// Runs a client for `secs` (watch never ends on its own) and returns stdout, stderr
+/// without Go client log lines, and the exit code (-1 when it had to be killed).
+fn run_for(kaname: bool, ep: &str, args: &[&str], stdin: &str, secs: f64) -> (String, String, i32) {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut cmd = if kaname {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kaname"));
+        c.arg("etcdctl");
+        c
+    } else {
+        Command::new(ETCDCTL_BIN)
+    };
+    let mut child = cmd
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={ep}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let mut pipe = child.stdin.take().unwrap();
+    let _ = pipe.write_all(stdin.as_bytes());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    drop(pipe);
+    let (mut out, mut err) = (String::new(), String::new());
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let err = err.lines().filter(|l| !l.starts_with("{\"level\":")).map(|l| format!("{l}\n")).collect();
+    (out, err, code)
+}
+
+/// watch: historical events from one cluster, both clients, same bytes.
+fn watch_same_bytes(flavor: Flavor) {
+    let c = Cluster::start(flavor, 1);
+    let ep = c.endpoints();
+    for args in [["put", "w/a", "1"], ["put", "w/b", "2"], ["del", "w/a", ""], ["put", "x", "3"]] {
+        let args: Vec<&str> = args.iter().copied().filter(|a| !a.is_empty()).collect();
+        assert!(etcdctl(&ep, &args, None).success());
+    }
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["watch", "w/", "--prefix", "--rev", "2"], ""),
+        (vec!["watch", "w/", "--prefix", "--rev", "2", "--prev-kv", "-w", "json"], ""),
+        (vec!["watch", "w/", "--prefix", "--rev", "2", "-w", "fields"], ""),
+        (vec!["watch", "w/a", "w/z", "--rev", "2", "--prev-kv"], ""),
+        (vec!["watch", "x", "--rev", "1", "--hex"], ""),
+        (vec!["watch"], ""),
+        (vec!["watch", "a", "b", "--prefix"], ""),
+        (vec!["watch", "-i"], "watch w/ --prefix --rev 2\n"),
+    ];
+    for (args, stdin) in &cases {
+        let e = run_for(false, &ep, args, stdin, 1.0);
+        let k = run_for(true, &ep, args, stdin, 1.0);
+        assert_eq!(e, k, "{} `etcdctl {}`: etcdctl (left) vs kaname etcdctl (right)", flavor.label(), args.join(" "));
+    }
+    assert!(etcdctl(&ep, &["compaction", "4"], None).success());
+    let args = ["watch", "w/", "--prefix", "--rev", "2"];
+    let e = run_for(false, &ep, &args, "", 5.0);
+    let k = run_for(true, &ep, &args, "", 5.0);
+    assert_eq!(e, k, "{} watch from a compacted revision", flavor.label());
+}
+
+#[test]
+fn watch_on_etcd() {
+    watch_same_bytes(Flavor::Etcd);
+}
+
+#[test]
+fn watch_on_kaname() {
+    watch_same_bytes(Flavor::Kaname);
+}
