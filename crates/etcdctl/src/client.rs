@@ -240,7 +240,11 @@ impl Global {
                 }
             };
             let mut auth = AuthClient::new(channel.clone());
-            let r = self.timed(auth.authenticate(AuthenticateRequest { name, password })).await?;
+            // etcdctl fails to build its client then: exit 2 (bad connection).
+            let r = self
+                .timed(auth.authenticate(AuthenticateRequest { name, password }))
+                .await
+                .map_err(|e| Exit { code: EXIT_BAD_CONNECTION, msg: e.msg })?;
             token = Some(r.token.parse().map_err(|_| Exit { code: EXIT_ERROR, msg: Some("bad token".into()) })?);
         }
         Ok(Client { channel, token })

@@ -2,6 +2,7 @@
 //! etcd v3 gRPC API (kaname-proto only), prints what etcdctl prints (simple, json, fields,
 //! table, protobuf) and exits with etcdctl's codes.
 
+mod auth;
 mod client;
 mod cluster;
 mod kv;
@@ -58,6 +59,15 @@ enum Cmd {
     Snapshot(cluster::SnapshotCmd),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader(cluster::MoveLeaderArgs),
+    /// User related commands
+    #[command(subcommand)]
+    User(auth::UserCmd),
+    /// Role related commands
+    #[command(subcommand)]
+    Role(auth::RoleCmd),
+    /// Enable or disable authentication
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
     /// Prints the version of etcdctl
     Version,
 }
@@ -140,6 +150,9 @@ async fn dispatch(cli: Cli) -> Res {
         Cmd::Defrag(a) => cluster::defrag(g, a).await,
         Cmd::Snapshot(c) => cluster::snapshot(g, c).await,
         Cmd::MoveLeader(a) => cluster::move_leader(g, a).await,
+        Cmd::User(c) => auth::user(g, c).await,
+        Cmd::Role(c) => auth::role(g, c).await,
+        Cmd::Auth(c) => auth::auth(g, c).await,
         Cmd::Version => {
             out::outln("etcdctl version: 3.4.23");
             out::outln("API version: 3.4");

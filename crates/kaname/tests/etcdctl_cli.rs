@@ -185,6 +185,79 @@ fn cluster_script() -> Vec<Step> {
     ]
 }
 
+/// user, role and auth; real etcd only (kaname has no auth yet).
+fn auth_script() -> Vec<Step> {
+    let root = ["--user", "root:rootpw"];
+    let with = |args: &[&str], user: &[&str]| {
+        let mut v: Vec<&str> = user.to_vec();
+        v.extend_from_slice(args);
+        step(&v)
+    };
+    vec![
+        step(&["user", "add", "root:rootpw"]),
+        step(&["user", "add", "root:again"]),
+        step(&["user", "add", ":pw"]),
+        step(&["user", "add"]),
+        step(&["user", "add", "alice:alicepw", "-w", "json"]),
+        step(&["user", "add", "bob", "--new-user-password=bobpw"]),
+        step(&["user", "add", "carol", "--interactive=false"]).stdin("carolpw\n"),
+        step(&["role", "add", "reader"]),
+        step(&["role", "add", "writer", "-w", "json"]),
+        step(&["role", "add", "reader"]),
+        step(&["role", "grant-permission", "reader", "read", "foo"]),
+        step(&["role", "grant-permission", "reader", "read", "pre/", "--prefix"]),
+        step(&["role", "grant-permission", "reader", "readwrite", "a", "c"]),
+        step(&["role", "grant-permission", "writer", "write", "w", "--from-key"]),
+        step(&["role", "grant-permission", "writer", "write", "", "--prefix"]),
+        step(&["role", "grant-permission", "writer", "bogus", "x"]),
+        step(&["role", "grant-permission", "writer", "read"]),
+        step(&["role", "grant-permission", "writer", "read", "x", "y", "--prefix"]),
+        step(&["role", "get", "reader"]),
+        step(&["role", "get", "writer"]),
+        step(&["role", "get", "reader", "-w", "json"]),
+        step(&["role", "get", "nobody"]),
+        step(&["role", "list"]),
+        step(&["role", "list", "-w", "json"]),
+        step(&["user", "grant-role", "alice", "reader"]),
+        step(&["user", "grant-role", "alice", "writer", "-w", "json"]),
+        step(&["user", "grant-role", "alice"]),
+        step(&["user", "grant-role", "alice", "nope"]),
+        step(&["user", "get", "alice"]),
+        step(&["user", "get", "alice", "--detail"]),
+        step(&["user", "get", "alice", "-w", "json"]),
+        step(&["user", "list"]),
+        step(&["user", "list", "-w", "json"]),
+        step(&["user", "revoke-role", "alice", "writer"]),
+        step(&["role", "revoke-permission", "reader", "foo"]),
+        step(&["role", "revoke-permission", "reader", "a", "c"]),
+        step(&["role", "revoke-permission", "writer", "w", "--from-key"]),
+        step(&["role", "revoke-permission", "reader", "nothing"]),
+        step(&["auth", "enable"]),
+        step(&["put", "foo", "1"]),
+        with(&["put", "foo", "1"], &root),
+        with(&["get", "foo"], &["--user", "alice:alicepw"]),
+        with(&["get", "foo"], &["--user", "alice:wrong"]),
+        with(&["get", "foo"], &["--user", "alice", "--password", "alicepw"]),
+        with(&["put", "foo", "2"], &["--user", "alice:alicepw"]),
+        with(&["get", "pre/x"], &["--user", "alice:alicepw"]),
+        with(&["user", "list"], &root),
+        with(&["endpoint", "health"], &["--user", "alice:alicepw"]),
+        with(&["user", "delete", "bob"], &root),
+        with(&["user", "delete", "bob"], &root),
+        with(&["role", "delete", "writer"], &root),
+        with(&["auth", "disable"], &root),
+        step(&["auth", "disable"]),
+        step(&["auth", "enable", "x"]),
+        step(&["user", "passwd", "carol", "--interactive=false"]).stdin("newpw\n"),
+        step(&["user", "list"]),
+    ]
+}
+
+#[test]
+fn auth_on_etcd() {
+    compare_tools(Flavor::Etcd, 1, &auth_script());
+}
+
 #[test]
 fn kv_on_etcd() {
     compare_tools(Flavor::Etcd, 1, &kv_script());
