@@ -437,3 +437,80 @@ fn watch_on_etcd() {
 fn watch_on_kaname() {
     watch_same_bytes(Flavor::Kaname);
 }
+
+/// member add (as learner, so quorum stays), update, remove and move-leader errors; real
+/// etcd only (kaname has no membership changes yet).
+fn membership_script() -> Vec<Step> {
+    vec![
+        step(&["member", "add", "l1", "--peer-urls=http://127.0.0.1:1", "--learner"]),
+        step(&["member", "list"]).unordered(),
+        step(&["member", "list", "-w", "json"]).unordered(),
+        step(&["member", "add", "l2", "--peer-urls=http://127.0.0.1:2", "--learner", "-w", "json"]).unordered(),
+        step(&["member", "add", "l3", "--peer-urls=http://127.0.0.1:3", "--learner", "-w", "fields"]),
+        step(&["member", "add", "l4", "--peer-urls=http://127.0.0.1:1", "--learner"]),
+        step(&["member", "promote", "1"]),
+        step(&["member", "update", "1", "--peer-urls=http://127.0.0.1:9"]),
+        step(&["member", "remove", "1"]),
+        // Only with every member as endpoint is the answer independent of who leads.
+        step(&["move-leader", "1"]).all(),
+    ]
+}
+
+#[test]
+fn membership_on_etcd_3m() {
+    compare_tools(Flavor::Etcd, 3, &membership_script());
+}
+
+/// snapshot save, environment variables, TLS flags.
+fn misc(flavor: Flavor) {
+    let c = Cluster::start(flavor, 1);
+    let ep = c.endpoints();
+    assert!(etcdctl(&ep, &["put", "a", "1"], None).success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap.db");
+    let p = path.to_str().unwrap();
+    let e = etcdctl(&ep, &["snapshot", "save", p], None);
+    let e_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    std::fs::remove_file(&path).unwrap();
+    let k = kaname_etcdctl(&ep, &["snapshot", "save", p], None);
+    let k_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    assert_eq!((e.stdout.as_str(), e.code()), (k.stdout.as_str(), k.code()), "{} snapshot save", flavor.label());
+    assert!(e_size > 0 && e_size == k_size, "snapshot sizes: etcdctl {e_size}, kaname etcdctl {k_size}");
+    // Flags from ETCDCTL_* variables.
+    let k = std::process::Command::new(env!("CARGO_BIN_EXE_kaname"))
+        .args(["etcdctl", "get", "a"])
+        .env("ETCDCTL_API", "3")
+        .env("ETCDCTL_ENDPOINTS", &ep)
+        .env("ETCDCTL_WRITE_OUT", "fields")
+        .env("ETCDCTL_COMMAND_TIMEOUT", "3s")
+        .output()
+        .unwrap();
+    let e = etcdctl(&ep, &["get", "a", "-w", "fields"], None);
+    assert_eq!(String::from_utf8_lossy(&k.stdout), e.stdout, "ETCDCTL_* variables");
+    // Unreachable endpoint: etcdctl's dial timeout error.
+    let dead = format!("127.0.0.1:{}", claim_port().port);
+    for args in [vec!["--dial-timeout=500ms", "get", "a"], vec!["--dial-timeout=500ms", "endpoint", "status"]] {
+        let e = etcdctl(&dead, &args, None);
+        let k = kaname_etcdctl(&dead, &args, None);
+        let errs = |s: &str| s.lines().filter(|l| !l.starts_with("{\"level\"")).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            (e.stdout.as_str(), errs(&e.stderr), e.code()),
+            (k.stdout.as_str(), errs(&k.stderr), k.code()),
+            "{args:?} on a dead endpoint"
+        );
+    }
+    // TLS endpoints are refused with a clear error.
+    let k = kaname_etcdctl(&format!("https://{ep}"), &["get", "a"], None);
+    assert_eq!(k.code(), 1);
+    assert!(k.stderr.contains("TLS"), "{}", k.stderr);
+}
+
+#[test]
+fn misc_on_etcd() {
+    misc(Flavor::Etcd);
+}
+
+#[test]
+fn misc_on_kaname() {
+    misc(Flavor::Kaname);
+}
