@@ -8,7 +8,7 @@ use kaname_proto::etcdserverpb::{
     maintenance_client::MaintenanceClient, watch_client::WatchClient, AuthenticateRequest,
 };
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 // etcdctl's exit codes (cobrautl).
 pub const EXIT_ERROR: i32 = 1;
@@ -196,20 +196,26 @@ impl Global {
     /// Connects to the given endpoints (the first that answers within the dial timeout)
     /// and authenticates when --user is given.
     pub async fn connect_to(&self, endpoints: &[String]) -> Res<Client> {
-        if self.cacert.is_some() || self.cert.is_some() || self.key.is_some() || self.insecure_skip_tls_verify {
-            if endpoints.iter().any(|e| e.starts_with("https://")) {
-                return fail(EXIT_ERROR, "TLS is not supported by kaname etcdctl yet");
-            }
-        }
-        if endpoints.iter().any(|e| e.starts_with("https://")) {
-            return fail(EXIT_ERROR, "TLS is not supported by kaname etcdctl yet");
-        }
+        let tls = self.tls_config()?;
         let deadline = tokio::time::Instant::now() + self.dial_timeout;
         let mut channel = None;
         loop {
             for ep in endpoints {
-                let url = if ep.contains("://") { ep.clone() } else { format!("http://{ep}") };
-                let Ok(e) = Endpoint::from_shared(url) else { continue };
+                let url = if ep.contains("://") {
+                    ep.clone()
+                } else if self.cacert.is_some() || self.cert.is_some() {
+                    format!("https://{ep}")
+                } else {
+                    format!("http://{ep}")
+                };
+                let Ok(mut e) = Endpoint::from_shared(url.clone()) else { continue };
+                if url.starts_with("https://") {
+                    let Some(tls) = &tls else { continue };
+                    match e.tls_config(tls.clone()) {
+                        Ok(t) => e = t,
+                        Err(err) => return fail(EXIT_ERROR, err.to_string()),
+                    }
+                }
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if left.is_zero() {
                     break;
@@ -248,6 +254,24 @@ impl Global {
             token = Some(r.token.parse().map_err(|_| Exit { code: EXIT_ERROR, msg: Some("bad token".into()) })?);
         }
         Ok(Client { channel, token })
+    }
+
+    /// TLS for https:// endpoints: --cacert verifies the server, --cert/--key identify us.
+    fn tls_config(&self) -> Res<Option<ClientTlsConfig>> {
+        if self.insecure_skip_tls_verify {
+            return fail(EXIT_ERROR, "--insecure-skip-tls-verify is not supported by kaname etcdctl yet");
+        }
+        let read = |p: &String| std::fs::read(p).or_else(|e| fail(EXIT_ERROR, format!("open {p}: {e}")));
+        let mut cfg = ClientTlsConfig::new();
+        if let Some(ca) = &self.cacert {
+            cfg = cfg.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => cfg = cfg.identity(Identity::from_pem(read(c)?, read(k)?)),
+            (None, None) => {}
+            _ => return fail(EXIT_ERROR, "cert and key must both be given"),
+        }
+        Ok(Some(cfg))
     }
 
     pub async fn connect(&self) -> Res<Client> {

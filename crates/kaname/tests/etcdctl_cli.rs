@@ -461,7 +461,7 @@ fn membership_on_etcd_3m() {
     compare_tools(Flavor::Etcd, 3, &membership_script());
 }
 
-/// snapshot save, environment variables, TLS flags.
+/// snapshot save, environment variables, dead endpoints, --insecure-skip-tls-verify.
 fn misc(flavor: Flavor) {
     let c = Cluster::start(flavor, 1);
     let ep = c.endpoints();
@@ -499,10 +499,10 @@ fn misc(flavor: Flavor) {
             "{args:?} on a dead endpoint"
         );
     }
-    // TLS endpoints are refused with a clear error.
-    let k = kaname_etcdctl(&format!("https://{ep}"), &["get", "a"], None);
+    // Skipping verification is refused with a clear error.
+    let k = kaname_etcdctl(&format!("https://{ep}"), &["--insecure-skip-tls-verify", "get", "a"], None);
     assert_eq!(k.code(), 1);
-    assert!(k.stderr.contains("TLS"), "{}", k.stderr);
+    assert!(k.stderr.contains("not supported"), "{}", k.stderr);
 }
 
 #[test]
@@ -513,4 +513,120 @@ fn misc_on_etcd() {
 #[test]
 fn misc_on_kaname() {
     misc(Flavor::Kaname);
+}
+
+/// A real etcd serving clients over TLS (certificates made with openssl), killed on drop.
+struct TlsEtcd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    ep: String,
+    _ports: (PortClaim, PortClaim),
+}
+
+impl Drop for TlsEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_etcd() -> TlsEtcd {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sh = |args: &[&str]| {
+        let st = Command::new("openssl").args(args).current_dir(d).stderr(Stdio::null()).status().expect("openssl");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    sh(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]
+        .iter()
+        .copied()
+        .chain(["-subj", "/CN=test-ca"])
+        .collect::<Vec<_>>());
+    sh(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    let (client, peer) = (claim_port(), claim_port());
+    let cu = format!("https://127.0.0.1:{}", client.port);
+    let pu = format!("http://127.0.0.1:{}", peer.port);
+    let log = std::fs::File::create(d.join("etcd.log")).unwrap();
+    let child = Command::new(ETCD_BIN)
+        .args([
+            "--data-dir",
+            d.join("data").to_str().unwrap(),
+            "--listen-client-urls",
+            &cu,
+            "--advertise-client-urls",
+            &cu,
+        ])
+        .args(["--listen-peer-urls", &pu, "--initial-advertise-peer-urls", &pu])
+        .args(["--initial-cluster", &format!("default={pu}"), "--cert-file", "server.pem", "--key-file", "server.key"])
+        .current_dir(d)
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start etcd");
+    let t = TlsEtcd { child, ep: cu, _ports: (client, peer), dir };
+    let ca = t.dir.path().join("ca.pem");
+    for _ in 0..100 {
+        if etcdctl(&t.ep, &["--cacert", ca.to_str().unwrap(), "endpoint", "health"], None).success() {
+            return t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("TLS etcd did not become healthy");
+}
+
+#[test]
+fn tls_on_etcd() {
+    let t = tls_etcd();
+    let d = t.dir.path();
+    let ca = format!("--cacert={}", d.join("ca.pem").display());
+    let cert = format!("--cert={}", d.join("server.pem").display());
+    let key = format!("--key={}", d.join("server.key").display());
+    let bare = t.ep.trim_start_matches("https://").to_string();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (t.ep.clone(), vec![&ca, "put", "a", "1"]),
+        (t.ep.clone(), vec![&ca, "get", "a", "-w", "json"]),
+        (bare.clone(), vec![&ca, &cert, &key, "get", "a"]),
+        (t.ep.clone(), vec![&ca, "member", "list"]),
+        (t.ep.clone(), vec!["--dial-timeout=500ms", "get", "a"]),
+    ];
+    for (ep, args) in &cases {
+        let e = etcdctl(ep, args, None);
+        let k = kaname_etcdctl(ep, args, None);
+        let errs = |s: &str| s.lines().filter(|l| !l.starts_with("{\"level\"")).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            (e.stdout.as_str(), errs(&e.stderr), e.code()),
+            (k.stdout.as_str(), errs(&k.stderr), k.code()),
+            "TLS: {args:?}"
+        );
+    }
 }
