@@ -152,7 +152,7 @@ async fn endpoints(g: &Global, cluster: bool) -> Res<Vec<String>> {
 }
 
 fn hdr_or_default(h: &Option<ResponseHeader>) -> ResponseHeader {
-    h.clone().unwrap_or_default()
+    (*h).unwrap_or_default()
 }
 
 pub async fn endpoint(g: &Global, cmd: EndpointCmd) -> Res {

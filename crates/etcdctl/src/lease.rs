@@ -63,14 +63,14 @@ fn keepalive_print(f: Format, r: &LeaseKeepAliveResponse) -> Res {
     match f {
         Format::Simple => outln(&format!("lease {:016x} keepalived with TTL({})", r.id, r.ttl)),
         Format::Json => print_json(
-            hdr_fields(Obj::new(), &r.header.clone().unwrap_or_default()).f("ID", J::I(r.id)).f("TTL", J::I(r.ttl)).j(),
+            hdr_fields(Obj::new(), &r.header.unwrap_or_default()).f("ID", J::I(r.id)).f("TTL", J::I(r.ttl)).j(),
         ),
         Format::Fields => {
             fields_hdr(&r.header);
             outln(&format!("\"ID\" : {}", r.id));
             outln(&format!("\"TTL\" : {}", r.ttl));
         }
-        Format::Protobuf => protobuf(&r.header.clone().unwrap_or_default()),
+        Format::Protobuf => protobuf(&r.header.unwrap_or_default()),
         Format::Table => return unsupported(f),
     }
     Ok(())
@@ -97,7 +97,7 @@ pub async fn lease(g: &Global, cmd: LeaseCmd) -> Res {
             match f {
                 Format::Simple => outln(&format!("lease {:016x} granted with TTL({}s)", r.id, r.ttl)),
                 Format::Json => print_json(
-                    hdr_fields(Obj::new(), &r.header.clone().unwrap_or_default())
+                    hdr_fields(Obj::new(), &r.header.unwrap_or_default())
                         .f("ID", J::I(r.id))
                         .f("TTL", J::I(r.ttl))
                         .f("Error", J::S(r.error.clone()))
@@ -108,7 +108,7 @@ pub async fn lease(g: &Global, cmd: LeaseCmd) -> Res {
                     outln(&format!("\"ID\" : {}", r.id));
                     outln(&format!("\"TTL\" : {}", r.ttl));
                 }
-                Format::Protobuf => protobuf(&r.header.clone().unwrap_or_default()),
+                Format::Protobuf => protobuf(&r.header.unwrap_or_default()),
                 Format::Table => return unsupported(f),
             }
         }
@@ -161,7 +161,7 @@ pub async fn lease(g: &Global, cmd: LeaseCmd) -> Res {
                     } else {
                         J::A(r.keys.iter().map(|k| J::Bytes(k.clone())).collect())
                     };
-                    let mut s = hdr_fields(Obj::new(), &r.header.clone().unwrap_or_default())
+                    let mut s = hdr_fields(Obj::new(), &r.header.unwrap_or_default())
                         .f("id", J::I(r.id))
                         .f("ttl", J::I(r.ttl))
                         .f("granted-ttl", J::I(r.granted_ttl))
@@ -182,7 +182,7 @@ pub async fn lease(g: &Global, cmd: LeaseCmd) -> Res {
                         outln(&format!("\"Key\" : {}", go_quote(k)));
                     }
                 }
-                Format::Protobuf => protobuf(&r.header.clone().unwrap_or_default()),
+                Format::Protobuf => protobuf(&r.header.unwrap_or_default()),
                 Format::Table => return unsupported(f),
             }
         }
@@ -200,7 +200,7 @@ pub async fn lease(g: &Global, cmd: LeaseCmd) -> Res {
                     }
                 }
                 Format::Json => print_json(
-                    hdr_fields(Obj::new(), &r.header.clone().unwrap_or_default())
+                    hdr_fields(Obj::new(), &r.header.unwrap_or_default())
                         .f("leases", J::A(r.leases.iter().map(|l| Obj::new().f("id", J::I(l.id)).j()).collect()))
                         .j(),
                 ),
@@ -210,7 +210,7 @@ pub async fn lease(g: &Global, cmd: LeaseCmd) -> Res {
                         outln(&format!("\"ID\" : {}", l.id));
                     }
                 }
-                Format::Protobuf => protobuf(&r.header.clone().unwrap_or_default()),
+                Format::Protobuf => protobuf(&r.header.unwrap_or_default()),
                 Format::Table => return unsupported(f),
             }
         }

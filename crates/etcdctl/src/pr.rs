@@ -56,7 +56,7 @@ pub fn kvs_json(kvs: &[KeyValue]) -> J {
 }
 
 pub fn fields_hdr(h: &Option<ResponseHeader>) {
-    let h = h.clone().unwrap_or_default();
+    let h = (*h).unwrap_or_default();
     outln(&format!("\"ClusterID\" : {}", h.cluster_id));
     outln(&format!("\"MemberID\" : {}", h.member_id));
     outln(&format!("\"Revision\" : {}", h.revision));

@@ -74,7 +74,7 @@ fn print(f: Format, hex: bool, r: &WatchResponse) -> Res {
                         .collect(),
                 ))
             };
-            let h = hdr_obj(&r.header.clone().unwrap_or_default());
+            let h = hdr_obj(&r.header.unwrap_or_default());
             let mut s = Obj::new().f("Header", h).f("Events", events.unwrap_or(J::S(String::new()))).j().render();
             if r.events.is_empty() {
                 s = s.replace("\"Events\":\"\"", "\"Events\":null");
@@ -159,7 +159,7 @@ async fn run_watch(g: &Global, c: &Client, req: WatchCreateRequest, exec: Vec<St
                 let kv = e.kv.clone().unwrap_or_default();
                 let _ = std::process::Command::new(&exec[0])
                     .args(&exec[1..])
-                    .env("ETCD_WATCH_REVISION", r.header.clone().unwrap_or_default().revision.to_string())
+                    .env("ETCD_WATCH_REVISION", r.header.unwrap_or_default().revision.to_string())
                     .env("ETCD_WATCH_EVENT_TYPE", event_type(e))
                     .env("ETCD_WATCH_KEY", String::from_utf8_lossy(&kv.key).as_ref())
                     .env("ETCD_WATCH_VALUE", String::from_utf8_lossy(&kv.value).as_ref())
