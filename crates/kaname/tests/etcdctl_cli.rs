@@ -343,6 +343,18 @@ fn same_bytes(flavor: Flavor) {
         let mask = |s: &str| s.replace("remaining(599s)", "remaining(600s)").replace("\"ttl\":599", "\"ttl\":600");
         assert_eq!(mask(&e.stdout), mask(&k.stdout), "{} `etcdctl {}`", flavor.label(), args.join(" "));
     }
+    // keep-alive streams until killed; then on a revoked lease it ends by itself.
+    for revoke in [false, true] {
+        if revoke {
+            assert!(etcdctl(&ep, &["lease", "revoke", &lid], None).success());
+        }
+        for w in ["simple", "json"] {
+            let args = ["lease", "keep-alive", &lid, "-w", w];
+            let e = run_for(false, &ep, &args, "", 1.0);
+            let k = run_for(true, &ep, &args, "", 1.0);
+            assert_eq!(e, k, "{} `etcdctl {}` (revoked: {revoke})", flavor.label(), args.join(" "));
+        }
+    }
 }
 
 #[test]
