@@ -130,7 +130,7 @@ pub struct Global {
     /// disable client's TLS transport
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", default_value = "true", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub insecure_transport: bool,
-    /// domain name to query for SRV records describing cluster endpoints
+    /// domain name to query for SRV records describing cluster endpoints (not supported yet)
     #[arg(long, global = true, env = "ETCDCTL_DISCOVERY_SRV")]
     pub discovery_srv: Option<String>,
     /// Debug mode (accepted, ignored)
@@ -258,6 +258,9 @@ impl Global {
 
     /// TLS for https:// endpoints: --cacert verifies the server, --cert/--key identify us.
     fn tls_config(&self) -> Res<Option<ClientTlsConfig>> {
+        if self.discovery_srv.is_some() {
+            return fail(EXIT_ERROR, "--discovery-srv is not supported by kaname etcdctl yet");
+        }
         if self.insecure_skip_tls_verify {
             return fail(EXIT_ERROR, "--insecure-skip-tls-verify is not supported by kaname etcdctl yet");
         }
