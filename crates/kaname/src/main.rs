@@ -22,6 +22,12 @@ enum Command {
     /// Benchmark an etcd v3 endpoint (kaname or etcd) with the same client code.
     #[command(subcommand)]
     Bench(kaname_bench::BenchCommand),
+    /// etcdctl v3 (3.4): the same commands, flags, output formats and exit codes.
+    #[command(disable_help_flag = true)]
+    Etcdctl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -214,6 +220,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_store::run(cfg, shutdown_signal()))
         }
+        Command::Etcdctl { args } => std::process::exit(kaname_etcdctl::run(args)),
         Command::Bench(cmd) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_bench::run(cmd))

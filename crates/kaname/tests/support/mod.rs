@@ -18,7 +18,10 @@ mod session;
 #[allow(unused_imports)]
 pub use normalize::{normalize, Masker};
 #[allow(unused_imports)]
-pub use session::{compare_flavors, compare_session, run_session, step, SessionRun, Step, StepResult, Target};
+pub use session::{
+    compare_flavors, compare_session, compare_tools, run_session, run_session_with, step, SessionRun, Step, StepResult,
+    Target, Tool,
+};
 
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
@@ -197,7 +200,17 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
 
 /// Like [`etcdctl`] with a given `--command-timeout` (e.g. "2s").
 pub fn etcdctl_timeout(endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: &str) -> Output {
-    let mut cmd = Command::new(ETCDCTL_BIN);
+    run_ctl(Command::new(ETCDCTL_BIN), endpoints, args, stdin, timeout)
+}
+
+/// Like [`etcdctl`], running `kaname etcdctl` (the binary built from this crate).
+pub fn kaname_etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaname"));
+    cmd.arg("etcdctl");
+    run_ctl(cmd, endpoints, args, stdin, "10s")
+}
+
+fn run_ctl(mut cmd: Command, endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: &str) -> Output {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("ETCDCTL_") {
             cmd.env_remove(k);

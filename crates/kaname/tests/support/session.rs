@@ -1,6 +1,6 @@
 //! `compare_session`: the same etcdctl script against real etcd and kaname.
 
-use super::{etcdctl, Cluster, Flavor, Masker};
+use super::{etcdctl, kaname_etcdctl, Cluster, Flavor, Masker};
 use std::fmt::Write as _;
 use std::thread;
 use std::time::Duration;
@@ -130,6 +130,41 @@ pub struct SessionRun {
 /// Starts a fresh cluster of `flavor`, runs `script`, normalizes, stops it.
 /// Err when the cluster cannot be started.
 pub fn run_session(flavor: Flavor, members: usize, script: &[Step]) -> Result<SessionRun, String> {
+    run_session_with(flavor, members, script, Tool::Etcdctl, false)
+}
+
+/// Which client runs a script's steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// The real etcdctl 3.4.
+    Etcdctl,
+    /// `kaname etcdctl`.
+    Kaname,
+}
+
+impl Tool {
+    pub fn label(self) -> &'static str {
+        match self {
+            Tool::Etcdctl => "etcdctl",
+            Tool::Kaname => "kaname etcdctl",
+        }
+    }
+}
+
+/// Lines etcdctl's Go client logs on stderr (zap JSON, e.g. "retrying of unary invoker
+/// failed", snapshot progress) are dropped; `Error: ...` lines stay.
+fn drop_client_logs(stderr: &str) -> String {
+    stderr.lines().filter(|l| !l.starts_with("{\"level\":")).map(|l| format!("{l}\n")).collect()
+}
+
+/// [`run_session`] with the given client; `drop_logs` drops the Go client's log lines from stderr.
+pub fn run_session_with(
+    flavor: Flavor,
+    members: usize,
+    script: &[Step],
+    tool: Tool,
+    drop_logs: bool,
+) -> Result<SessionRun, String> {
     let cluster = Cluster::try_start(flavor, members)?;
     let (masker, warning) = Masker::for_cluster(&cluster);
     let mut notes: Vec<String> = warning.into_iter().collect();
@@ -139,17 +174,22 @@ pub fn run_session(flavor: Flavor, members: usize, script: &[Step]) -> Result<Se
             thread::sleep(s.pause);
         }
         let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
-        let out = etcdctl(&s.endpoints(&cluster), &args, s.stdin.as_deref());
+        let out = match tool {
+            Tool::Etcdctl => etcdctl(&s.endpoints(&cluster), &args, s.stdin.as_deref()),
+            Tool::Kaname => kaname_etcdctl(&s.endpoints(&cluster), &args, s.stdin.as_deref()),
+        };
         let r = StepResult {
             stdout: masker.normalize(&out.stdout, s.unordered),
-            stderr: masker.normalize(&out.stderr, s.unordered),
+            stderr: masker
+                .normalize(&if drop_logs { drop_client_logs(&out.stderr) } else { out.stderr.clone() }, s.unordered),
             code: out.code(),
         };
         if std::env::var_os("KANAME_IT_DUMP").is_some() {
             // Readable transcript for implementers: KANAME_IT_DUMP=1 cargo test ... -- --nocapture
             println!(
-                "[{} step {}] {}\n{}{}[exit {}]\n",
+                "[{} {} step {}] {}\n{}{}[exit {}]\n",
                 flavor.label(),
+                tool.label(),
                 n + 1,
                 s.describe(),
                 r.stdout,
@@ -193,7 +233,22 @@ pub fn compare_flavors(reference: Flavor, candidate: Flavor, members: usize, scr
             script.len()
         )
     });
+    report(r, c, members, script, &expected, &got);
+}
 
+/// Runs `script` with the real etcdctl on a fresh `flavor` cluster, then with
+/// `kaname etcdctl` on another fresh one, and asserts identical normalized
+/// stdout, stderr (less the Go client's log lines) and exit codes.
+pub fn compare_tools(flavor: Flavor, members: usize, script: &[Step]) {
+    let expected = run_session_with(flavor, members, script, Tool::Etcdctl, true)
+        .unwrap_or_else(|e| panic!("{} cluster of {members} failed to start:\n{e}", flavor.label()));
+    assert_eq!(expected.results.len(), script.len(), "etcdctl run stopped early: {:?}", expected.notes);
+    let got = run_session_with(flavor, members, script, Tool::Kaname, true)
+        .unwrap_or_else(|e| panic!("{} cluster of {members} failed to start:\n{e}", flavor.label()));
+    report("etcdctl", "kaname etcdctl", members, script, &expected, &got);
+}
+
+fn report(r: &str, c: &str, members: usize, script: &[Step], expected: &SessionRun, got: &SessionRun) {
     let mut report = String::new();
     let mut differing = 0;
     for (i, s) in script.iter().enumerate() {
