@@ -91,11 +91,47 @@ pub enum SnapshotCmd {
     Save { args: Vec<String> },
     /// Gets backend snapshot status of a given file
     Status { args: Vec<String> },
-    /// Restores an etcd member snapshot to an etcd directory (not supported yet)
-    Restore {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Restores an etcd member snapshot to an etcd directory
+    Restore(RestoreRequest),
+}
+
+/// `snapshot restore`'s arguments, with etcdctl 3.4's flags and defaults.
+#[derive(Args, Clone, Debug)]
+pub struct RestoreRequest {
+    /// The snapshot file.
+    pub snapshot: Option<String>,
+    /// Path to the data directory (default: <name>.etcd)
+    #[arg(long, default_value = "")]
+    pub data_dir: String,
+    /// Path to the WAL directory (kaname keeps its log in the data dir; must be empty)
+    #[arg(long, default_value = "")]
+    pub wal_dir: String,
+    /// Initial cluster configuration for restore bootstrap
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// Initial cluster token for the etcd cluster during restore bootstrap
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// Human-readable name for this member
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Ignore snapshot integrity hash value (required if copied from data directory)
+    #[arg(long)]
+    pub skip_hash_check: bool,
+}
+
+/// Builds a member's data dir from a snapshot. The store provides it (the data dir format is
+/// the server's business, not the client's); `kaname etcdctl` installs it at start.
+pub type Restorer = fn(&RestoreRequest) -> Result<(), String>;
+
+static RESTORER: std::sync::OnceLock<Restorer> = std::sync::OnceLock::new();
+
+/// Installs the implementation of `snapshot restore`.
+pub fn set_restorer(f: Restorer) {
+    let _ = RESTORER.set(f);
 }
 
 #[derive(Args, Debug)]
@@ -702,7 +738,21 @@ pub async fn snapshot(g: &Global, cmd: SnapshotCmd) -> Res {
             }
             fail(EXIT_ERROR, "snapshot status of bbolt files is not supported by kaname etcdctl yet")
         }
-        SnapshotCmd::Restore { .. } => fail(EXIT_ERROR, "snapshot restore is not supported yet"),
+        SnapshotCmd::Restore(mut req) => {
+            let Some(_) = &req.snapshot else {
+                return bad_args("snapshot restore requires exactly one argument");
+            };
+            if !req.wal_dir.is_empty() {
+                return fail(EXIT_ERROR, "--wal-dir is not supported: kaname keeps its log in the data dir");
+            }
+            if req.data_dir.is_empty() {
+                req.data_dir = format!("{}.etcd", req.name);
+            }
+            let Some(restore) = RESTORER.get() else {
+                return fail(EXIT_ERROR, "snapshot restore is not available in this build");
+            };
+            restore(&req).or_else(|e| fail(EXIT_ERROR, e))
+        }
     }
 }
 

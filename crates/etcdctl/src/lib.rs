@@ -73,6 +73,8 @@ enum Cmd {
 }
 
 /// Runs etcdctl with `args` (without the program name) and returns the exit code.
+pub use cluster::{set_restorer, RestoreRequest, Restorer};
+
 pub fn run(args: Vec<OsString>) -> i32 {
     let mut argv = vec![OsString::from("etcdctl")];
     argv.extend(args);

@@ -220,10 +220,37 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_store::run(cfg, shutdown_signal()))
         }
-        Command::Etcdctl { args } => std::process::exit(kaname_etcdctl::run(args)),
+        Command::Etcdctl { args } => {
+            kaname_etcdctl::set_restorer(restore_snapshot);
+            std::process::exit(kaname_etcdctl::run(args))
+        }
         Command::Bench(cmd) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_bench::run(cmd))
         }
     }
+}
+
+/// `kaname etcdctl snapshot restore`: the client parses etcdctl's flags, the store builds the
+/// data dir (its format is the store's business).
+fn restore_snapshot(req: &kaname_etcdctl::RestoreRequest) -> Result<(), String> {
+    let opts = kaname_store::restore::RestoreOptions {
+        snapshot: PathBuf::from(req.snapshot.clone().unwrap_or_default()),
+        name: req.name.clone(),
+        data_dir: PathBuf::from(&req.data_dir),
+        initial_cluster: req.initial_cluster.clone(),
+        initial_cluster_token: req.initial_cluster_token.clone(),
+        initial_advertise_peer_urls: req.initial_advertise_peer_urls.clone(),
+        skip_hash_check: req.skip_hash_check,
+    };
+    let r = kaname_store::restore::restore(&opts).map_err(|e| e.to_string())?;
+    eprintln!(
+        "restored snapshot {} into {}: member {:x} of cluster {:x}, revision {}",
+        opts.snapshot.display(),
+        opts.data_dir.display(),
+        r.member_id,
+        r.cluster_id,
+        r.revision
+    );
+    Ok(())
 }
