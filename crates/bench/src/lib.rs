@@ -139,7 +139,7 @@ where
     let clients = common.clients.max(1);
     let per_client = common.total / clients;
     let start = Instant::now();
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<ClientTask> = Vec::new();
     for c in 0..clients {
         let ch = conns[c % conns.len()].clone();
         let op = op.clone();
@@ -154,12 +154,20 @@ where
                     errors += 1;
                 }
             }
-            (samples, errors)
+            Ok((samples, errors))
         }));
     }
+    gather(tasks, start).await
+}
+
+/// What every client task returns: its latencies and its failed requests.
+type ClientTask = tokio::task::JoinHandle<anyhow::Result<(Vec<Duration>, usize)>>;
+
+/// Waits for the client tasks and merges their results.
+async fn gather(tasks: Vec<ClientTask>, start: Instant) -> anyhow::Result<Results> {
     let mut results = Results { samples: Vec::new(), errors: 0, total: Duration::ZERO };
     for t in tasks {
-        let (s, e) = t.await?;
+        let (s, e) = t.await??;
         results.samples.extend(s);
         results.errors += e;
     }
@@ -228,7 +236,7 @@ async fn lease_keepalive(common: CommonFlags) -> anyhow::Result<Results> {
     let clients = common.clients.max(1);
     let per_client = common.total / clients;
     let start = Instant::now();
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<ClientTask> = Vec::new();
     for c in 0..clients {
         let mut lease = LeaseClient::new(conns[c % conns.len()].clone());
         tasks.push(tokio::spawn(async move {
@@ -254,15 +262,8 @@ async fn lease_keepalive(common: CommonFlags) -> anyhow::Result<Results> {
                     errors += 1;
                 }
             }
-            Ok::<_, anyhow::Error>((samples, errors))
+            Ok((samples, errors))
         }));
     }
-    let mut results = Results { samples: Vec::new(), errors: 0, total: Duration::ZERO };
-    for t in tasks {
-        let (s, e) = t.await??;
-        results.samples.extend(s);
-        results.errors += e;
-    }
-    results.total = start.elapsed();
-    Ok(results)
+    gather(tasks, start).await
 }
