@@ -77,7 +77,14 @@ impl PeerChannels {
         if let Some(ch) = map.get(url) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(url.clone())
+        // For https peers our connector does the TLS itself, so tonic is handed the plain
+        // scheme: with tonic's own TLS feature compiled in (kaname etcdctl uses it), tonic
+        // refuses an https URI that has no tonic TLS config, whatever the connector.
+        let dial_url = match url.strip_prefix("https://") {
+            Some(rest) => format!("http://{rest}"),
+            None => url.clone(),
+        };
+        let endpoint = Endpoint::from_shared(dial_url)
             .map_err(|e| PeerError::Unreachable(e.to_string()))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
