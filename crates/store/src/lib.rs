@@ -13,6 +13,7 @@ pub mod datadir;
 pub mod error;
 pub mod grpc;
 pub mod http;
+mod leader_call;
 pub mod lease;
 pub mod membership;
 pub mod metrics;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{internal, EtcdError};
+use crate::leader_call::LeaderCall;
 use crate::raft::network::PeerRpc;
 use crate::raft::state_machine::member_attributes;
 use crate::raft::MemberNode;
@@ -69,34 +70,16 @@ impl EtcdServer {
     /// Carries out `change` on the leader, wherever it was received.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.limits.request_timeout;
-        loop {
-            let reply = match self.leader() {
-                Some(id) if id == self.member_id => self.change_membership_as_leader(change.clone()).await,
-                Some(id) => match self.node_of(id) {
-                    Some(node) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match self.peers.call(&node, PeerRpc::Membership, &change, left).await {
-                            Ok(r) => r,
-                            // The change may have been delivered: retrying could apply it twice.
-                            Err(crate::raft::network::PeerError::NoAnswer(_)) => return Err(EtcdError::Timeout),
-                            Err(_) => ForwardReply::NotLeader(None),
-                        }
-                    }
-                    None => ForwardReply::NotLeader(None),
-                },
-                None => ForwardReply::NotLeader(None),
-            };
-            match reply {
-                ForwardReply::Done(_, ()) => return Ok(()),
-                ForwardReply::Failed(e) => return Err(e),
-                ForwardReply::NotLeader(_) => {
-                    if Instant::now() >= deadline {
-                        return Err(EtcdError::Timeout);
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let forward = LeaderCall {
+            rpc: PeerRpc::Membership,
+            request: &change,
+            // A change whose answer was lost may have been made: repeating it could, say,
+            // add the member twice.
+            idempotent: false,
+            without_leader: EtcdError::Timeout,
+            poll: Duration::from_millis(50),
+        };
+        self.on_leader(forward, deadline, || self.change_membership_as_leader(change.clone())).await.map(|_| ())
     }
 
     /// The leader side of [`EtcdServer::change_membership`].

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::alarm;
 use crate::batcher::Batcher;
 use crate::error::{internal, EtcdError};
+use crate::leader_call::LeaderCall;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
 use crate::raft::network::{PeerChannels, PeerRpc};
@@ -201,38 +202,14 @@ impl EtcdServer {
     /// confirmed by the current leader (ReadIndex): a read after it is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.limits.request_timeout;
-        let mut saw_leader = false;
-        loop {
-            if Instant::now() >= deadline {
-                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
-            }
-            let reply = match self.leader() {
-                None => {
-                    tokio::time::sleep(LEADER_POLL).await;
-                    continue;
-                }
-                Some(id) if id == self.member_id => {
-                    saw_leader = true;
-                    self.read_index_as_leader().await
-                }
-                Some(id) => {
-                    saw_leader = true;
-                    let Some(node) = self.node_of(id) else {
-                        tokio::time::sleep(LEADER_POLL).await;
-                        continue;
-                    };
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.peers.call(&node, PeerRpc::ReadIndex, &(), left).await {
-                        Ok(r) => r,
-                        Err(_) => ForwardReply::NotLeader(None),
-                    }
-                }
-            };
-            match reply {
-                ForwardReply::Done(index, ()) => return self.wait_applied(index, deadline).await,
-                ForwardReply::Failed(e) => return Err(e),
-                ForwardReply::NotLeader(_) => tokio::time::sleep(LEADER_POLL).await,
-            }
-        }
+        let call = LeaderCall {
+            rpc: PeerRpc::ReadIndex,
+            request: &(),
+            idempotent: true,
+            without_leader: EtcdError::NoLeader,
+            poll: LEADER_POLL,
+        };
+        let (index, ()) = self.on_leader(call, deadline, || self.read_index_as_leader()).await?;
+        self.wait_applied(index, deadline).await
     }
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{LeaseStatus, RenewOutcome};
 use crate::error::EtcdError;
+use crate::leader_call::LeaderCall;
 use crate::raft::network::PeerRpc;
 use crate::server::{EtcdServer, ForwardReply};
 
@@ -52,37 +53,15 @@ impl EtcdServer {
     /// calls are idempotent, so a retry after a lost answer is harmless.
     async fn lease_call(&self, call: LeaseCall) -> Result<LeaseAnswer, EtcdError> {
         let deadline = Instant::now() + self.limits.request_timeout;
-        let mut saw_leader = false;
-        loop {
-            if Instant::now() >= deadline {
-                return Err(if saw_leader { EtcdError::Timeout } else { EtcdError::NoLeader });
-            }
-            let reply = match self.leader() {
-                None => ForwardReply::NotLeader(None),
-                Some(l) if l == self.member_id => {
-                    saw_leader = true;
-                    self.lease_as_leader(call, deadline).await
-                }
-                Some(l) => {
-                    saw_leader = true;
-                    match self.node_of(l) {
-                        None => ForwardReply::NotLeader(None),
-                        Some(node) => {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            self.peers.call(&node, PeerRpc::Lease, &call, left).await.unwrap_or_else(|e| {
-                                tracing::debug!("lease call to leader: {e}");
-                                ForwardReply::NotLeader(None)
-                            })
-                        }
-                    }
-                }
-            };
-            match reply {
-                ForwardReply::Done(_, answer) => return Ok(answer),
-                ForwardReply::Failed(e) => return Err(e),
-                ForwardReply::NotLeader(_) => tokio::time::sleep(POLL).await,
-            }
-        }
+        let forward = LeaderCall {
+            rpc: PeerRpc::Lease,
+            request: &call,
+            idempotent: true,
+            without_leader: EtcdError::NoLeader,
+            poll: POLL,
+        };
+        let (_, answer) = self.on_leader(forward, deadline, || self.lease_as_leader(call, deadline)).await?;
+        Ok(answer)
     }
 
     /// The leader side of a [`LeaseCall`], local or forwarded by a follower.
