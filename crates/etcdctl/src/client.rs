@@ -1,5 +1,7 @@
 //! Global flags, the connection to the cluster and etcdctl's errors and exit codes.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -7,8 +9,10 @@ use kaname_proto::etcdserverpb::{
     auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
     maintenance_client::MaintenanceClient, watch_client::WatchClient, AuthenticateRequest,
 };
+use kaname_tls::rustls::ClientConfig;
+use kaname_tls::{SkipServerVerification, TlsConnector};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 // etcdctl's exit codes (cobrautl).
 pub const EXIT_ERROR: i32 = 1;
@@ -201,27 +205,28 @@ impl Global {
         let mut channel = None;
         loop {
             for ep in endpoints {
-                let url = if ep.contains("://") {
-                    ep.clone()
-                } else if self.cacert.is_some() || self.cert.is_some() {
-                    format!("https://{ep}")
-                } else {
-                    format!("http://{ep}")
-                };
-                let Ok(mut e) = Endpoint::from_shared(url.clone()) else { continue };
-                if url.starts_with("https://") {
-                    let Some(tls) = &tls else { continue };
-                    match e.tls_config(tls.clone()) {
-                        Ok(t) => e = t,
-                        Err(err) => return fail(EXIT_ERROR, err.to_string()),
+                // etcd's clientv3: a bare endpoint uses the TLS the flags configure (if any),
+                // `http://` never uses TLS, `https://` always does, with a default config
+                // (system roots, verified) when the flags configure none.
+                let (url, tls) = match ep.split_once("://") {
+                    None => {
+                        let scheme = if tls.is_some() { "https" } else { "http" };
+                        (format!("{scheme}://{ep}"), tls.clone())
                     }
-                }
+                    Some(("https", _)) => (ep.clone(), Some(tls.clone().map_or_else(default_tls, Ok)?)),
+                    Some(_) => (ep.clone(), None),
+                };
+                let Ok(e) = Endpoint::from_shared(url) else { continue };
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if left.is_zero() {
                     break;
                 }
                 let e = e.connect_timeout(left).tcp_nodelay(true);
-                if let Ok(Ok(c)) = tokio::time::timeout(left, e.connect()).await {
+                let connected = match tls {
+                    None => tokio::time::timeout(left, e.connect()).await,
+                    Some(tls) => tokio::time::timeout(left, e.connect_with_connector(TlsConnector::new(tls))).await,
+                };
+                if let Ok(Ok(c)) = connected {
                     channel = Some(c);
                     break;
                 }
@@ -256,30 +261,59 @@ impl Global {
         Ok(Client { channel, token })
     }
 
-    /// TLS for https:// endpoints: --cacert verifies the server, --cert/--key identify us.
-    fn tls_config(&self) -> Res<Option<ClientTlsConfig>> {
+    /// The TLS the flags configure, as etcdctl's `newClientCfg`: any of --cacert, --cert,
+    /// --key, or --insecure-transport=false asks for it; --cacert (else the system's roots)
+    /// verifies the server unless --insecure-skip-tls-verify; --cert/--key identify us.
+    fn tls_config(&self) -> Res<Option<Arc<ClientConfig>>> {
         if self.discovery_srv.is_some() {
             return fail(EXIT_ERROR, "--discovery-srv is not supported by kaname etcdctl yet");
         }
-        if self.insecure_skip_tls_verify {
-            return fail(EXIT_ERROR, "--insecure-skip-tls-verify is not supported by kaname etcdctl yet");
+        let wanted = self.cacert.is_some() || self.cert.is_some() || self.key.is_some() || !self.insecure_transport;
+        if !wanted {
+            return Ok(None);
         }
-        let read = |p: &String| std::fs::read(p).or_else(|e| fail(EXIT_ERROR, format!("open {p}: {e}")));
-        let mut cfg = ClientTlsConfig::new();
-        if let Some(ca) = &self.cacert {
-            cfg = cfg.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        match (&self.cert, &self.key) {
-            (Some(c), Some(k)) => cfg = cfg.identity(Identity::from_pem(read(c)?, read(k)?)),
-            (None, None) => {}
+        let failed = |e: anyhow::Error| Exit { code: EXIT_ERROR, msg: Some(e.to_string()) };
+        let builder = ClientConfig::builder_with_provider(kaname_tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| failed(e.into()))?;
+        let builder = if self.insecure_skip_tls_verify {
+            builder.dangerous().with_custom_certificate_verifier(SkipServerVerification::new())
+        } else {
+            let roots = match &self.cacert {
+                Some(ca) => kaname_tls::load_roots(Path::new(ca)).map_err(failed)?,
+                None => kaname_tls::system_roots(),
+            };
+            builder.with_root_certificates(roots)
+        };
+        let mut cfg = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => {
+                let certs = kaname_tls::load_certs(Path::new(c)).map_err(failed)?;
+                let key = kaname_tls::load_key(Path::new(k)).map_err(failed)?;
+                builder.with_client_auth_cert(certs, key).map_err(|e| failed(e.into()))?
+            }
+            (None, None) => builder.with_no_client_auth(),
             _ => return fail(EXIT_ERROR, "cert and key must both be given"),
-        }
-        Ok(Some(cfg))
+        };
+        // grpc-go servers (etcd) insist on ALPN h2.
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Some(Arc::new(cfg)))
     }
 
     pub async fn connect(&self) -> Res<Client> {
         self.connect_to(&self.endpoints).await
     }
+}
+
+/// What clientv3 dials an `https://` endpoint with when the flags configure no TLS: the
+/// system's roots, verified, no client certificate.
+fn default_tls() -> Res<Arc<ClientConfig>> {
+    let mut cfg = ClientConfig::builder_with_provider(kaname_tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Exit { code: EXIT_ERROR, msg: Some(e.to_string()) })?
+        .with_root_certificates(kaname_tls::system_roots())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 /// Adds etcd's `token` metadata to every call once authenticated.

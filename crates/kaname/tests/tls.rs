@@ -462,6 +462,18 @@ fn auto_tls_three_members_match_etcd() {
             }
         }
     }
+    // kaname etcdctl with the same flags sees what etcdctl sees.
+    for args in [&["get", "a"][..], &["member", "list"][..]] {
+        let args: Vec<&str> = ctl.iter().map(String::as_str).chain(args.iter().copied()).collect();
+        let (e, k) = (etcdctl(&kaname.endpoint(1), &args, None), kaname_etcdctl(&kaname.endpoint(1), &args, None));
+        let mask = kaname.masker();
+        assert_eq!(
+            (mask.normalize(&e.stdout, false), e.code()),
+            (mask.normalize(&k.stdout, false), k.code()),
+            "etcdctl vs kaname etcdctl {args:?}: {}",
+            k.stderr
+        );
+    }
     // Without skipping verification the self-signed certificate is refused, on both.
     let (e, k) = (
         etcdctl_timeout(

@@ -3,9 +3,10 @@
 //! `--peer-auto-tls` (self-signed certificates generated at start, as etcd's `SelfCert`).
 //!
 //! What lives here: the flags' values ([`TlsInfo`]), the checks etcd makes at start (an
-//! `https://` URL needs a certificate), loading PEM files into rustls configs, generating the
-//! self-signed certificates, a TLS [`TlsListener`] for the client and peer listeners, and the
-//! connector peers use to dial `https://` peer URLs. `run.rs` and `raft/network.rs` only pick
+//! `https://` URL needs a certificate), building rustls configs from the PEM files, generating the
+//! self-signed certificates, and a TLS [`TlsListener`] for the client and peer listeners. PEM
+//! loading and the connector peers dial `https://` peer URLs with are in `kaname-tls`, shared
+//! with the clients. `run.rs` and `raft/network.rs` only pick
 //! between the plain path (unchanged, no extra copies) and this one per URL scheme.
 
 use std::future::Future;
@@ -19,27 +20,20 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tonic::codegen::http::Uri;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::EtcdConfig;
+use kaname_tls::{load_certs, load_key, load_roots, provider, SkipServerVerification};
 
 /// A client that opens TCP but never finishes the handshake must not hold a slot for long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Start of the message of a peer dial that failed in the TLS handshake; `raft/network.rs`
-/// treats it like a failed TCP connect (the request surely never reached the peer).
-pub const HANDSHAKE_ERROR: &str = "tls handshake error";
 
 /// One side's TLS settings (client or peer), as etcd's `transport.TLSInfo`.
 #[derive(Clone, Debug, Default)]
@@ -216,49 +210,6 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Reads a file the way Go reports a missing one (`open PATH: ...`).
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| anyhow!("open {}: {}", path.display(), io_text(&e)))
-}
-
-/// Go's wording of the common I/O errors, so messages read like etcd's.
-fn io_text(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
-}
-
-fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        bail!("tls: failed to find any PEM data in certificate input ({})", path.display());
-    }
-    Ok(certs)
-}
-
-fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|_| anyhow!("tls: failed to find any PEM data in key input ({})", path.display()))
-}
-
-fn load_roots(path: &Path) -> anyhow::Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    for c in load_certs(path)? {
-        roots.add(c).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    }
-    Ok(roots)
-}
-
 /// A listener's config. ALPN offers `h2` (grpc-go, so etcdctl, insists on it) and
 /// `http/1.1` (curl on /health); hyper then detects the protocol from the first bytes.
 fn server_config(info: &TlsInfo) -> anyhow::Result<Arc<ServerConfig>> {
@@ -287,7 +238,7 @@ fn server_config(info: &TlsInfo) -> anyhow::Result<Arc<ServerConfig>> {
 fn peer_client_config(info: &TlsInfo) -> anyhow::Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = if info.self_cert {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+        builder.dangerous().with_custom_certificate_verifier(SkipServerVerification::new())
     } else {
         let roots = match info.trusted_ca_file.as_deref() {
             Some(ca) => load_roots(ca)?,
@@ -377,46 +328,6 @@ impl ResolvesClientCert for ReloadingCert {
 
     fn has_certs(&self) -> bool {
         true
-    }
-}
-
-/// Accepts any server certificate (auto TLS: Go's `InsecureSkipVerify`), but still checks the
-/// handshake signatures, so the session is bound to the key the peer presented.
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -530,51 +441,6 @@ impl AsyncWrite for PeerConn {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dialing peers
-// ---------------------------------------------------------------------------------------------
-
-/// tonic connector for `https://` peer URLs: TCP (no delay), then TLS with the peer config.
-/// tonic itself is built without TLS; a channel given a connector leaves the scheme to it.
-#[derive(Clone)]
-pub struct PeerConnector {
-    connector: TlsConnector,
-}
-
-impl PeerConnector {
-    pub fn new(config: Arc<ClientConfig>) -> Self {
-        PeerConnector { connector: TlsConnector::from(config) }
-    }
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type PeerIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-
-impl tower_service::Service<Uri> for PeerConnector {
-    type Response = PeerIo;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<PeerIo, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connector = self.connector.clone();
-        Box::pin(async move {
-            let host = uri.host().ok_or("peer URL has no host")?.trim_matches(['[', ']']).to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            // "tcp connect error" is what raft/network.rs recognises as "never delivered".
-            let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("tcp connect error: {e}"))?;
-            let _ = tcp.set_nodelay(true);
-            let name = ServerName::try_from(host.clone()).map_err(|e| format!("{HANDSHAKE_ERROR}: {host}: {e}"))?;
-            let tls =
-                connector.connect(name, tcp).await.map_err(|e| format!("{HANDSHAKE_ERROR} with {host}:{port}: {e}"))?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
-        })
     }
 }
 

@@ -78,8 +78,9 @@ impl PeerChannels {
             return Ok(ch.clone());
         }
         // For https peers our connector does the TLS itself, so tonic is handed the plain
-        // scheme: with tonic's own TLS feature compiled in (kaname etcdctl uses it), tonic
-        // refuses an https URI that has no tonic TLS config, whatever the connector.
+        // scheme: should tonic's own TLS feature ever be compiled in (feature unification
+        // through any crate of the workspace), tonic refuses an https URI that has no tonic
+        // TLS config, whatever the connector.
         let dial_url = match url.strip_prefix("https://") {
             Some(rest) => format!("http://{rest}"),
             None => url.clone(),
@@ -95,7 +96,7 @@ impl PeerChannels {
                     "{url}: https peer URL but no peer TLS configured (--peer-trusted-ca-file)"
                 ))
             })?;
-            endpoint.connect_with_connector_lazy(crate::tls::PeerConnector::new(tls))
+            endpoint.connect_with_connector_lazy(kaname_tls::TlsConnector::new(tls))
         } else {
             endpoint.connect_lazy()
         };
@@ -155,7 +156,8 @@ impl PeerChannels {
                 if s.message() == REMOVED_MEMBER {
                     self.removed.notify_one();
                     Err(PeerError::Protocol(msg))
-                } else if s.message().contains("tcp connect error") || s.message().contains(crate::tls::HANDSHAKE_ERROR)
+                } else if s.message().contains(kaname_tls::TCP_CONNECT_ERROR)
+                    || s.message().contains(kaname_tls::HANDSHAKE_ERROR)
                 {
                     // tonic reports a failed (lazy) connect with this text; anything else may
                     // have reached the peer.
