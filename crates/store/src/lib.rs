@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod peer;
 pub mod raft;
+pub mod read_index;
 pub mod restore;
 pub mod run;
 pub mod server;

@@ -193,8 +193,10 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         timeout: request_timeout,
         transferring: transferring_rx,
     };
+    let (read_rounds, read_queue) = crate::read_index::ReadIndexRounds::new();
     let server = Arc::new(EtcdServer {
         batcher: crate::batcher::Batcher::start(route),
+        read_rounds,
         applied: applied_rx,
         raft,
         store,
@@ -213,6 +215,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         peers,
         metrics,
     });
+    tokio::spawn(crate::read_index::run(Arc::downgrade(&server), read_queue));
 
     let mut tasks = Vec::new();
     let mut peer_addrs = Vec::new();

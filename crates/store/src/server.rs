@@ -16,10 +16,9 @@ use tokio::time::Instant;
 use crate::alarm;
 use crate::batcher::Batcher;
 use crate::error::{internal, EtcdError};
-use crate::leader_call::LeaderCall;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
-use crate::raft::network::{PeerChannels, PeerRpc};
+use crate::raft::network::PeerChannels;
 use crate::raft::{Command, CommandResult, MemberNode, Raft};
 
 /// Limits and timing a member enforces on requests.
@@ -62,10 +61,12 @@ pub struct EtcdServer {
     pub applied: watch::Receiver<u64>,
     /// Set while this leader transfers leadership (see `batcher::Route::transferring`).
     pub transferring: watch::Sender<bool>,
+    /// Linearizable reads share read-index rounds through it.
+    pub read_rounds: crate::read_index::ReadIndexRounds,
 }
 
 /// How often to look again for a leader while none is known.
-const LEADER_POLL: Duration = Duration::from_millis(50);
+pub(crate) const LEADER_POLL: Duration = Duration::from_millis(50);
 
 impl EtcdServer {
     /// Fills the identity fields of a response header, keeping the revision the apply step set.
@@ -202,14 +203,7 @@ impl EtcdServer {
     /// confirmed by the current leader (ReadIndex): a read after it is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.limits.request_timeout;
-        let call = LeaderCall {
-            rpc: PeerRpc::ReadIndex,
-            request: &(),
-            idempotent: true,
-            without_leader: EtcdError::NoLeader,
-            poll: LEADER_POLL,
-        };
-        let (index, ()) = self.on_leader(call, deadline, || self.read_index_as_leader()).await?;
+        let index = self.read_rounds.read_index(deadline).await?;
         self.wait_applied(index, deadline).await
     }
 }
