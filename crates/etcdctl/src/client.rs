@@ -216,7 +216,8 @@ impl Global {
                     Some(("https", _)) => (ep.clone(), Some(tls.clone().map_or_else(default_tls, Ok)?)),
                     Some(_) => (ep.clone(), None),
                 };
-                let Ok(e) = Endpoint::from_shared(url) else { continue };
+                // Our connector does the TLS (see `kaname_tls::connector_uri`).
+                let Ok(e) = Endpoint::from_shared(kaname_tls::connector_uri(&url)) else { continue };
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if left.is_zero() {
                     break;

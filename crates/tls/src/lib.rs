@@ -140,8 +140,39 @@ impl ServerCertVerifier for SkipServerVerification {
     }
 }
 
+/// The URI to hand tonic for `url` when [`TlsConnector`] dials it: the plain scheme. Should
+/// tonic's own TLS feature be compiled in (feature unification through any crate of the
+/// workspace), tonic refuses an `https://` URI that came without its own TLS config, whatever
+/// the connector; with `http://` it leaves the connection to the connector, which does TLS.
+pub fn connector_uri(url: &str) -> String {
+    match url.strip_prefix("https://") {
+        Some(rest) => format!("http://{rest}"),
+        None => url.to_string(),
+    }
+}
+
+/// A certificate's subject as the servers use it for authentication: etcd maps the
+/// CommonName to a user; Kubernetes maps it to the user and the Organizations to groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subject {
+    /// The last CommonName attribute, as Go's `pkix.Name` keeps it.
+    pub common_name: Option<String>,
+    pub organizations: Vec<String>,
+}
+
+/// The subject of a DER certificate; `None` if it does not parse.
+pub fn subject(der: &[u8]) -> Option<Subject> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = cert.subject();
+    let text = |a: &x509_parser::x509::AttributeTypeAndValue| a.as_str().ok().map(str::to_string);
+    Some(Subject {
+        common_name: name.iter_common_name().filter_map(text).last(),
+        organizations: name.iter_organization().filter_map(text).collect(),
+    })
+}
+
 /// tonic connector for `https://` URLs: TCP (no delay), then TLS with the given config (which
-/// must offer ALPN `h2`). A channel given a connector leaves the scheme to it.
+/// must offer ALPN `h2`). Give tonic the URI from [`connector_uri`].
 #[derive(Clone)]
 pub struct TlsConnector {
     connector: tokio_rustls::TlsConnector,
@@ -178,5 +209,35 @@ impl tower_service::Service<Uri> for TlsConnector {
                 connector.connect(name, tcp).await.map_err(|e| format!("{HANDSHAKE_ERROR} with {host}:{port}: {e}"))?;
             Ok(hyper_util::rt::TokioIo::new(tls))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_reads_the_subject_not_the_issuer() {
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "the-ca");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf.distinguished_name = rcgen::DistinguishedName::new();
+        leaf.distinguished_name.push(rcgen::DnType::CommonName, "alice");
+        leaf.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+        let s = subject(leaf.der()).unwrap();
+        assert_eq!(s.common_name.as_deref(), Some("alice"));
+        assert_eq!(s.organizations, vec!["system:masters".to_string()]);
+        assert_eq!(subject(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn connector_uri_hands_tonic_the_plain_scheme() {
+        assert_eq!(connector_uri("https://127.0.0.1:2379"), "http://127.0.0.1:2379");
+        assert_eq!(connector_uri("http://127.0.0.1:2379"), "http://127.0.0.1:2379");
     }
 }

@@ -77,14 +77,8 @@ impl PeerChannels {
         if let Some(ch) = map.get(url) {
             return Ok(ch.clone());
         }
-        // For https peers our connector does the TLS itself, so tonic is handed the plain
-        // scheme: should tonic's own TLS feature ever be compiled in (feature unification
-        // through any crate of the workspace), tonic refuses an https URI that has no tonic
-        // TLS config, whatever the connector.
-        let dial_url = match url.strip_prefix("https://") {
-            Some(rest) => format!("http://{rest}"),
-            None => url.clone(),
-        };
+        // For https peers our connector does the TLS itself (see `kaname_tls::connector_uri`).
+        let dial_url = kaname_tls::connector_uri(url);
         let endpoint = Endpoint::from_shared(dial_url)
             .map_err(|e| PeerError::Unreachable(e.to_string()))?
             .connect_timeout(Duration::from_millis(500))
