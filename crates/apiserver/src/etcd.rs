@@ -1,0 +1,191 @@
+//! The API server's only path to its data: etcd v3 gRPC (KV and Watch), over `kaname-proto`'s
+//! generated clients. Nothing here knows the store's internals, so it runs on real etcd too.
+
+use std::time::Duration;
+
+use kaname_proto::etcdserverpb::{
+    compare, kv_client::KvClient, request_op, watch_client::WatchClient, Compare, DeleteRangeRequest, PutRequest,
+    RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
+};
+use kaname_proto::mvccpb::KeyValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// How long one etcd call may take before the request fails (upstream's default request
+/// timeout is 60s; shorter here so an unreachable etcd surfaces quickly to kubectl).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Default)]
+pub struct EtcdTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Etcd {
+    channel: Channel,
+}
+
+impl Etcd {
+    /// A lazily connecting, load-balanced channel over all `--etcd-servers`: the API server
+    /// starts (and reports not ready) while etcd is down, and reconnects by itself.
+    pub fn connect(servers: &[String], tls: &EtcdTls) -> anyhow::Result<Etcd> {
+        let mut tls_cfg = None;
+        if tls.ca_file.is_some() || tls.cert_file.is_some() {
+            let mut c = ClientTlsConfig::new();
+            if let Some(ca) = &tls.ca_file {
+                c = c.ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+            }
+            match (&tls.cert_file, &tls.key_file) {
+                (Some(cert), Some(key)) => {
+                    c = c.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?))
+                }
+                (None, None) => {}
+                _ => anyhow::bail!("--etcd-certfile and --etcd-keyfile must be given together"),
+            }
+            tls_cfg = Some(c);
+        }
+        let mut endpoints = Vec::new();
+        for s in servers {
+            let url = if s.contains("://") { s.clone() } else { format!("http://{s}") };
+            let mut e = Endpoint::from_shared(url.clone())?
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(CALL_TIMEOUT)
+                .tcp_nodelay(true);
+            if url.starts_with("https://") {
+                e = e.tls_config(tls_cfg.clone().unwrap_or_default())?;
+            }
+            endpoints.push(e);
+        }
+        anyhow::ensure!(!endpoints.is_empty(), "--etcd-servers must not be empty");
+        Ok(Etcd { channel: Channel::balance_list(endpoints.into_iter()) })
+    }
+
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone())
+    }
+    pub fn watch(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel.clone())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, tonic::Status> {
+        let r = self.kv().range(RangeRequest { key: key.into(), ..Default::default() }).await?.into_inner();
+        Ok(r.kvs.into_iter().next())
+    }
+
+    /// Keys in `[from, prefix_end(prefix))` at `revision` (0 = latest), at most `limit` (0 = all).
+    pub async fn range(
+        &self,
+        from: &str,
+        prefix: &str,
+        revision: i64,
+        limit: i64,
+    ) -> Result<RangeResponse, tonic::Status> {
+        let req = RangeRequest {
+            key: from.into(),
+            range_end: prefix_end(prefix.as_bytes()),
+            revision,
+            limit,
+            ..Default::default()
+        };
+        Ok(self.kv().range(req).await?.into_inner())
+    }
+
+    pub async fn txn(&self, t: TxnRequest) -> Result<TxnResponse, tonic::Status> {
+        Ok(self.kv().txn(t).await?.into_inner())
+    }
+
+    /// The store's current revision (a cheap count-only range), also the readiness probe.
+    pub async fn revision(&self) -> Result<i64, tonic::Status> {
+        let r = self
+            .kv()
+            .range(RangeRequest { key: b"/".to_vec(), count_only: true, limit: 1, ..Default::default() })
+            .await?
+            .into_inner();
+        Ok(r.header.map(|h| h.revision).unwrap_or(0))
+    }
+}
+
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+pub fn cmp_mod(key: &str, rev: i64) -> Compare {
+    Compare {
+        key: key.into(),
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Mod as i32,
+        target_union: Some(compare::TargetUnion::ModRevision(rev)),
+        ..Default::default()
+    }
+}
+
+pub fn cmp_absent(key: &str) -> Compare {
+    Compare {
+        key: key.into(),
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        target_union: Some(compare::TargetUnion::CreateRevision(0)),
+        ..Default::default()
+    }
+}
+
+pub fn cmp_present(key: &str) -> Compare {
+    Compare {
+        key: key.into(),
+        result: compare::CompareResult::Greater as i32,
+        target: compare::CompareTarget::Create as i32,
+        target_union: Some(compare::TargetUnion::CreateRevision(0)),
+        ..Default::default()
+    }
+}
+
+pub fn op_put(key: &str, value: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest { key: key.into(), value, ..Default::default() })),
+    }
+}
+
+pub fn op_get(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest { key: key.into(), ..Default::default() })),
+    }
+}
+
+pub fn op_delete(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn op_delete_prefix(prefix: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: prefix.into(),
+            range_end: prefix_end(prefix.as_bytes()),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The key-values read by the range ops of a failed/succeeded txn, in op order.
+pub fn txn_ranges(r: &TxnResponse) -> Vec<Option<KeyValue>> {
+    use kaname_proto::etcdserverpb::response_op::Response;
+    r.responses
+        .iter()
+        .filter_map(|op| match &op.response {
+            Some(Response::ResponseRange(rr)) => Some(rr.kvs.first().cloned()),
+            _ => None,
+        })
+        .collect()
+}
