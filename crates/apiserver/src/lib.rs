@@ -102,7 +102,7 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
             let p = pki::Pki::ensure(&flags.cert_dir, &hosts)?;
             let kubeconfig = flags.cert_dir.join("admin.conf");
             pki::write_kubeconfig(&kubeconfig, &format!("https://{server_address}"), &p)?;
-            println!("admin kubeconfig: {}", kubeconfig.display());
+            say(&format!("admin kubeconfig: {}", kubeconfig.display()));
             (p.serving_cert, p.serving_key, flags.client_ca_file.clone().or(Some(p.ca_cert)))
         }
         _ => anyhow::bail!("--tls-cert-file and --tls-private-key-file must be given together"),
@@ -121,7 +121,7 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
     let addr = SocketAddr::new(flags.bind_address, flags.secure_port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving securely");
-    println!("serving on https://{addr}");
+    say(&format!("serving on https://{addr}"));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     tokio::pin!(shutdown);
     loop {
@@ -154,6 +154,14 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
             }
         });
     }
+}
+
+/// A line for whoever started us; a closed stdout (the reader went away) is no reason to stop.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Creates the system namespaces once etcd answers (they may exist already).
