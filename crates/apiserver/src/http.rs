@@ -45,6 +45,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api", get(api_versions))
         .route("/apis", get(api_groups))
         .route("/api/v1", get(core_resources))
+        .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &crate::openapi::root()) }))
+        .route("/openapi/v3/api/v1", get(|| async { json_response(StatusCode::OK, &crate::openapi::core_v1()) }))
         .route("/api/v1/{*rest}", axum::routing::any(resource))
         .fallback(|| async { ApiError::not_found_path() })
         .layer(middleware::from_fn_with_state(ctx.clone(), authenticate))
@@ -280,8 +282,8 @@ async fn serve(
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let obj = crate::patch::apply(st, t.res, ns, name, headers, &body).await?;
-            Ok(json_response(StatusCode::OK, &obj))
+            let (obj, warnings) = crate::patch::apply(st, t.res, ns, name, headers, &body, q).await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::DELETE, Some(name)) => {
             let opts: Value = if body.is_empty() {
@@ -395,17 +397,27 @@ fn decode_body(
         }
         _ => return Err(ApiError::unsupported_media_type(ct)),
     };
-    let normalized =
-        (res.normalize)(v.clone()).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+    let warnings = check_fields(res, &v, q)?;
+    Ok((v, warnings))
+}
+
+/// Decodes `v` through the resource's type and applies `fieldValidation` to what the type
+/// does not know: Strict fails (400), Warn returns warnings, Ignore drops them silently.
+pub fn check_fields(res: &Resource, v: &Value, q: &HashMap<String, String>) -> ApiResult<Vec<String>> {
+    let cannot = |why: String| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {why}",
+            res.kind, res.version, res.kind
+        ))
+    };
+    let normalized = (res.normalize)(v.clone()).map_err(cannot)?;
     let mut unknown = Vec::new();
-    unknown_fields(&v, &normalized, "", &mut unknown);
+    unknown_fields(v, &normalized, "", &mut unknown);
     let msgs: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
     match q.get("fieldValidation").map(String::as_str).unwrap_or("Warn") {
-        "Strict" if !msgs.is_empty() => {
-            Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))))
-        }
-        "Ignore" => Ok((v, Vec::new())),
-        "Strict" | "Warn" => Ok((v, msgs)),
+        "Strict" if !msgs.is_empty() => Err(cannot(format!("strict decoding error: {}", msgs.join(", ")))),
+        "Ignore" => Ok(Vec::new()),
+        "Strict" | "Warn" => Ok(msgs),
         other => Err(ApiError::bad_request(format!(
             "fieldValidation parameter unsupported: {other}; must be one of Ignore, Warn, Strict"
         ))),

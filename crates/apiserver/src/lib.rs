@@ -8,6 +8,7 @@
 
 pub mod etcd;
 pub mod http;
+pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;

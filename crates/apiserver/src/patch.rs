@@ -17,7 +17,8 @@ pub async fn apply(
     name: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> ApiResult<Value> {
+    q: &std::collections::HashMap<String, String>,
+) -> ApiResult<(Value, Vec<String>)> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     let patch: Value =
@@ -40,9 +41,10 @@ pub async fn apply(
         if !pinned {
             merged["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
         }
+        let warnings = crate::http::check_fields(res, &merged, q)?;
         match st.update(res, ns, name, merged).await {
             Err(e) if e.reason == "Conflict" && !pinned => continue,
-            r => return r,
+            r => return r.map(|o| (o, warnings)),
         }
     }
 }

@@ -238,10 +238,10 @@ fn crud_on_kaname() {
     crud(Flavor::Kaname);
 }
 
-/// `kubectl create -f` with YAML: kubectl's default client-side validation needs the OpenAPI
-/// schema, which this server does not serve yet, so it fails with kubectl's own error;
-/// `--validate=false` creates. Pods get server-side validation (422 Invalid with the field
-/// errors) and the pod table (NAME READY STATUS RESTARTS AGE).
+/// `kubectl create -f` with YAML: kubectl finds `fieldValidation` in /openapi/v3 and leaves
+/// validation to the server (unknown fields: 400 with Strict, warnings with
+/// `--validate=warn`). Pods get server-side validation (422 Invalid with the field errors)
+/// and the pod table (NAME READY STATUS RESTARTS AGE). Merge patches apply.
 fn create_from_files(flavor: Flavor) {
     let store = Cluster::start(flavor, 1);
     let api = Apiserver::start(&store.member_endpoint(1));
@@ -249,9 +249,7 @@ fn create_from_files(flavor: Flavor) {
     let cm = dir.join("cm.yaml");
     std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  k: v\n").unwrap();
     let cm = cm.to_str().unwrap();
-    let err = api.fails(&["create", "-f", cm]);
-    assert!(err.contains("failed to download openapi"), "{err}");
-    assert_eq!(api.ok(&["create", "-f", cm, "--validate=false"]), "configmap/settings created\n");
+    assert_eq!(api.ok(&["create", "-f", cm]), "configmap/settings created\n");
     assert_eq!(
         api.fails(&["create", "-f", cm, "--validate=false"]),
         format!(
@@ -259,10 +257,29 @@ fn create_from_files(flavor: Flavor) {
         )
     );
 
+    let unknown = dir.join("unknown.yaml");
+    std::fs::write(&unknown, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: loose\n  bogus: 1\ndata:\n  k: v\n")
+        .unwrap();
+    let unknown = unknown.to_str().unwrap();
+    assert_eq!(
+        api.fails(&["create", "-f", unknown]),
+        format!("Error from server (BadRequest): error when creating \"{unknown}\": ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"metadata.bogus\"\n")
+    );
+    let warned = api.kubectl(&["create", "-f", unknown, "--validate=warn"]);
+    assert_eq!(
+        (warned.stdout.as_str(), warned.stderr.as_str()),
+        ("configmap/loose created\n", "Warning: unknown field \"metadata.bogus\"\n")
+    );
+    assert_eq!(
+        api.ok(&["patch", "cm", "loose", "--type=merge", "-p", r#"{"data":{"k":null,"n":"1"}}"#]),
+        "configmap/loose patched\n"
+    );
+    assert_eq!(api.ok(&["get", "cm", "loose", "-o", "jsonpath={.data}"]), r#"{"n":"1"}"#);
+
     let bad = dir.join("bad-pod.yaml");
     std::fs::write(&bad, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: c\n")
         .unwrap();
-    let err = api.fails(&["create", "-f", bad.to_str().unwrap(), "--validate=false"]);
+    let err = api.fails(&["create", "-f", bad.to_str().unwrap()]);
     assert!(
         err.starts_with(&format!(
             "The Pod \"Bad_Name\" is invalid: \n* metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of"
@@ -277,7 +294,7 @@ fn create_from_files(flavor: Flavor) {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  generateName: web-\n  labels:\n    app: web\nspec:\n  containers:\n  - name: nginx\n    image: nginx:1.27\n",
     )
     .unwrap();
-    let created = api.ok(&["create", "-f", pod.to_str().unwrap(), "--validate=false", "-o", "name"]);
+    let created = api.ok(&["create", "-f", pod.to_str().unwrap(), "-o", "name"]);
     assert!(created.starts_with("pod/web-") && created.len() == "pod/web-xxxxx\n".len(), "{created}");
     let pods = api.ok(&["get", "pods"]);
     assert!(pods.starts_with("NAME        READY   STATUS    RESTARTS   AGE\nweb-"), "{pods}");
@@ -310,10 +327,10 @@ fn update_conflict(flavor: Flavor) {
     let read = api.ok(&["get", "cm", "shared", "-o", "json"]);
     let first = read.replace("\"v\": \"0\"", "\"v\": \"1\"");
     let second = read.replace("\"v\": \"0\"", "\"v\": \"2\"");
-    let r1 = api.kubectl_stdin(&["replace", "-f", "-", "--validate=false"], Some(&first));
+    let r1 = api.kubectl_stdin(&["replace", "-f", "-"], Some(&first));
     assert!(r1.success(), "{}", r1.stderr);
     assert_eq!(r1.stdout, "configmap/shared replaced\n");
-    let r2 = api.kubectl_stdin(&["replace", "-f", "-", "--validate=false"], Some(&second));
+    let r2 = api.kubectl_stdin(&["replace", "-f", "-"], Some(&second));
     assert!(!r2.success());
     assert_eq!(
         r2.stderr,
