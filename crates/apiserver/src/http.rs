@@ -142,9 +142,49 @@ async fn version() -> Response {
     )
 }
 
-/// Legacy discovery. Requests for aggregated discovery (apidiscovery.k8s.io/v2) get this too,
-/// with `Content-Type: application/json`, which clients take as "not supported" and fall back.
-async fn api_versions(State(ctx): State<Arc<Ctx>>) -> Response {
+const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client asked for aggregated discovery (apidiscovery.k8s.io/v2), which lists
+/// every resource in one response instead of one request per group-version.
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| m.contains("g=apidiscovery.k8s.io") && m.contains("v=v2;") && m.contains("as=APIGroupDiscoveryList"))
+}
+
+fn aggregated(items: Vec<Value>) -> Response {
+    let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
+    (StatusCode::OK, [(header::CONTENT_TYPE, AGGREGATED)], body.to_string()).into_response()
+}
+
+const VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+
+async fn api_versions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        let resources: Vec<Value> = CORE_V1
+            .iter()
+            .map(|r| {
+                let mut v = json!({
+                    "resource": r.plural,
+                    "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                    "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": r.singular,
+                    "verbs": VERBS,
+                });
+                if !r.short_names.is_empty() {
+                    v["shortNames"] = json!(r.short_names);
+                }
+                v
+            })
+            .collect();
+        return aggregated(vec![json!({
+            "metadata": {"creationTimestamp": null},
+            "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
+        })]);
+    }
     json_response(
         StatusCode::OK,
         &json!({
@@ -155,7 +195,11 @@ async fn api_versions(State(ctx): State<Arc<Ctx>>) -> Response {
     )
 }
 
-async fn api_groups() -> Response {
+/// No API groups yet (only the legacy core group under /api).
+async fn api_groups(headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated(Vec::new());
+    }
     json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
 }
 
@@ -168,7 +212,7 @@ async fn core_resources() -> Response {
                 "singularName": r.singular,
                 "namespaced": r.namespaced,
                 "kind": r.kind,
-                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                "verbs": VERBS,
             });
             if !r.short_names.is_empty() {
                 v["shortNames"] = json!(r.short_names);

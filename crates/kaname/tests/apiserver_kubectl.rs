@@ -401,9 +401,10 @@ fn watch_on_kaname() {
     watch(Flavor::Kaname);
 }
 
-/// Anonymous requests: 401 Status everywhere but the health checks; /readyz turns 500 while
-/// etcd is unreachable and back to ok when it returns. The generated serving certificate
-/// verifies against the generated CA for 127.0.0.1.
+/// Anonymous requests: 401 Status everywhere but the health checks; other users than
+/// system:masters: discovery only (403 otherwise); /readyz turns 500 while etcd is unreachable
+/// and back to ok when it returns. The generated serving certificate verifies against the
+/// generated CA for 127.0.0.1.
 fn auth_and_health(flavor: Flavor) {
     let mut store = Cluster::start(flavor, 1);
     let api = Apiserver::start(&store.member_endpoint(1));
@@ -419,7 +420,56 @@ fn auth_and_health(flavor: Flavor) {
     for p in ["/healthz", "/livez", "/readyz"] {
         assert_eq!(api.curl(p, true), (200, "ok".to_string()), "{p}");
     }
-    // The admin (CN=kubernetes-admin, O=system:masters) may do everything.
+    // A user outside system:masters (CN=jane, O=dev, signed by the same CA) may read
+    // discovery but nothing else: there is no RBAC yet.
+    let pki = api.dir.path().join("pki");
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "kaname-ca");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let jane_key = rcgen::KeyPair::generate().unwrap();
+    let mut jane = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    jane.distinguished_name.push(rcgen::DnType::CommonName, "jane");
+    jane.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
+    let jane = jane.signed_by(&jane_key, &ca, &ca_key).unwrap();
+    std::fs::write(pki.join("jane.crt"), jane.pem()).unwrap();
+    std::fs::write(pki.join("jane.key"), jane_key.serialize_pem()).unwrap();
+    let as_jane = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "--cacert"])
+            .arg(pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(pki.join("jane.crt"))
+            .arg("--key")
+            .arg(pki.join("jane.key"))
+            .arg(format!("https://127.0.0.1:{}{path}", api.port.port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    assert_eq!(as_jane("/api").0, "200");
+    let (code, body) = as_jane("/api/v1/namespaces/default/configmaps");
+    assert_eq!(code, "403");
+    assert_eq!(
+        json(&body)["message"],
+        "configmaps is forbidden: User \"jane\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+
+    // The admin (CN=kubernetes-admin, O=system:masters) may do everything; kubectl finds the
+    // resources through aggregated discovery.
+    assert_eq!(
+        api.ok(&["api-resources"]),
+        "NAME              SHORTNAMES   APIVERSION   NAMESPACED   KIND\n\
+         configmaps        cm           v1           true         ConfigMap\n\
+         namespaces        ns           v1           false        Namespace\n\
+         pods              po           v1           true         Pod\n\
+         secrets                        v1           true         Secret\n\
+         serviceaccounts   sa           v1           true         ServiceAccount\n\
+         services          svc          v1           true         Service\n"
+    );
     assert_eq!(json(&api.ok(&["get", "--raw", "/api"]))["versions"], json(r#"["v1"]"#));
 
     store.kill(1);
