@@ -1,6 +1,7 @@
 //! Request bodies in Kubernetes' protobuf encoding (`application/vnd.kubernetes.protobuf`),
-//! which kubectl's typed clients send (`kubectl create namespace|configmap|secret`) while
-//! accepting JSON back. Decoded here into the JSON object the rest of the server works on.
+//! which kubectl's typed clients send (`kubectl create namespace|configmap|secret|
+//! serviceaccount`) while accepting JSON back. Decoded here into the JSON object the rest of
+//! the server works on.
 //!
 //! The envelope is `k8s\0` + `runtime.Unknown{typeMeta=1{apiVersion=1,kind=2}, raw=2}`, and
 //! `raw` is the object in k8s.io/api's generated.proto layout. Only the kinds below are
@@ -171,6 +172,11 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             if let Some(spec) = message(&obj, 2)? {
                 out["spec"] = json!({"finalizers": strings(&spec, 1)});
             }
+        }
+        // secrets (2) and imagePullSecrets (3) are object references not mapped here: refused
+        // rather than dropped.
+        ("v1", "ServiceAccount") if !obj.contains_key(&2) && !obj.contains_key(&3) => {
+            set(&mut out, "automountServiceAccountToken", varint_field(&obj, 4).map(|v| json!(v != 0)));
         }
         _ => return Err(format!("protobuf bodies of {api_version}/{kind} are not supported; send JSON")),
     }

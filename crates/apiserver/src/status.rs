@@ -107,7 +107,7 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?}; protobuf only for Namespace, ConfigMap and Secret)"),
+            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?}; protobuf only for Namespace, ConfigMap, Secret and ServiceAccount)"),
             None,
         )
     }

@@ -151,6 +151,8 @@ fn crud(flavor: Flavor) {
     api.ok(&["-n", "team-a", "create", "configmap", "db", "--from-literal=x=1"]);
     api.ok(&["-n", "default", "create", "configmap", "other", "--from-literal=y=2"]);
     api.ok(&["-n", "team-a", "create", "secret", "generic", "creds", "--from-literal=password=s3cret"]);
+    assert_eq!(api.ok(&["-n", "team-a", "create", "serviceaccount", "robot"]), "serviceaccount/robot created\n");
+    assert!(api.ok(&["-n", "team-a", "get", "sa"]).starts_with("NAME    AGE\nrobot   "));
     assert_eq!(
         api.ok(&["-n", "team-a", "label", "configmap", "web", "tier=front", "app=shop"]),
         "configmap/web labeled\n"
@@ -352,7 +354,8 @@ fn update_conflict_on_kaname() {
 }
 
 /// Watch from a resourceVersion: every later change as ADDED/MODIFIED/DELETED lines, ending
-/// at timeoutSeconds; from a compacted revision, one ERROR event with a 410 Expired Status.
+/// at timeoutSeconds; `kubectl get -w` rows; from a compacted revision, one ERROR event with
+/// a 410 Expired Status.
 fn watch(flavor: Flavor) {
     let store = Cluster::start(flavor, 1);
     let api = Apiserver::start(&store.member_endpoint(1));
@@ -372,6 +375,26 @@ fn watch(flavor: Flavor) {
     let rvs: Vec<i64> =
         events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
     assert!(rvs[0] > rv.parse().unwrap() && rvs[0] < rvs[1] && rvs[1] < rvs[2], "{rvs:?}");
+
+    // `kubectl get -w` watches with server-side tables: one row per event.
+    let w = Command::new("kubectl")
+        .env_remove("KUBECONFIG")
+        .arg(format!("--kubeconfig={}", api.kubeconfig.display()))
+        .arg(format!("--cache-dir={}", api.dir.path().join("cache").display()))
+        .args(["get", "configmaps", "-w", "--request-timeout=4s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    api.ok(&["create", "configmap", "w2", "--from-literal=a=1", "--from-literal=b=2"]);
+    api.ok(&["delete", "configmap", "w2"]);
+    let out = w.wait_with_output().unwrap();
+    let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = rows.lines().collect();
+    assert_eq!(lines.len(), 3, "{rows}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines[0], "NAME   DATA   AGE");
+    assert!(lines[1].starts_with("w2     2      ") && lines[2].starts_with("w2     2      "), "{rows}");
 
     // Compact the store past rv: a watch from there is told to relist.
     let latest = json(&api.ok(&["get", "--raw", "/api/v1/namespaces"]))["metadata"]["resourceVersion"]
