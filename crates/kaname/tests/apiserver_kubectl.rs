@@ -76,7 +76,7 @@ impl Apiserver {
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run kubectl");
+        let mut child = cmd.spawn().expect("run kubectl (/usr/bin/kubectl, preinstalled on the project's machines)");
         if let Some(text) = stdin {
             use std::io::Write;
             child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
@@ -216,6 +216,49 @@ fn crud(flavor: Flavor) {
         api.fails(&["-n", "missing", "create", "configmap", "x"]),
         "error: failed to create configmap: namespaces \"missing\" not found\n"
     );
+
+    // Errors kubectl does not provoke, as raw requests with the admin certificate.
+    let pki = api.dir.path().join("pki");
+    let raw = |method: &str, path: &str, content_type: &str, body: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+            .arg(pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(pki.join("admin.crt"))
+            .arg("--key")
+            .arg(pki.join("admin.key"))
+            .args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", body])
+            .arg(format!("https://127.0.0.1:{}{path}", api.port.port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), json(body))
+    };
+    let (code, st) = raw("POST", "/api/v1/namespaces/team-a/configmaps/web", "application/json", "{}");
+    assert_eq!((code.as_str(), st["reason"].as_str()), ("405", Some("MethodNotAllowed")), "{st}");
+    let (code, st) = raw("POST", "/api/v1/namespaces/team-a/configmaps", "text/plain", "x");
+    assert_eq!((code.as_str(), st["reason"].as_str()), ("415", Some("UnsupportedMediaType")), "{st}");
+    let (code, st) = raw("POST", "/api/v1/namespaces/team-a/configmaps", "application/json", "{not json");
+    assert_eq!((code.as_str(), st["reason"].as_str()), ("400", Some("BadRequest")), "{st}");
+    let (code, st) = raw(
+        "POST",
+        "/api/v1/namespaces/team-a/configmaps",
+        "application/json",
+        r#"{"metadata":{"name":"x","namespace":"other"}}"#,
+    );
+    assert_eq!(code, "400");
+    assert_eq!(st["message"], "the namespace of the provided object does not match the namespace sent on the request");
+    let (code, st) = raw(
+        "POST",
+        "/api/v1/namespaces/team-a/configmaps",
+        "application/json",
+        r#"{"metadata":{"generateName":"gen-"},"data":{"bad key":"v"}}"#,
+    );
+    assert_eq!(code, "422");
+    assert_eq!(st["details"]["causes"][0]["field"], "data[bad key]");
+    let (code, st) = raw("GET", "/api/v1/namespaces/team-a/configmaps?labelSelector=a%20b", "application/json", "");
+    assert_eq!((code.as_str(), st["reason"].as_str()), ("400", Some("BadRequest")), "{st}");
 
     // Delete, then the object is gone.
     assert_eq!(api.ok(&["-n", "team-a", "delete", "cm", "db"]), "configmap \"db\" deleted\n");
