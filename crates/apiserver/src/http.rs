@@ -177,6 +177,9 @@ async fn api_versions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Respon
                 if !r.short_names.is_empty() {
                     v["shortNames"] = json!(r.short_names);
                 }
+                if !r.categories.is_empty() {
+                    v["categories"] = json!(r.categories);
+                }
                 v
             })
             .collect();
@@ -216,6 +219,9 @@ async fn core_resources() -> Response {
             });
             if !r.short_names.is_empty() {
                 v["shortNames"] = json!(r.short_names);
+            }
+            if !r.categories.is_empty() {
+                v["categories"] = json!(r.categories);
             }
             v
         })
@@ -360,7 +366,7 @@ async fn serve(
 fn list_options(res: &Resource, q: &HashMap<String, String>) -> ApiResult<ListOptions> {
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
         .map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), selectable(res))
+    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), res.selectable)
         .map_err(ApiError::bad_request)?;
     let limit = match q.get("limit").filter(|s| !s.is_empty()) {
         Some(s) => s.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit {s:?}")))?.max(0),
@@ -374,24 +380,6 @@ fn list_options(res: &Resource, q: &HashMap<String, String>) -> ApiResult<ListOp
     };
     let continue_token = q.get("continue").filter(|s| !s.is_empty()).cloned();
     Ok(ListOptions { labels, fields, limit, continue_token, exact_rv })
-}
-
-/// Fields a resource can be selected by besides metadata.name/namespace (upstream's
-/// `GetAttrs`/`AddFieldLabelConversionFunc`, the subset these resources store).
-fn selectable(res: &Resource) -> &'static [&'static str] {
-    match res.plural {
-        "pods" => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "status.phase",
-            "status.podIP",
-        ],
-        "namespaces" => &["status.phase"],
-        "secrets" => &["type"],
-        _ => &[],
-    }
 }
 
 fn watch(ctx: &Ctx, t: &Target, q: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<Response> {

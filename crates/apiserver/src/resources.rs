@@ -2,7 +2,7 @@
 //! whether it is namespaced, how to check a body against its typed schema (`k8s-openapi`),
 //! what create fills in, how it validates, and its `kubectl get` table columns.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret, Service, ServiceAccount};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -19,6 +19,11 @@ pub struct Resource {
     pub singular: &'static str,
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
+    /// Discovery categories (`kubectl get all` lists the `all` category).
+    pub categories: &'static [&'static str],
+    /// Fields a list or watch can select on besides metadata.name/namespace (upstream's
+    /// field label conversions for the kind).
+    pub selectable: &'static [&'static str],
     /// Decodes a body through the typed struct and back, so wrong field types are a 400 and
     /// unknown fields are dropped, as upstream's decoder does.
     pub normalize: fn(Value) -> Result<Value, String>,
@@ -67,6 +72,8 @@ pub static CORE_V1: &[Resource] = &[
         singular: "namespace",
         namespaced: false,
         short_names: &["ns"],
+        categories: &[],
+        selectable: &["status.phase"],
         normalize: typed::<Namespace>,
         validate: no_validation,
         prepare_create: prepare_namespace,
@@ -82,6 +89,8 @@ pub static CORE_V1: &[Resource] = &[
         singular: "configmap",
         namespaced: true,
         short_names: &["cm"],
+        categories: &[],
+        selectable: &[],
         normalize: typed::<ConfigMap>,
         validate: validate_data_keys,
         prepare_create: nothing_to_prepare,
@@ -97,6 +106,8 @@ pub static CORE_V1: &[Resource] = &[
         singular: "secret",
         namespaced: true,
         short_names: &[],
+        categories: &[],
+        selectable: &["type"],
         normalize: typed::<Secret>,
         validate: validate_data_keys,
         prepare_create: prepare_secret,
@@ -112,6 +123,15 @@ pub static CORE_V1: &[Resource] = &[
         singular: "pod",
         namespaced: true,
         short_names: &["po"],
+        categories: &["all"],
+        selectable: &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+        ],
         normalize: typed::<Pod>,
         validate: validate_pod,
         prepare_create: prepare_pod,
@@ -127,6 +147,8 @@ pub static CORE_V1: &[Resource] = &[
         singular: "serviceaccount",
         namespaced: true,
         short_names: &["sa"],
+        categories: &[],
+        selectable: &[],
         normalize: typed::<ServiceAccount>,
         validate: no_validation,
         prepare_create: nothing_to_prepare,
@@ -144,12 +166,43 @@ pub static CORE_V1: &[Resource] = &[
         singular: "service",
         namespaced: true,
         short_names: &["svc"],
+        categories: &["all"],
+        selectable: &[],
         normalize: typed::<Service>,
         validate: no_validation,
         prepare_create: nothing_to_prepare,
         name_rule: NameRule::Dns1123Label,
         columns: crate::table::name_age_columns,
         cells: crate::table::name_age_cells,
+    },
+    // Events are what `kubectl describe` looks up for an object (by involvedObject fields).
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        selectable: &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "type",
+        ],
+        normalize: typed::<Event>,
+        validate: no_validation,
+        prepare_create: nothing_to_prepare,
+        name_rule: NameRule::Dns1123Subdomain,
+        columns: crate::table::event_columns,
+        cells: crate::table::event_cells,
     },
 ];
 

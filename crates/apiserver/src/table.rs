@@ -118,6 +118,33 @@ pub fn pod_cells(o: &Value) -> Vec<Value> {
     ]
 }
 
+pub fn event_columns() -> Vec<Column> {
+    vec![
+        col("Last Seen", "string", "", "Time when this Event was last observed.", 0),
+        col("Type", "string", "", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
+        col("Reason", "string", "", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.", 0),
+        col("Object", "string", "", "The object that this event is about.", 0),
+        col("Message", "string", "", "A human-readable description of the status of this operation.", 0),
+    ]
+}
+
+/// Upstream's `printEvent`: last seen from lastTimestamp, else eventTime, else creation;
+/// OBJECT is `kind/name` in lower case.
+pub fn event_cells(o: &Value) -> Vec<Value> {
+    let seen = ["lastTimestamp", "eventTime"]
+        .iter()
+        .find_map(|f| o[*f].as_str())
+        .or(o["metadata"]["creationTimestamp"].as_str());
+    let obj = &o["involvedObject"];
+    vec![
+        json!(seen.map(since).unwrap_or_else(|| "<unknown>".into())),
+        json!(o["type"].as_str().unwrap_or("")),
+        json!(o["reason"].as_str().unwrap_or("")),
+        json!(format!("{}/{}", obj["kind"].as_str().unwrap_or("").to_lowercase(), obj["name"].as_str().unwrap_or(""))),
+        json!(o["message"].as_str().unwrap_or("").trim()),
+    ]
+}
+
 fn name(o: &Value) -> Value {
     json!(o["metadata"]["name"].as_str().unwrap_or(""))
 }
@@ -127,12 +154,18 @@ fn count(v: &Value) -> usize {
 }
 
 fn age(o: &Value) -> Value {
-    let Some(ts) = o["metadata"]["creationTimestamp"].as_str() else { return json!("<unknown>") };
-    let Ok(t) = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339) else {
-        return json!("<unknown>");
-    };
-    let secs = (time::OffsetDateTime::now_utc() - t).whole_seconds();
-    json!(human_duration(secs))
+    match o["metadata"]["creationTimestamp"].as_str() {
+        Some(ts) => json!(since(ts)),
+        None => json!("<unknown>"),
+    }
+}
+
+/// How long ago an RFC 3339 time was, as kubectl shows it.
+fn since(ts: &str) -> String {
+    match time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => human_duration((time::OffsetDateTime::now_utc() - t).whole_seconds()),
+        Err(_) => "<unknown>".into(),
+    }
 }
 
 /// k8s.io/apimachinery/pkg/util/duration.HumanDuration, which kubectl users read as AGE.

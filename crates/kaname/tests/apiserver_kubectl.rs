@@ -286,7 +286,8 @@ fn crud_on_kaname() {
 /// `kubectl create -f` with YAML: kubectl finds `fieldValidation` in /openapi/v3 and leaves
 /// validation to the server (unknown fields: 400 with Strict, warnings with
 /// `--validate=warn`). Pods get server-side validation (422 Invalid with the field errors)
-/// and the pod table (NAME READY STATUS RESTARTS AGE). Merge patches apply.
+/// and the pod table (NAME READY STATUS RESTARTS AGE). Merge patches apply. Events serve
+/// `kubectl get events` and `kubectl describe`.
 fn create_from_files(flavor: Flavor) {
     let store = Cluster::start(flavor, 1);
     let api = Apiserver::start(&store.member_endpoint(1));
@@ -351,6 +352,24 @@ fn create_from_files(flavor: Flavor) {
     );
     let p = json(&api.ok(&["get", "pods", "-l", "app=web", "-o", "json"]));
     assert_eq!(p["items"][0]["status"]["qosClass"], "BestEffort");
+    // `get all` follows the "all" discovery category.
+    assert_eq!(api.ok(&["get", "all", "-o", "name"]), created);
+
+    // Events: `kubectl get events` table, and `kubectl describe` finds an object's events
+    // through the involvedObject field selectors.
+    let name = p["items"][0]["metadata"]["name"].as_str().unwrap();
+    let uid = p["items"][0]["metadata"]["uid"].as_str().unwrap();
+    let event = format!(
+        r#"{{"apiVersion":"v1","kind":"Event","metadata":{{"name":"{name}.1"}},"involvedObject":{{"kind":"Pod","name":"{name}","namespace":"default","uid":"{uid}"}},"reason":"Tested","message":"hello from a test","type":"Normal","firstTimestamp":"2026-01-01T00:00:00Z","lastTimestamp":"2026-01-01T00:00:00Z"}}"#
+    );
+    let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&event));
+    assert!(out.success(), "{}", out.stderr);
+    let events = api.ok(&["get", "events"]);
+    assert!(events.starts_with("LAST SEEN   TYPE     REASON   OBJECT"), "{events}");
+    assert!(events.contains(&format!("Normal   Tested   pod/{name}   hello from a test")), "{events}");
+    let described = api.ok(&["describe", "pod", name]);
+    assert!(described.contains("\nStatus:       Pending\n"), "{described}");
+    assert!(described.contains("  Normal  Tested") && described.contains("hello from a test"), "{described}");
 }
 
 #[test]
