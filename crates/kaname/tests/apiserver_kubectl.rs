@@ -26,11 +26,16 @@ struct Apiserver {
 
 impl Apiserver {
     fn start(etcd_endpoint: &str) -> Apiserver {
+        Apiserver::start_args(&[format!("--etcd-servers=http://{etcd_endpoint}")])
+    }
+
+    /// Starts with `args` (at least `--etcd-servers`) on a claimed port and its own cert dir.
+    fn start_args(args: &[String]) -> Apiserver {
         let dir = tempfile::Builder::new().prefix("kaname-apiserver-it-").tempdir().unwrap();
         let port = claim_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kaname"))
             .arg("apiserver")
-            .arg(format!("--etcd-servers=http://{etcd_endpoint}"))
+            .args(args)
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--secure-port={}", port.port))
             .arg(format!("--cert-dir={}", dir.path().join("pki").display()))
@@ -580,4 +585,84 @@ fn auth_and_health_on_etcd() {
 #[test]
 fn auth_and_health_on_kaname() {
     auth_and_health(Flavor::Kaname);
+}
+
+/// A store process started by a test (not through `Cluster`), killed by PID on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The API server reaches an etcd that serves only TLS and requires client certificates,
+/// with `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`.
+fn etcd_over_tls(flavor: Flavor) {
+    let dir = tempfile::Builder::new().prefix("kaname-apiserver-etcd-tls-").tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "etcd test CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    for (name, sans, server) in [("server", vec!["127.0.0.1".to_string()], true), ("apiserver", vec![], false)] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        if server {
+            p.extended_key_usages.push(rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        std::fs::write(path(&format!("{name}.pem")), p.signed_by(&key, &ca, &ca_key).unwrap().pem()).unwrap();
+        std::fs::write(path(&format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+    let (client, peer) = (claim_port(), claim_port());
+    let client_url = format!("https://127.0.0.1:{}", client.port);
+    let peer_url = format!("http://127.0.0.1:{}", peer.port);
+    let mut cmd = match flavor {
+        Flavor::Etcd => Command::new(ETCD_BIN),
+        Flavor::Kaname => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_kaname"));
+            c.arg("etcd");
+            c
+        }
+    };
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ETCD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let _store = Proc(
+        cmd.args(["--name", "m1", "--data-dir", &path("data")])
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("m1={peer_url}")])
+            .args(["--cert-file", &path("server.pem"), "--key-file", &path("server-key.pem")])
+            .args(["--trusted-ca-file", &path("ca.pem"), "--client-cert-auth"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(path("store.log")).unwrap())
+            .spawn()
+            .expect("start store"),
+    );
+    let api = Apiserver::start_args(&[
+        format!("--etcd-servers={client_url}"),
+        format!("--etcd-cafile={}", path("ca.pem")),
+        format!("--etcd-certfile={}", path("apiserver.pem")),
+        format!("--etcd-keyfile={}", path("apiserver-key.pem")),
+    ]);
+    assert_eq!(api.ok(&["create", "namespace", "secure"]), "namespace/secure created\n");
+    assert_eq!(api.ok(&["get", "ns", "secure", "-o", "jsonpath={.status.phase}"]), "Active");
+}
+
+#[test]
+fn etcd_over_tls_on_etcd() {
+    etcd_over_tls(Flavor::Etcd);
+}
+
+#[test]
+fn etcd_over_tls_on_kaname() {
+    etcd_over_tls(Flavor::Kaname);
 }
