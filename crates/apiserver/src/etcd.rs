@@ -1,6 +1,9 @@
 //! The API server's only path to its data: etcd v3 gRPC (KV and Watch), over `kaname-proto`'s
 //! generated clients. Nothing here knows the store's internals, so it runs on real etcd too.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kaname_proto::etcdserverpb::{
@@ -21,9 +24,13 @@ pub struct EtcdTls {
     pub key_file: Option<String>,
 }
 
+/// One lazily connected channel per `--etcd-servers` endpoint and the one in use. A call
+/// that finds its endpoint unreachable moves on to the next (as clientv3's balancer does), so
+/// losing one member of a cluster costs a retry, not a failed request.
 #[derive(Clone)]
 pub struct Etcd {
-    channel: Channel,
+    channels: Arc<Vec<Channel>>,
+    current: Arc<AtomicUsize>,
 }
 
 impl Etcd {
@@ -45,7 +52,7 @@ impl Etcd {
             }
             tls_cfg = Some(c);
         }
-        let mut endpoints = Vec::new();
+        let mut channels = Vec::new();
         for s in servers {
             let url = if s.contains("://") { s.clone() } else { format!("http://{s}") };
             let mut e = Endpoint::from_shared(url.clone())?
@@ -55,21 +62,48 @@ impl Etcd {
             if url.starts_with("https://") {
                 e = e.tls_config(tls_cfg.clone().unwrap_or_default())?;
             }
-            endpoints.push(e);
+            channels.push(e.connect_lazy());
         }
-        anyhow::ensure!(!endpoints.is_empty(), "--etcd-servers must not be empty");
-        Ok(Etcd { channel: Channel::balance_list(endpoints.into_iter()) })
+        anyhow::ensure!(!channels.is_empty(), "--etcd-servers must not be empty");
+        Ok(Etcd { channels: Arc::new(channels), current: Arc::new(AtomicUsize::new(0)) })
     }
 
-    pub fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone())
+    /// Runs `f` on the current endpoint; on `Unavailable` (the endpoint cannot be reached)
+    /// tries the others in turn, and keeps the first that answers as the current one.
+    async fn with_kv<T, Fut>(&self, f: impl Fn(KvClient<Channel>) -> Fut) -> Result<T, tonic::Status>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let n = self.channels.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            match f(KvClient::new(self.channels[idx].clone())).await {
+                Ok(r) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(r.into_inner());
+                }
+                Err(s) if s.code() == tonic::Code::Unavailable => last = Some(s),
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no etcd endpoint")))
     }
+
+    /// A watch client on the endpoint currently in use (a watch stream stays on one member).
     pub fn watch(&self) -> WatchClient<Channel> {
-        WatchClient::new(self.channel.clone())
+        WatchClient::new(self.channels[self.current.load(Ordering::Relaxed) % self.channels.len()].clone())
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, tonic::Status> {
-        let r = self.kv().range(RangeRequest { key: key.into(), ..Default::default() }).await?.into_inner();
+        let req = RangeRequest { key: key.into(), ..Default::default() };
+        let r = self
+            .with_kv(|mut kv| {
+                let req = req.clone();
+                async move { kv.range(req).await }
+            })
+            .await?;
         Ok(r.kvs.into_iter().next())
     }
 
@@ -88,20 +122,30 @@ impl Etcd {
             limit,
             ..Default::default()
         };
-        Ok(self.kv().range(req).await?.into_inner())
+        self.with_kv(|mut kv| {
+            let req = req.clone();
+            async move { kv.range(req).await }
+        })
+        .await
     }
 
     pub async fn txn(&self, t: TxnRequest) -> Result<TxnResponse, tonic::Status> {
-        Ok(self.kv().txn(t).await?.into_inner())
+        self.with_kv(|mut kv| {
+            let t = t.clone();
+            async move { kv.txn(t).await }
+        })
+        .await
     }
 
     /// The store's current revision (a cheap count-only range), also the readiness probe.
     pub async fn revision(&self) -> Result<i64, tonic::Status> {
+        let req = RangeRequest { key: b"/".to_vec(), count_only: true, limit: 1, ..Default::default() };
         let r = self
-            .kv()
-            .range(RangeRequest { key: b"/".to_vec(), count_only: true, limit: 1, ..Default::default() })
-            .await?
-            .into_inner();
+            .with_kv(|mut kv| {
+                let req = req.clone();
+                async move { kv.range(req).await }
+            })
+            .await?;
         Ok(r.header.map(|h| h.revision).unwrap_or(0))
     }
 }
