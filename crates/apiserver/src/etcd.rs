@@ -79,7 +79,9 @@ impl Etcd {
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            match f(KvClient::new(self.channels[idx].clone())).await {
+            // Lists of large objects can exceed tonic's 4 MiB default; etcd bounds them itself.
+            let kv = KvClient::new(self.channels[idx].clone()).max_decoding_message_size(usize::MAX);
+            match f(kv).await {
                 Ok(r) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(r.into_inner());
@@ -94,6 +96,7 @@ impl Etcd {
     /// A watch client on the endpoint currently in use (a watch stream stays on one member).
     pub fn watch(&self) -> WatchClient<Channel> {
         WatchClient::new(self.channels[self.current.load(Ordering::Relaxed) % self.channels.len()].clone())
+            .max_decoding_message_size(usize::MAX)
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, tonic::Status> {

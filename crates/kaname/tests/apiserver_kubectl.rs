@@ -494,7 +494,8 @@ fn watch_on_kaname() {
 /// Anonymous requests: 401 Status everywhere but the health checks; other users than
 /// system:masters: discovery only (403 otherwise); /readyz turns 500 while etcd is unreachable
 /// and back to ok when it returns. The generated serving certificate verifies against the
-/// generated CA for 127.0.0.1.
+/// generated CA for 127.0.0.1; `--tls-cert-file`/`--tls-private-key-file`/`--client-ca-file`
+/// serve with given certificates instead.
 fn auth_and_health(flavor: Flavor) {
     let mut store = Cluster::start(flavor, 1);
     let api = Apiserver::start(&store.member_endpoint(1));
@@ -547,6 +548,38 @@ fn auth_and_health(flavor: Flavor) {
         json(&body)["message"],
         "configmaps is forbidden: User \"jane\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
     );
+
+    // Given certificates instead of generated ones: a second server with this one's serving
+    // certificate and client CA accepts the same admin kubeconfig.
+    let port2 = claim_port();
+    let mut second = Proc(
+        Command::new(env!("CARGO_BIN_EXE_kaname"))
+            .arg("apiserver")
+            .arg(format!("--etcd-servers=http://{}", store.member_endpoint(1)))
+            .args(["--bind-address=127.0.0.1", &format!("--secure-port={}", port2.port)])
+            .arg(format!("--tls-cert-file={}", pki.join("apiserver.crt").display()))
+            .arg(format!("--tls-private-key-file={}", pki.join("apiserver.key").display()))
+            .arg(format!("--client-ca-file={}", pki.join("ca.crt").display()))
+            .arg(format!("--cert-dir={}", api.dir.path().join("unused").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let server2 = format!("--server=https://127.0.0.1:{}", port2.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = api.kubectl(&[&server2, "get", "ns", "default", "-o", "name"]);
+        if out.success() {
+            assert_eq!(out.stdout, "namespace/default\n");
+            break;
+        }
+        assert!(second.0.try_wait().unwrap().is_none(), "second apiserver exited: {}", out.stderr);
+        assert!(Instant::now() < deadline, "second apiserver never answered: {}", out.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!api.dir.path().join("unused").exists(), "no PKI is generated when certificates are given");
+    drop(second);
 
     // The admin (CN=kubernetes-admin, O=system:masters) may do everything; kubectl finds the
     // resources through aggregated discovery.
