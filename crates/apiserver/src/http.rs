@@ -161,6 +161,7 @@ fn aggregated(items: Vec<Value>) -> Response {
 }
 
 const VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
 async fn api_versions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
     if wants_aggregated(&headers) {
@@ -179,6 +180,13 @@ async fn api_versions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Respon
                 }
                 if !r.categories.is_empty() {
                     v["categories"] = json!(r.categories);
+                }
+                if r.has_status {
+                    v["subresources"] = json!([{
+                        "subresource": "status",
+                        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                        "verbs": STATUS_VERBS,
+                    }]);
                 }
                 v
             })
@@ -226,6 +234,16 @@ async fn core_resources() -> Response {
             v
         })
         .collect();
+    let mut resources = resources;
+    for r in CORE_V1.iter().filter(|r| r.has_status) {
+        resources.push(json!({
+            "name": format!("{}/status", r.plural),
+            "singularName": "",
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": STATUS_VERBS,
+        }));
+    }
     json_response(StatusCode::OK, &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}))
 }
 
@@ -234,23 +252,35 @@ struct Target {
     res: &'static Resource,
     ns: Option<String>,
     name: Option<String>,
+    /// The `/status` subresource of the named object.
+    status: bool,
 }
 
 fn route(rest: &str) -> ApiResult<Target> {
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let find = |p: &str| by_plural(p).ok_or_else(ApiError::not_found_path);
+    let t = |res, ns: Option<&str>, name: Option<&str>, status| Target {
+        res,
+        ns: ns.map(str::to_string),
+        name: name.map(str::to_string),
+        status,
+    };
     let t = match segs.as_slice() {
-        [plural] => Target { res: find(plural)?, ns: None, name: None },
-        ["namespaces", ns, plural] => Target { res: find(plural)?, ns: Some(ns.to_string()), name: None },
-        ["namespaces", ns, plural, name] => {
-            Target { res: find(plural)?, ns: Some(ns.to_string()), name: Some(name.to_string()) }
-        }
-        [plural, name] => Target { res: find(plural)?, ns: None, name: Some(name.to_string()) },
+        [plural] => t(find(plural)?, None, None, false),
+        // Before the namespaced collection pattern: `namespaces/<name>/status`.
+        [plural, name, "status"] => t(find(plural)?, None, Some(name), true),
+        ["namespaces", ns, plural] => t(find(plural)?, Some(ns), None, false),
+        ["namespaces", ns, plural, name] => t(find(plural)?, Some(ns), Some(name), false),
+        ["namespaces", ns, plural, name, "status"] => t(find(plural)?, Some(ns), Some(name), true),
+        [plural, name] => t(find(plural)?, None, Some(name), false),
         _ => return Err(ApiError::not_found_path()),
     };
     // A namespaced resource named without its namespace (`/api/v1/pods/x`) is no URL; a
-    // cluster-scoped one has no namespace segment.
-    if (t.res.namespaced && t.ns.is_none() && t.name.is_some()) || (!t.res.namespaced && t.ns.is_some()) {
+    // cluster-scoped one has no namespace segment; only some kinds have a status.
+    if (t.res.namespaced && t.ns.is_none() && t.name.is_some())
+        || (!t.res.namespaced && t.ns.is_some())
+        || (t.status && !t.res.has_status)
+    {
         return Err(ApiError::not_found_path());
     }
     Ok(t)
@@ -294,6 +324,7 @@ async fn serve(
         return Err(ApiError::bad_request("dryRun is not supported by this server yet"));
     }
     match (method, &t.name) {
+        (Method::POST, Some(_)) => Err(ApiError::method_not_allowed()),
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => watch(ctx, &t, q, headers),
         (Method::GET, None) => {
             let opts = list_options(t.res, q)?;
@@ -328,13 +359,21 @@ async fn serve(
         }
         (Method::PUT, Some(name)) => {
             let (body, warnings) = decode_body(t.res, headers, &body, q)?;
-            let obj = st.update(t.res, ns, name, body).await?;
+            let obj = st.update(t.res, ns, name, body, t.status).await?;
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let (obj, warnings) = crate::patch::apply(st, t.res, ns, name, headers, &body, q).await?;
+            let (obj, warnings) = crate::patch::apply(
+                st,
+                crate::patch::Target { res: t.res, ns, name, status: t.status },
+                headers,
+                &body,
+                q,
+            )
+            .await?;
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
+        (Method::DELETE, Some(_)) if t.status => Err(ApiError::method_not_allowed()),
         (Method::DELETE, Some(name)) => {
             let opts: Value = if body.is_empty() {
                 json!({})
@@ -502,6 +541,9 @@ mod tests {
         assert!(route("configmaps/x").is_err());
         assert!(route("namespaces/a/namespaces").is_err());
         assert!(route("bogus").is_err());
+        assert!(route("namespaces/a/pods/p/status").unwrap().status);
+        assert!(route("namespaces/a/status").unwrap().status);
+        assert!(route("namespaces/a/configmaps/c/status").is_err());
     }
 
     #[test]

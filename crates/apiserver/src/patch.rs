@@ -10,15 +10,22 @@ use crate::resources::Resource;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::Storage;
 
+/// The object a patch applies to; `status` selects the status subresource.
+pub struct Target<'a> {
+    pub res: &'static Resource,
+    pub ns: Option<&'a str>,
+    pub name: &'a str,
+    pub status: bool,
+}
+
 pub async fn apply(
     st: &Storage,
-    res: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
+    target: Target<'_>,
     headers: &HeaderMap,
     body: &[u8],
     q: &std::collections::HashMap<String, String>,
 ) -> ApiResult<(Value, Vec<String>)> {
+    let Target { res, ns, name, status } = target;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     let patch: Value =
@@ -42,7 +49,7 @@ pub async fn apply(
             merged["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
         }
         let warnings = crate::http::check_fields(res, &merged, q)?;
-        match st.update(res, ns, name, merged).await {
+        match st.update(res, ns, name, merged, status).await {
             Err(e) if e.reason == "Conflict" && !pinned => continue,
             r => return r.map(|o| (o, warnings)),
         }

@@ -21,6 +21,9 @@ pub struct Resource {
     pub short_names: &'static [&'static str],
     /// Discovery categories (`kubectl get all` lists the `all` category).
     pub categories: &'static [&'static str],
+    /// Has a `/status` subresource: the main resource cannot change the status, and the
+    /// subresource changes nothing else.
+    pub has_status: bool,
     /// Fields a list or watch can select on besides metadata.name/namespace (upstream's
     /// field label conversions for the kind).
     pub selectable: &'static [&'static str],
@@ -73,6 +76,7 @@ pub static CORE_V1: &[Resource] = &[
         namespaced: false,
         short_names: &["ns"],
         categories: &[],
+        has_status: true,
         selectable: &["status.phase"],
         normalize: typed::<Namespace>,
         validate: no_validation,
@@ -90,6 +94,7 @@ pub static CORE_V1: &[Resource] = &[
         namespaced: true,
         short_names: &["cm"],
         categories: &[],
+        has_status: false,
         selectable: &[],
         normalize: typed::<ConfigMap>,
         validate: validate_data_keys,
@@ -107,6 +112,7 @@ pub static CORE_V1: &[Resource] = &[
         namespaced: true,
         short_names: &[],
         categories: &[],
+        has_status: false,
         selectable: &["type"],
         normalize: typed::<Secret>,
         validate: validate_data_keys,
@@ -124,6 +130,7 @@ pub static CORE_V1: &[Resource] = &[
         namespaced: true,
         short_names: &["po"],
         categories: &["all"],
+        has_status: true,
         selectable: &[
             "spec.nodeName",
             "spec.restartPolicy",
@@ -148,6 +155,7 @@ pub static CORE_V1: &[Resource] = &[
         namespaced: true,
         short_names: &["sa"],
         categories: &[],
+        has_status: false,
         selectable: &[],
         normalize: typed::<ServiceAccount>,
         validate: no_validation,
@@ -167,6 +175,7 @@ pub static CORE_V1: &[Resource] = &[
         namespaced: true,
         short_names: &["svc"],
         categories: &["all"],
+        has_status: true,
         selectable: &[],
         normalize: typed::<Service>,
         validate: no_validation,
@@ -185,6 +194,7 @@ pub static CORE_V1: &[Resource] = &[
         namespaced: true,
         short_names: &["ev"],
         categories: &[],
+        has_status: false,
         selectable: &[
             "involvedObject.kind",
             "involvedObject.namespace",

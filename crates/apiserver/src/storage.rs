@@ -156,7 +156,16 @@ impl Storage {
         Ok(ListResult { items, revision, continue_token })
     }
 
-    pub async fn update(&self, res: &'static Resource, ns: Option<&str>, name: &str, body: Value) -> ApiResult<Value> {
+    /// Replaces an object (`status` false: everything but its status) or only its status
+    /// (`status` true: the `/status` subresource).
+    pub async fn update(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        status: bool,
+    ) -> ApiResult<Value> {
         let obj = prepare_body(res, ns, body)?;
         let body_name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         if body_name != name {
@@ -175,16 +184,23 @@ impl Storage {
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::stale(res.plural, name));
             }
-            let mut new = obj.clone();
+            let mut new = if status {
+                let mut n = old.clone();
+                n["status"] = obj["status"].clone();
+                n["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
+                n
+            } else {
+                obj.clone()
+            };
             // What clients may not change: identity, creation time, and (for resources with a
             // status subresource) the status.
             for f in ["uid", "creationTimestamp", "deletionTimestamp"] {
                 new["metadata"][f] = old["metadata"][f].clone();
             }
-            if res.plural == "pods" || res.plural == "namespaces" {
+            if res.has_status && !status {
                 new["status"] = old["status"].clone();
             }
-            if res.plural == "namespaces" {
+            if res.plural == "namespaces" && !status {
                 new["spec"] = old["spec"].clone();
             }
             strip_nulls(&mut new["metadata"]);

@@ -291,7 +291,8 @@ fn crud_on_kaname() {
 /// `kubectl create -f` with YAML: kubectl finds `fieldValidation` in /openapi/v3 and leaves
 /// validation to the server (unknown fields: 400 with Strict, warnings with
 /// `--validate=warn`). Pods get server-side validation (422 Invalid with the field errors)
-/// and the pod table (NAME READY STATUS RESTARTS AGE). Merge patches apply. Events serve
+/// and the pod table (NAME READY STATUS RESTARTS AGE). Merge patches apply, to the status
+/// through the status subresource only. Events serve
 /// `kubectl get events` and `kubectl describe`.
 fn create_from_files(flavor: Flavor) {
     let store = Cluster::start(flavor, 1);
@@ -372,8 +373,21 @@ fn create_from_files(flavor: Flavor) {
     let events = api.ok(&["get", "events"]);
     assert!(events.starts_with("LAST SEEN   TYPE     REASON   OBJECT"), "{events}");
     assert!(events.contains(&format!("Normal   Tested   pod/{name}   hello from a test")), "{events}");
+    // The status subresource changes the status (what a kubelet will report); the main
+    // resource cannot.
+    let status = r#"{"status":{"phase":"Running","containerStatuses":[{"name":"nginx","ready":true,"restartCount":2,"image":"nginx:1.27","imageID":""}]}}"#;
+    assert_eq!(
+        api.ok(&["patch", "pod", name, "--subresource=status", "--type=merge", "-p", status]),
+        format!("pod/{name} patched\n")
+    );
+    assert_eq!(
+        api.ok(&["patch", "pod", name, "--type=merge", "-p", r#"{"status":{"phase":"Failed"}}"#]),
+        format!("pod/{name} patched (no change)\n")
+    );
+    assert!(api.ok(&["get", "pods"]).contains("   1/1     Running   2          "));
+
     let described = api.ok(&["describe", "pod", name]);
-    assert!(described.contains("\nStatus:       Pending\n"), "{described}");
+    assert!(described.contains("\nStatus:       Running\n"), "{described}");
     assert!(described.contains("  Normal  Tested") && described.contains("hello from a test"), "{described}");
 }
 
