@@ -22,6 +22,8 @@ enum Command {
     /// Benchmark an etcd v3 endpoint (kaname or etcd) with the same client code.
     #[command(subcommand)]
     Bench(kaname_bench::BenchCommand),
+    /// The Kubernetes API server over etcd v3 (kube-apiserver's flags and defaults).
+    Apiserver(Box<kaname_apiserver::ApiserverFlags>),
     /// etcdctl v3 (3.4): the same commands, flags, output formats and exit codes.
     #[command(disable_help_flag = true)]
     Etcdctl {
@@ -223,6 +225,11 @@ fn main() -> anyhow::Result<()> {
         Command::Etcdctl { args } => {
             kaname_etcdctl::set_restorer(restore_snapshot);
             std::process::exit(kaname_etcdctl::run(args))
+        }
+        Command::Apiserver(flags) => {
+            init_logging("info");
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(kaname_apiserver::run(*flags, shutdown_signal()))
         }
         Command::Bench(cmd) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

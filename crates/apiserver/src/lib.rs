@@ -1,0 +1,183 @@
+//! `kaname apiserver`: the Kubernetes REST API over any etcd v3 endpoint (kaname's or real
+//! etcd), served over TLS with client-certificate authentication.
+//!
+//! Layers, top to bottom: `http` (routes, authn/authz, verbs, discovery) → `storage` and
+//! `watch` (the generic registry, parameterized by `resources`) → `etcd` (the v3 gRPC client).
+//! `pki` makes the certificates and the TLS config; `table`, `selector`, `patch` and `status`
+//! are the pieces of API machinery the verbs share.
+
+pub mod etcd;
+pub mod http;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod protobuf;
+pub mod resources;
+pub mod selector;
+pub mod status;
+pub mod storage;
+pub mod table;
+pub mod watch;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+
+/// kube-apiserver's flag names and defaults, for the subset implemented.
+#[derive(Args, Debug, Clone)]
+pub struct ApiserverFlags {
+    /// List of etcd servers to connect with (scheme://ip:port), comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub etcd_servers: Vec<String>,
+    /// The prefix to prepend to all resource paths in etcd.
+    #[arg(long, default_value = "/registry")]
+    pub etcd_prefix: String,
+    /// SSL Certificate Authority file used to secure etcd communication.
+    #[arg(long)]
+    pub etcd_cafile: Option<String>,
+    /// SSL certification file used to secure etcd communication.
+    #[arg(long)]
+    pub etcd_certfile: Option<String>,
+    /// SSL key file used to secure etcd communication.
+    #[arg(long)]
+    pub etcd_keyfile: Option<String>,
+    /// The IP address on which to listen for the --secure-port port.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// The port on which to serve HTTPS with authentication and authorization.
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// The IP address on which to advertise the apiserver to members of the cluster.
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// A CIDR notation IP range from which to assign service cluster IPs.
+    #[arg(long, default_value = "10.0.0.0/24")]
+    pub service_cluster_ip_range: String,
+    /// File containing the default x509 Certificate for HTTPS.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// File containing the default x509 private key matching --tls-cert-file.
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Client certificates signed by one of these CAs authenticate as CN (groups: O).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// The directory where the TLS certs are located (and generated when none are given).
+    #[arg(long, default_value = "/var/run/kubernetes")]
+    pub cert_dir: PathBuf,
+    /// The maximum number of non-mutating and mutating requests in flight (0 = no limit).
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+}
+
+/// Namespaces every cluster has (upstream's system namespaces controller).
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = etcd::EtcdTls {
+        ca_file: flags.etcd_cafile.clone(),
+        cert_file: flags.etcd_certfile.clone(),
+        key_file: flags.etcd_keyfile.clone(),
+    };
+    let etcd = etcd::Etcd::connect(&flags.etcd_servers, &tls)?;
+    let storage = storage::Storage { etcd, prefix: flags.etcd_prefix.trim_end_matches('/').to_string() };
+
+    let host = flags
+        .advertise_address
+        .or(Some(flags.bind_address).filter(|b| !b.is_unspecified()))
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let server_address = SocketAddr::new(host, flags.secure_port).to_string();
+    let (cert, key, client_ca) = match (&flags.tls_cert_file, &flags.tls_private_key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone(), flags.client_ca_file.clone()),
+        (None, None) => {
+            // No certificates given: make a CA, a serving cert and an admin client cert, and
+            // a kubeconfig to use them.
+            let hosts =
+                pki::serving_hosts(flags.advertise_address, flags.bind_address, &flags.service_cluster_ip_range);
+            let p = pki::Pki::ensure(&flags.cert_dir, &hosts)?;
+            let kubeconfig = flags.cert_dir.join("admin.conf");
+            pki::write_kubeconfig(&kubeconfig, &format!("https://{server_address}"), &p)?;
+            say(&format!("admin kubeconfig: {}", kubeconfig.display()));
+            (p.serving_cert, p.serving_key, flags.client_ca_file.clone().or(Some(p.ca_cert)))
+        }
+        _ => anyhow::bail!("--tls-cert-file and --tls-private-key-file must be given together"),
+    };
+    if client_ca.is_none() {
+        tracing::warn!("no --client-ca-file: every request is anonymous and only health checks are served");
+    }
+    let tls_config = pki::server_config(&cert, &key, client_ca.as_deref())?;
+
+    tokio::spawn(create_system_namespaces(storage.clone()));
+    let inflight =
+        (flags.max_requests_inflight > 0).then(|| Arc::new(tokio::sync::Semaphore::new(flags.max_requests_inflight)));
+    let ctx = Arc::new(http::Ctx { storage, inflight, server_address });
+    let router = http::router(ctx);
+
+    let addr = SocketAddr::new(flags.bind_address, flags.secure_port);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving securely");
+    say(&format!("serving on https://{addr}"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => a?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| pki::user_from_cert(c));
+            let identity = http::Identity(user);
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(identity.clone());
+                let mut r = router.clone();
+                async move { tower_service::Service::call(&mut r, req).await }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc).await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// A line for whoever started us; a closed stdout (the reader went away) is no reason to stop.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Creates the system namespaces once etcd answers (they may exist already).
+async fn create_system_namespaces(storage: storage::Storage) {
+    let res = resources::by_plural("namespaces").expect("namespaces resource");
+    for ns in SYSTEM_NAMESPACES {
+        loop {
+            match storage.create(res, None, json!({"metadata": {"name": ns}})).await {
+                Ok(_) => break,
+                Err(e) if e.reason == "AlreadyExists" => break,
+                Err(e) => {
+                    tracing::debug!("creating namespace {ns}: {}", e.message);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}

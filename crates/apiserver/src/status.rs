@@ -1,0 +1,175 @@
+//! Kubernetes `Status` errors (k8s.io/apimachinery/pkg/api/errors): the reason, code and
+//! message text match upstream, because kubectl prints `Error from server (<Reason>): <message>`
+//! and scripts match on it.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// One field error of a 422 Invalid (upstream's `field.Error`).
+#[derive(Debug, Clone)]
+pub struct FieldError {
+    /// `FieldValueInvalid`, `FieldValueRequired`, ...
+    pub kind: &'static str,
+    pub field: String,
+    /// The text after the field path, e.g. `Invalid value: "A": a lowercase RFC 1123 ...`.
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn invalid(field: impl Into<String>, value: &str, why: &str) -> Self {
+        FieldError {
+            kind: "FieldValueInvalid",
+            field: field.into(),
+            detail: format!("Invalid value: {}: {why}", serde_json::to_string(value).unwrap_or_default()),
+        }
+    }
+    pub fn required(field: impl Into<String>, why: &str) -> Self {
+        let detail = if why.is_empty() { "Required value".to_string() } else { format!("Required value: {why}") };
+        FieldError { kind: "FieldValueRequired", field: field.into(), detail }
+    }
+    pub fn forbidden(field: impl Into<String>, why: &str) -> Self {
+        FieldError { kind: "FieldValueForbidden", field: field.into(), detail: format!("Forbidden: {why}") }
+    }
+}
+
+/// A failed API request; renders as a `Status` object with the matching HTTP code.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
+        ApiError { code, reason, message, details }
+    }
+    /// `configmaps "x" not found`; `resource` is the plural (upstream's GroupResource).
+    pub fn not_found(resource: &str, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{resource} \"{name}\" not found"),
+            Some(json!({"name": name, "kind": resource})),
+        )
+    }
+    pub fn already_exists(resource: &str, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+            Some(json!({"name": name, "kind": resource})),
+        )
+    }
+    /// The optimistic-concurrency failure of an update whose resourceVersion is stale.
+    pub fn conflict(resource: &str, name: &str, why: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
+            Some(json!({"name": name, "kind": resource})),
+        )
+    }
+    pub fn stale(resource: &str, name: &str) -> Self {
+        Self::conflict(
+            resource,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message.into(), None)
+    }
+    /// 422 with upstream's aggregate message: one error as is, several in `[a, b]`.
+    pub fn invalid(kind: &str, name: &str, errs: &[FieldError]) -> Self {
+        let texts: Vec<String> = errs.iter().map(|e| format!("{}: {}", e.field, e.detail)).collect();
+        let agg = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
+        let causes: Vec<Value> =
+            errs.iter().map(|e| json!({"reason": e.kind, "message": e.detail, "field": e.field})).collect();
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {agg}"),
+            Some(json!({"name": name, "kind": kind, "causes": causes})),
+        )
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource".into(),
+            None,
+        )
+    }
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?}; protobuf only for Namespace, ConfigMap, Secret and ServiceAccount)"),
+            None,
+        )
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".into(), None)
+    }
+    pub fn forbidden(message: String) -> Self {
+        Self::new(403, "Forbidden", message, None)
+    }
+    /// The body of a 410 for a compacted resourceVersion (watch ERROR events carry it too).
+    pub fn expired(message: String) -> Self {
+        Self::new(410, "Expired", message, None)
+    }
+    pub fn too_many_requests() -> Self {
+        Self::new(429, "TooManyRequests", "Too many requests, please try again later.".into(), None)
+    }
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::new(500, "InternalError", format!("Internal error occurred: {message}"), None)
+    }
+    /// etcd unreachable or timing out (upstream surfaces these as 500/504 too).
+    pub fn timeout(message: impl std::fmt::Display) -> Self {
+        Self::new(504, "Timeout", format!("Timeout: {message}"), None)
+    }
+    pub fn not_found_path() -> Self {
+        Self::new(404, "NotFound", "the server could not find the requested resource".into(), None)
+    }
+
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = (code, [(header::CONTENT_TYPE, "application/json")], self.to_status().to_string()).into_response();
+        if self.code == 429 {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ApiError::timeout(s.message()),
+            _ => ApiError::internal(s.message()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
