@@ -94,6 +94,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let flag_cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
 
     crate::tls::check(&cfg)?;
+    config::check_auth(&cfg)?;
     // Given certificates are loaded before the data dir is touched (a bad path leaves nothing
     // behind); auto TLS writes its certificates under the data dir, so it waits for it.
     let early_tls = if crate::tls::writes_data_dir(&cfg) { None } else { Some(crate::tls::setup(&cfg)?) };
@@ -212,6 +213,10 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         transferring,
         peers,
         metrics,
+        auth_cfg: crate::grpc::auth::AuthConfig {
+            bcrypt_cost: cfg.bcrypt_cost,
+            client_cert_auth: cfg.client_tls.client_cert_auth,
+        },
     });
 
     let mut tasks = Vec::new();
@@ -247,6 +252,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
+    .add_service(kaname_proto::etcdserverpb::auth_server::AuthServer::new(crate::grpc::auth::AuthService {
+        server: server.clone(),
+    }))
     .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }))
     .add_service(LeaseServer::new(LeaseService::new(server.clone())))
     .add_service(WatchServer::new(WatchService { server: server.clone(), hub: watch_hub.clone() }));

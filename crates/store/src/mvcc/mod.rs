@@ -27,6 +27,8 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::alarm::Alarms;
+use crate::auth::tokens::Tokens;
+use crate::auth::AuthState;
 use crate::error::{internal, EtcdError};
 pub use history::History;
 pub use index::{KeyAt, Revision, TreeIndex};
@@ -41,6 +43,8 @@ pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new
 
 const META_CURRENT_REV: &str = "current_rev";
 const META_ALARMS: &str = "alarms";
+/// The auth state (users, roles, enabled flag, auth revision), as JSON.
+const META_AUTH: &str = "auth";
 const META_COMPACTED_REV: &str = "compacted_rev";
 
 /// Length of a revision row key without the tombstone mark: 8 + 1 + 8 bytes, as etcd's.
@@ -124,6 +128,11 @@ pub struct MvccStore {
     writer: Mutex<()>,
     /// Leases and the keys attached to them (etcd's mvcc holds its lessor the same way).
     lessor: crate::lease::Lessor,
+    /// The auth state as of the published revision (replicated, written with
+    /// [`WriteBatch::set_auth`]); readers share it without copying.
+    auth: RwLock<Arc<AuthState>>,
+    /// Simple tokens, recorded when Authenticate entries are applied (in memory only).
+    tokens: Tokens,
 }
 
 impl MvccStore {
@@ -138,6 +147,8 @@ impl MvccStore {
             size: Default::default(),
             writer: Mutex::new(()),
             lessor: crate::lease::Lessor::new(),
+            auth: RwLock::new(Arc::new(AuthState::default())),
+            tokens: Tokens::default(),
         };
         store.refresh_size();
         store.ensure_tables()?;
@@ -171,6 +182,10 @@ impl MvccStore {
             Some(v) => serde_json::from_slice(v.value()).map_err(internal)?,
             None => Alarms::default(),
         };
+        let auth = match meta.get(META_AUTH).map_err(internal)? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(internal)?,
+            None => AuthState::default(),
+        };
         let mut index = TreeIndex::new();
         let mut leased = std::collections::HashMap::new();
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
@@ -191,6 +206,7 @@ impl MvccStore {
         drop((table, meta, txn));
         *self.state.write().expect("index lock") = IndexState { index, current_rev, compacted_rev };
         *self.alarms.write().expect("alarms lock") = alarms;
+        *self.auth.write().expect("auth lock") = Arc::new(auth);
         if compacted_rev >= 0 {
             // Finishes a compaction a crash interrupted after recording its revision.
             self.finish_compaction(compacted_rev)?;
@@ -210,6 +226,16 @@ impl MvccStore {
     /// The cluster's active alarms.
     pub fn alarms(&self) -> Alarms {
         self.alarms.read().expect("alarms lock").clone()
+    }
+
+    /// The auth state as of the published revision.
+    pub fn auth(&self) -> Arc<AuthState> {
+        self.auth.read().expect("auth lock").clone()
+    }
+
+    /// This member's simple tokens.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     /// A new, already unlinked file beside the backend (same file system, so as much room as
