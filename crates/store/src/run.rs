@@ -83,7 +83,12 @@ async fn serve_http(
 ) -> std::io::Result<()> {
     match tls {
         None => axum::serve(listener.tap_io(no_delay), app).await,
-        Some(c) => axum::serve(crate::tls::TlsListener::new(listener, c), app).await,
+        // The connection's client certificate name goes with every request: with
+        // `--client-cert-auth` it names the user (etcd's AuthInfoFromTLS).
+        Some(c) => {
+            let app = app.into_make_service_with_connect_info::<crate::grpc::auth::PeerCommonName>();
+            axum::serve(crate::tls::TlsListener::new(listener, c), app).await
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::observed;
 use crate::auth::apply::AuthOp;
 use crate::auth::tokens::{gen_prefix, token_index};
-use crate::auth::{AuthInfo, Perm, ROOT_ROLE};
+use crate::auth::{AuthInfo, Perm};
 use crate::error::{internal, EtcdError};
 use crate::raft::Command;
 use crate::server::EtcdServer;
@@ -35,9 +35,64 @@ impl Default for AuthConfig {
 }
 
 /// The verified client certificate's CommonName of a TLS connection, put into each request's
-/// extensions by the client listener.
+/// extensions by the client listener (as axum's `ConnectInfo`).
 #[derive(Clone, Debug)]
 pub struct PeerCommonName(pub Option<String>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for PeerCommonName
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        let (_, conn) = stream.io().get_ref();
+        let leaf = conn.peer_certificates().and_then(|chain| chain.first());
+        PeerCommonName(leaf.and_then(|c| subject_common_name(c.as_ref())))
+    }
+}
+
+/// The subject CommonName of a DER certificate (the last one, as Go's `pkix.Name` keeps).
+/// A few lines of DER walking: Certificate → TBSCertificate → the sixth field, `subject`.
+fn subject_common_name(der: &[u8]) -> Option<String> {
+    /// One TLV: (tag, contents, rest).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, mut b) = b.split_first()?;
+        let len = if first < 0x80 {
+            first as usize
+        } else {
+            let n = (first & 0x7f) as usize;
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            let len = b[..n].iter().fold(0usize, |acc, &x| (acc << 8) | x as usize);
+            b = &b[n..];
+            len
+        };
+        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+    }
+    const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
+    let (_, cert, _) = tlv(der)?;
+    let (_, mut tbs, _) = tlv(cert)?;
+    // version [0] is optional; then serial, signature algorithm, issuer, validity, subject.
+    if tbs.first() == Some(&0xa0) {
+        tbs = tlv(tbs)?.2;
+    }
+    for _ in 0..4 {
+        tbs = tlv(tbs)?.2;
+    }
+    let (_, mut subject, _) = tlv(tbs)?;
+    let mut cn = None;
+    while !subject.is_empty() {
+        let (_, set, rest) = tlv(subject)?;
+        subject = rest;
+        let (_, attr, _) = tlv(set)?;
+        let (_, oid, value) = tlv(attr)?;
+        if oid == CN_OID {
+            let (_, v, _) = tlv(value)?;
+            cn = Some(String::from_utf8_lossy(v).into_owned());
+        }
+    }
+    cn
+}
 
 impl EtcdServer {
     /// Who sent `req` (etcd's `AuthInfoFromCtx`, then `AuthInfoFromTLS`): the user of its
@@ -54,7 +109,8 @@ impl EtcdServer {
             return Ok(Some(AuthInfo { user, revision: self.store.auth().revision }));
         }
         if self.auth_cfg.client_cert_auth {
-            if let Some(PeerCommonName(Some(cn))) = req.extensions().get::<PeerCommonName>() {
+            let info = req.extensions().get::<axum::extract::ConnectInfo<PeerCommonName>>();
+            if let Some(axum::extract::ConnectInfo(PeerCommonName(Some(cn)))) = info {
                 return Ok(Some(AuthInfo { user: cn.clone(), revision: self.store.auth().revision }));
             }
         }
@@ -113,6 +169,24 @@ headed!(
     AuthRoleGrantPermissionResponse,
     AuthRoleRevokePermissionResponse
 );
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn common_name_is_read_from_the_subject_not_the_issuer() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "kaname");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "the-ca");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        assert_eq!(super::subject_common_name(cert.der()).as_deref(), Some("alice"));
+        assert_eq!(super::subject_common_name(b"garbage"), None);
+    }
+}
 
 impl AuthService {
     /// Proposes an auth change on behalf of the request's sender.
@@ -291,12 +365,9 @@ impl Auth for AuthService {
                 }
             }
             let r = st.roles.get(role).ok_or(EtcdError::RoleNotFound)?;
-            let perm = if role == ROOT_ROLE {
-                // The root role may do anything, and says so (etcd 3.4's RoleGet).
-                vec![Perm { perm_type: 2, key: Vec::new(), range_end: vec![0] }.to_proto()]
-            } else {
-                r.perms.iter().map(Perm::to_proto).collect()
-            };
+            // etcd 3.4 lists only the stored permissions, none for the root role (which is
+            // allowed everything without any).
+            let perm = r.perms.iter().map(Perm::to_proto).collect();
             self.answer(AuthRoleGetResponse { header: None, perm })
         })
         .await

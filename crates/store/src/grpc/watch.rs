@@ -96,7 +96,7 @@ struct StreamTask {
 fn credentials_of<T>(req: &Request<T>) -> Request<()> {
     let mut probe = Request::new(());
     *probe.metadata_mut() = req.metadata().clone();
-    if let Some(cn) = req.extensions().get::<PeerCommonName>() {
+    if let Some(cn) = req.extensions().get::<axum::extract::ConnectInfo<PeerCommonName>>() {
         probe.extensions_mut().insert(cn.clone());
     }
     probe
