@@ -255,7 +255,7 @@ fn auth_state_survives_restart_and_snapshot_restore_as_in_etcd() {
     let got = persistence_transcript(Flavor::Kaname);
     // Not vacuous: alice kept her role and auth stayed on.
     let all = got.join("\n");
-    assert!(all.contains("Roles: reader") && all.contains("etcdserver: permission denied"), "{all}");
+    assert!(all.contains("Role reader\nKV Read:") && all.contains("etcdserver: permission denied"), "{all}");
     assert!(all.contains("etcdserver: user name is empty"), "{all}");
     assert_eq!(expected.len(), got.len());
     for (e, g) in expected.iter().zip(&got) {
