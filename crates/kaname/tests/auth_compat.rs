@@ -79,6 +79,12 @@ fn enabled_session() -> Vec<Step> {
         step(&["role", "get", "reader", alice]),
         step(&["auth", "disable", alice]),
         step(&["get", "foo", "--user=bob:bobpw"]),
+        // admin-only membership calls, and the calls etcd leaves open
+        step(&["member", "add", "x", "--peer-urls=http://127.0.0.1:9"]),
+        step(&["member", "add", "x", "--peer-urls=http://127.0.0.1:9", alice]),
+        step(&["member", "list", alice]),
+        step(&["alarm", "list"]),
+        step(&["compaction", "1"]),
         // revoke-permission takes effect at once
         step(&["role", "revoke-permission", "reader", "foo", root]),
         step(&["role", "revoke-permission", "reader", "foo", root]),
@@ -106,9 +112,25 @@ fn enabled_session() -> Vec<Step> {
     ]
 }
 
+/// Defragment and HashKV are root-only; etcd 3.4 answers them with its auth package's raw
+/// error (code Unknown, `auth: ...`), which etcdctl prints as a gRPC error. (Not in the
+/// `kaname etcdctl` comparison: that client prints such errors differently, see the report.)
+/// `snapshot save` is checked in the persistence test (its log lines carry raw timestamps).
+fn maintenance_steps() -> Vec<Step> {
+    let alice = "--user=alice:alicepw";
+    vec![
+        step(&["endpoint", "hashkv"]),
+        step(&["endpoint", "hashkv", alice]),
+        step(&["defrag"]),
+        step(&["defrag", alice]),
+        step(&["defrag", "--user=root:rootpw"]),
+    ]
+}
+
 #[test]
 fn auth_session_matches_etcd_on_one_member() {
     let mut script = setup();
+    script.extend(maintenance_steps());
     script.extend(enabled_session());
     compare_session(1, &script);
 }

@@ -127,6 +127,25 @@ impl EtcdServer {
         let ai = self.auth_info_or_none(req).await?;
         self.store.auth().check_admin(&ai)
     }
+
+    /// [`Self::check_admin`] for Defragment, HashKV and Snapshot: etcd 3.4's
+    /// `authMaintenanceServer` returns the auth package's own error unconverted, so clients
+    /// see code Unknown and an `auth: ...` text there (e.g. `auth: permission denied`).
+    pub async fn check_maintenance_admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.check_admin(req).await.map_err(|e| {
+            let text = e.to_string();
+            match text.strip_prefix("etcdserver: ") {
+                Some(rest) if is_auth_error(&e) => Status::unknown(format!("auth: {rest}")),
+                _ => Status::from(e),
+            }
+        })
+    }
+}
+
+/// Errors of etcd's auth package (whose `auth: ...` texts match ours but for the prefix).
+fn is_auth_error(e: &EtcdError) -> bool {
+    use EtcdError::*;
+    matches!(e, UserEmpty | UserNotFound | PermissionDenied | InvalidAuthToken)
 }
 
 /// Wraps a client's write with its sender, for the apply-time permission check.
