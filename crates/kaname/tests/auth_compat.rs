@@ -173,7 +173,13 @@ fn wait_serving(c: &Cluster, i: usize) {
         if out.success() {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "m{i} does not serve: {}{}\n{}", out.stdout, out.stderr, c.log_tails(30));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "m{i} does not serve: {}{}\n{}",
+            out.stdout,
+            out.stderr,
+            c.log_tails(30)
+        );
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }

@@ -17,16 +17,45 @@ pub enum AuthOp {
     Enable,
     Disable,
     /// The password was checked by the receiving member; `prefix` is the token's random part.
-    Authenticate { name: String, prefix: String },
-    UserAdd { name: String, hash: String, no_password: bool },
-    UserDelete { name: String },
-    UserChangePassword { name: String, hash: String },
-    UserGrantRole { user: String, role: String },
-    UserRevokeRole { name: String, role: String },
-    RoleAdd { name: String },
-    RoleDelete { role: String },
-    RoleGrantPermission { name: String, perm: Perm },
-    RoleRevokePermission { role: String, key: Vec<u8>, range_end: Vec<u8> },
+    Authenticate {
+        name: String,
+        prefix: String,
+    },
+    UserAdd {
+        name: String,
+        hash: String,
+        no_password: bool,
+    },
+    UserDelete {
+        name: String,
+    },
+    UserChangePassword {
+        name: String,
+        hash: String,
+    },
+    UserGrantRole {
+        user: String,
+        role: String,
+    },
+    UserRevokeRole {
+        name: String,
+        role: String,
+    },
+    RoleAdd {
+        name: String,
+    },
+    RoleDelete {
+        role: String,
+    },
+    RoleGrantPermission {
+        name: String,
+        perm: Perm,
+    },
+    RoleRevokePermission {
+        role: String,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
 }
 
 impl AuthOp {

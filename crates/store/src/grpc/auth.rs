@@ -189,24 +189,6 @@ headed!(
     AuthRoleRevokePermissionResponse
 );
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn common_name_is_read_from_the_subject_not_the_issuer() {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "kaname");
-        params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
-        let key = rcgen::KeyPair::generate().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "the-ca");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        assert_eq!(super::subject_common_name(cert.der()).as_deref(), Some("alice"));
-        assert_eq!(super::subject_common_name(b"garbage"), None);
-    }
-}
-
 impl AuthService {
     /// Proposes an auth change on behalf of the request's sender.
     async fn change<T, R: Headed>(&self, req: &Request<T>, op: AuthOp) -> Result<Response<R>, Status> {
@@ -331,7 +313,10 @@ impl Auth for AuthService {
         .await
     }
 
-    async fn user_delete(&self, req: Request<AuthUserDeleteRequest>) -> Result<Response<AuthUserDeleteResponse>, Status> {
+    async fn user_delete(
+        &self,
+        req: Request<AuthUserDeleteRequest>,
+    ) -> Result<Response<AuthUserDeleteResponse>, Status> {
         let op = AuthOp::UserDelete { name: req.get_ref().name.clone() };
         observed(&self.server, SVC, "UserDelete", self.change(&req, op)).await
     }
@@ -402,7 +387,10 @@ impl Auth for AuthService {
         .await
     }
 
-    async fn role_delete(&self, req: Request<AuthRoleDeleteRequest>) -> Result<Response<AuthRoleDeleteResponse>, Status> {
+    async fn role_delete(
+        &self,
+        req: Request<AuthRoleDeleteRequest>,
+    ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
         let op = AuthOp::RoleDelete { role: req.get_ref().role.clone() };
         observed(&self.server, SVC, "RoleDelete", self.change(&req, op)).await
     }
@@ -425,5 +413,23 @@ impl Auth for AuthService {
         let r = req.get_ref().clone();
         let op = AuthOp::RoleRevokePermission { role: r.role, key: r.key, range_end: r.range_end };
         observed(&self.server, SVC, "RoleRevokePermission", self.change(&req, op)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn common_name_is_read_from_the_subject_not_the_issuer() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "kaname");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "the-ca");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        assert_eq!(super::subject_common_name(cert.der()).as_deref(), Some("alice"));
+        assert_eq!(super::subject_common_name(b"garbage"), None);
     }
 }

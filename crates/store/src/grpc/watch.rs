@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::PeerCommonName;
 use crate::auth::Need;
 use crate::error::EtcdError;
-use super::auth::PeerCommonName;
 use crate::mvcc::RangeOptions;
 use crate::server::EtcdServer;
 use crate::watch::{Update, WatchHub, WatchSpec, WatcherId};

@@ -39,13 +39,21 @@ pub enum Command {
     LeaseRevoke(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A change of the auth state (etcd's auth requests), with who asked: admin rights are
     /// checked when it is applied.
-    Auth { user: String, auth_revision: u64, op: crate::auth::apply::AuthOp },
+    Auth {
+        user: String,
+        auth_revision: u64,
+        op: crate::auth::apply::AuthOp,
+    },
     /// A client's write (Put, DeleteRange, Txn, LeaseRevoke) with who sent it and the auth
     /// revision the receiving member saw (etcd's request header `Username`/`AuthRevision`):
     /// permissions are checked when it is applied, against the state of that moment.
     /// An empty user with revision 0 is a client without credentials. Writes the cluster
     /// makes itself (lease expiry) are not wrapped and not checked.
-    AsUser { user: String, auth_revision: u64, cmd: Box<Command> },
+    AsUser {
+        user: String,
+        auth_revision: u64,
+        cmd: Box<Command>,
+    },
 }
 
 impl Command {

@@ -232,7 +232,8 @@ fn check_write(batch: &WriteBatch, ai: &AuthInfo, cmd: &Command) -> Result<(), E
     match cmd {
         Command::Put(b) => {
             let req = PutRequest::decode(b.as_slice()).map_err(internal)?;
-            let lease_keys = if req.lease != 0 { batch.lessor().keys_of(req.lease).unwrap_or_default() } else { vec![] };
+            let lease_keys =
+                if req.lease != 0 { batch.lessor().keys_of(req.lease).unwrap_or_default() } else { vec![] };
             auth.check_put(ai, &req, &lease_keys)
         }
         Command::DeleteRange(b) => auth.check_delete(ai, &DeleteRangeRequest::decode(b.as_slice()).map_err(internal)?),
@@ -371,7 +372,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 MemberAttributes { name: name.clone(), client_urls: client_urls.clone() },
                             );
                         }
-                        out.push(apply_command(&mut batch, cmd, &self.quota, entry.log_id.index).map(serde_bytes::ByteBuf::from));
+                        out.push(
+                            apply_command(&mut batch, cmd, &self.quota, entry.log_id.index)
+                                .map(serde_bytes::ByteBuf::from),
+                        );
                     }
                     ProposalResult(out)
                 }
