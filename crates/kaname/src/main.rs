@@ -132,6 +132,9 @@ struct EtcdFlags {
     /// Specify bcrypt algorithm cost factor for auth password hashing.
     #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
     bcrypt_cost: u32,
+    /// Time (in seconds) of the auth-token-ttl.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    auth_token_ttl: u64,
     /// Configures log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
     log_level: String,
@@ -191,6 +194,7 @@ impl EtcdFlags {
             self_signed_cert_validity: self.self_signed_cert_validity,
             auth_token: self.auth_token,
             bcrypt_cost: self.bcrypt_cost,
+            auth_token_ttl: self.auth_token_ttl,
         }
     }
 }

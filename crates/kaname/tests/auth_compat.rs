@@ -386,6 +386,34 @@ mod tokens {
         out
     }
 
+    /// `--auth-token-ttl 2`: a token used within its TTL stays valid (use extends it), one left
+    /// unused for longer is `invalid auth token`.
+    async fn ttl_transcript(flavor: Flavor) -> Vec<String> {
+        let c = Cluster::start_with(flavor, 1, &["--auth-token-ttl", "2"]);
+        let ep = c.member_endpoint(1);
+        for args in [&["user", "add", "root", "--new-user-password=rootpw"][..], &["auth", "enable"]] {
+            assert!(etcdctl(&ep, args, None).success(), "{}: {args:?}", flavor.label());
+        }
+        let token = token_of(&c, 1, "root", "rootpw").await.expect("root's token");
+        let mut kv = KvClient::new(channel(&c, 1).await);
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+            out.push(outcome(kv.range(with_token(get("foo"), &token)).await, |r| format!("{} kvs", r.kvs.len())));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+        out.push(outcome(kv.range(with_token(get("foo"), &token)).await, |_| "".into()));
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn token_ttl_as_in_etcd() {
+        let expected = ttl_transcript(Flavor::Etcd).await;
+        let got = ttl_transcript(Flavor::Kaname).await;
+        assert_eq!(expected, got, "etcd (left) vs kaname (right)");
+        assert_eq!(got.last().map(String::as_str), Some("Unauthenticated: etcdserver: invalid auth token"));
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn tokens_work_across_members_as_in_etcd() {
         let expected = transcript(Flavor::Etcd).await;

@@ -46,6 +46,8 @@ pub struct EtcdConfig {
     pub auth_token: String,
     /// `--bcrypt-cost` for hashing passwords.
     pub bcrypt_cost: u32,
+    /// `--auth-token-ttl`, in seconds: how long an unused simple token stays valid.
+    pub auth_token_ttl: u64,
 }
 
 impl Default for EtcdConfig {
@@ -75,6 +77,7 @@ impl Default for EtcdConfig {
             self_signed_cert_validity: 1,
             auth_token: "simple".into(),
             bcrypt_cost: 10,
+            auth_token_ttl: 300,
         }
     }
 }

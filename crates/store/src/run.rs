@@ -199,6 +199,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         timeout: request_timeout,
         transferring: transferring_rx,
     };
+    store.tokens().set_ttl(Duration::from_secs(cfg.auth_token_ttl));
     let server = Arc::new(EtcdServer {
         batcher: crate::batcher::Batcher::start(route),
         applied: applied_rx,

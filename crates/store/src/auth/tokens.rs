@@ -8,17 +8,26 @@
 //! after a restart clients authenticate again (etcdctl does so on "invalid auth token").
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-/// etcd's `simpleTokenTTL`: a token unused for this long is forgotten; every use extends it.
+/// etcd's default `--auth-token-ttl`: a token unused for this long is forgotten; every use
+/// extends it.
 pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 
-#[derive(Default)]
 pub struct Tokens {
     map: Mutex<HashMap<String, (String, Instant)>>,
+    /// `--auth-token-ttl`, in milliseconds.
+    ttl_ms: AtomicU64,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens { map: Mutex::default(), ttl_ms: AtomicU64::new(TOKEN_TTL.as_millis() as u64) }
+    }
 }
 
 /// The random part of a new token (etcd's `GenTokenPrefix`: 16 letters).
@@ -38,13 +47,22 @@ pub fn token_index(token: &str) -> Option<u64> {
 }
 
 impl Tokens {
+    /// Sets `--auth-token-ttl` (member-local, as in etcd).
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_ms.store(ttl.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
     /// Records a token for `user` (applied from the Authenticate entry).
     pub fn assign(&self, token: String, user: &str) {
         let mut map = self.map.lock().expect("tokens lock");
         let now = Instant::now();
         // Forget expired tokens here, so the map stays bounded without a timer task.
         map.retain(|_, (_, deadline)| *deadline > now);
-        map.insert(token, (user.to_string(), now + TOKEN_TTL));
+        map.insert(token, (user.to_string(), now + self.ttl()));
     }
 
     /// The user of a live token, extending its lifetime (etcd's `resetSimpleToken`).
@@ -56,7 +74,7 @@ impl Tokens {
             map.remove(token);
             return None;
         }
-        entry.1 = now + TOKEN_TTL;
+        entry.1 = now + self.ttl();
         Some(entry.0.clone())
     }
 
@@ -90,5 +108,8 @@ mod tests {
         assert!(t.user_of(&token).is_some());
         t.invalidate_user("alice");
         assert!(t.user_of(&token).is_none());
+        t.set_ttl(Duration::ZERO);
+        t.assign(token.clone(), "alice");
+        assert!(t.user_of(&token).is_none(), "an expired token is forgotten");
     }
 }
