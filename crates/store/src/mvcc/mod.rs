@@ -14,6 +14,7 @@
 //! up to the *published* current revision, which moves forward after the batch's redb commit,
 //! so a reader never sees a revision whose row is not durable.
 
+mod auth_rows;
 mod history;
 pub mod index;
 mod lease_rows;
@@ -30,6 +31,7 @@ use crate::alarm::Alarms;
 use crate::auth::tokens::Tokens;
 use crate::auth::AuthState;
 use crate::error::{internal, EtcdError};
+use auth_rows::AUTH_TABLE;
 pub use history::History;
 pub use index::{KeyAt, Revision, TreeIndex};
 use lease_rows::LEASE_TABLE;
@@ -43,8 +45,6 @@ pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new
 
 const META_CURRENT_REV: &str = "current_rev";
 const META_ALARMS: &str = "alarms";
-/// The auth state (users, roles, enabled flag, auth revision), as JSON.
-const META_AUTH: &str = "auth";
 const META_COMPACTED_REV: &str = "compacted_rev";
 
 /// Length of a revision row key without the tombstone mark: 8 + 1 + 8 bytes, as etcd's.
@@ -165,6 +165,7 @@ impl MvccStore {
         txn.open_table(KEY_TABLE).map_err(internal)?;
         txn.open_table(META_TABLE).map_err(internal)?;
         txn.open_table(LEASE_TABLE).map_err(internal)?;
+        txn.open_table(AUTH_TABLE).map_err(internal)?;
         txn.commit().map_err(internal)
     }
 
@@ -182,10 +183,7 @@ impl MvccStore {
             Some(v) => serde_json::from_slice(v.value()).map_err(internal)?,
             None => Alarms::default(),
         };
-        let auth = match meta.get(META_AUTH).map_err(internal)? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(internal)?,
-            None => AuthState::default(),
-        };
+        let auth = auth_rows::load(&txn)?;
         let mut index = TreeIndex::new();
         let mut leased = std::collections::HashMap::new();
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
@@ -349,7 +347,8 @@ impl MvccStore {
     }
 
     /// Streams every row of the backend, for a Raft snapshot, from one read transaction so the
-    /// copy is consistent. `f` gets (table id, key, value); ids: 0 = meta, 1 = key, 2 = lease.
+    /// copy is consistent. `f` gets (table id, key, value); ids: 0 = meta, 1 = key, 2 = lease,
+    /// 3 = auth.
     pub fn for_each_row(&self, mut f: impl FnMut(u8, &[u8], &[u8]) -> std::io::Result<()>) -> Result<(), EtcdError> {
         let db = self.db();
         let txn = db.begin_read().map_err(internal)?;
@@ -367,6 +366,11 @@ impl MvccStore {
         for row in leases.iter().map_err(internal)? {
             let (k, v) = row.map_err(internal)?;
             f(2, k.value(), v.value()).map_err(internal)?;
+        }
+        let auth = txn.open_table(AUTH_TABLE).map_err(internal)?;
+        for row in auth.iter().map_err(internal)? {
+            let (k, v) = row.map_err(internal)?;
+            f(3, k.value(), v.value()).map_err(internal)?;
         }
         Ok(())
     }
@@ -411,6 +415,7 @@ impl MvccStore {
                 let mut meta = txn.open_table(META_TABLE).map_err(internal)?;
                 let mut table = txn.open_table(KEY_TABLE).map_err(internal)?;
                 let mut leases = txn.open_table(LEASE_TABLE).map_err(internal)?;
+                let mut auth = txn.open_table(AUTH_TABLE).map_err(internal)?;
                 let mut put = |t: u8, k: &[u8], v: &[u8]| -> Result<(), EtcdError> {
                     match t {
                         0 => {
@@ -419,6 +424,9 @@ impl MvccStore {
                         }
                         2 => {
                             leases.insert(k, v).map_err(internal)?;
+                        }
+                        3 => {
+                            auth.insert(k, v).map_err(internal)?;
                         }
                         _ => {
                             table.insert(k, v).map_err(internal)?;

@@ -7,7 +7,7 @@ use prost::Message;
 use redb::WriteTransaction;
 
 use super::{bytes_to_rev, check_read_rev, load_values, rev_to_bytes, MvccStore, RangeOptions, RangeResult, Revision};
-use super::{KEY_TABLE, META_ALARMS, META_AUTH, META_COMPACTED_REV, META_CURRENT_REV, META_TABLE};
+use super::{KEY_TABLE, META_ALARMS, META_COMPACTED_REV, META_CURRENT_REV, META_TABLE};
 use crate::alarm::Alarms;
 use crate::auth::tokens::Tokens;
 use crate::auth::AuthState;
@@ -105,9 +105,10 @@ impl<'s> WriteBatch<'s> {
         self.pending_auth.clone().unwrap_or_else(|| self.store.auth())
     }
 
-    /// Records the auth state with this batch, visible as [`WriteBatch::set_alarms`] is.
+    /// Records the auth state with this batch (in the `auth` table), visible as
+    /// [`WriteBatch::set_alarms`] is.
     pub fn set_auth(&mut self, auth: AuthState) -> Result<(), EtcdError> {
-        self.set_meta(META_AUTH, &serde_json::to_vec(&auth).map_err(internal)?)?;
+        super::auth_rows::store(&self.txn, &auth)?;
         self.pending_auth = Some(std::sync::Arc::new(auth));
         Ok(())
     }
