@@ -66,6 +66,20 @@ impl KvService {
     }
 }
 
+/// etcd's `doSerialize`: if the auth state changed while a read ran, the read's permission is
+/// checked again against the new state before its answer goes out.
+fn recheck(
+    store: &crate::mvcc::MvccStore,
+    ai: &AuthInfo,
+    check: impl Fn(&crate::auth::AuthState, &AuthInfo) -> Result<(), EtcdError>,
+) -> Result<(), EtcdError> {
+    let now = store.auth();
+    if ai.revision == 0 || now.revision == ai.revision {
+        return Ok(());
+    }
+    check(&now, &AuthInfo { user: ai.user.clone(), revision: now.revision })
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
@@ -79,6 +93,7 @@ impl Kv for KvService {
             }
             s.store.auth().check_range(&ai, &r)?;
             let mut resp = apply::range(&*s.store, &r)?;
+            recheck(&s.store, &ai, |st, ai| st.check_range(ai, &r))?;
             s.fill_header(&mut resp.header);
             Ok(Response::new(resp))
         })
@@ -120,6 +135,7 @@ impl Kv for KvService {
             }
             self.server.store.auth().check_txn(&ai, &r)?;
             let mut resp = apply::read_only_txn(&self.server.store, &r)?;
+            recheck(&self.server.store, &ai, |st, ai| st.check_txn(ai, &r))?;
             self.server.fill_header(resp.header());
             Ok(Response::new(resp))
         })
