@@ -38,6 +38,10 @@ impl Pki {
         let client = leaf("root", &[], false, &ca, &ca_key);
         write("client.pem", client.0);
         write("client-key.pem", client.1);
+        // CN=alice names the user alice when auth is on (see the auth test below).
+        let alice = leaf("alice", &[], false, &ca, &ca_key);
+        write("alice.pem", alice.0);
+        write("alice-key.pem", alice.1);
         let stranger = leaf("root", &[], false, &other_ca, &other_key);
         write("other-client.pem", stranger.0);
         write("other-client-key.pem", stranger.1);
@@ -369,6 +373,55 @@ fn client_tls_one_member_matches_etcd() {
         let version = curl(&[&["-sk"], &cert[..], &[&format!("{}/version", c.endpoint(1))]].concat());
         assert!(version.contains("etcdserver"), "{}: /version: {version}", c.flavor.label());
     }
+}
+
+/// With `--client-cert-auth` and no token, the client certificate's CommonName is the user
+/// (etcd's AuthInfoFromTLS). Checks: CN=root may administer and write once auth is on;
+/// CN=alice reads what her role allows and is denied the rest ("permission denied" for a
+/// put and for `user list`); a token (`--user`) takes precedence over the certificate.
+#[test]
+fn client_certificate_common_name_names_the_user_as_in_etcd() {
+    let pki = Pki::new();
+    let (flags, ctl) = (pki.server_flags(), pki.client_flags());
+    let etcd = TlsCluster::start(Flavor::Etcd, 1, "http", &flags, &ctl);
+    let kaname = TlsCluster::start(Flavor::Kaname, 1, "http", &flags, &ctl);
+    let (cert, key) = (format!("--cert={}", pki.path("alice.pem")), format!("--key={}", pki.path("alice-key.pem")));
+    let as_alice = |args: &[&'static str]| -> Vec<String> {
+        [cert.clone(), key.clone()].into_iter().chain(args.iter().map(|s| s.to_string())).collect()
+    };
+    let alice_get = as_alice(&["get", "foo"]);
+    let alice_put = as_alice(&["put", "other", "x"]);
+    let alice_list = as_alice(&["user", "list"]);
+    let alice_token = as_alice(&["put", "other", "y", "--user=root:rootpw"]);
+    fn v(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+    compare(
+        &etcd,
+        &kaname,
+        &[
+            (1, &["user", "add", "root", "--new-user-password=rootpw"]),
+            (1, &["user", "add", "alice", "--new-user-password=alicepw"]),
+            (1, &["role", "add", "r"]),
+            (1, &["role", "grant-permission", "r", "read", "foo"]),
+            (1, &["user", "grant-role", "alice", "r"]),
+            (1, &["auth", "enable"]),
+            (1, &["put", "foo", "bar"]),
+            (1, &["user", "list"]),
+            (1, &v(&alice_get)),
+            (1, &v(&alice_put)),
+            (1, &v(&alice_list)),
+            (1, &v(&alice_token)),
+            (1, &["get", "other"]),
+        ],
+    );
+    // Not vacuous: the certificate really named alice, and root's token really wrote.
+    let got = kaname.ctl(1, &v(&alice_get));
+    assert!(got.success() && got.stdout.contains("bar"), "alice's get: {got:?}");
+    let put = kaname.ctl(1, &v(&alice_put));
+    assert!(put.stderr.contains("etcdserver: permission denied"), "alice's put: {put:?}");
+    assert!(kaname.ctl(1, &["get", "other"]).stdout.contains('y'));
+    compare(&etcd, &kaname, &[(1, &["auth", "disable"]), (1, &["get", "other"])]);
 }
 
 /// etcd requires client certificates as soon as `--trusted-ca-file` is given, even without

@@ -42,6 +42,12 @@ pub struct EtcdConfig {
     pub peer_auto_tls: bool,
     /// `--self-signed-cert-validity`, in years.
     pub self_signed_cert_validity: u32,
+    /// `--auth-token`: only `simple` (etcd's default) is supported.
+    pub auth_token: String,
+    /// `--bcrypt-cost` for hashing passwords.
+    pub bcrypt_cost: u32,
+    /// `--auth-token-ttl`, in seconds: how long an unused simple token stays valid.
+    pub auth_token_ttl: u64,
 }
 
 impl Default for EtcdConfig {
@@ -69,8 +75,27 @@ impl Default for EtcdConfig {
             client_auto_tls: false,
             peer_auto_tls: false,
             self_signed_cert_validity: 1,
+            auth_token: "simple".into(),
+            bcrypt_cost: 10,
+            auth_token_ttl: 300,
         }
     }
+}
+
+/// Refuses auth flags kaname cannot honour, before anything is written (etcd fails its start
+/// on them too).
+pub fn check_auth(cfg: &EtcdConfig) -> anyhow::Result<()> {
+    let kind = cfg.auth_token.split(',').next().unwrap_or_default();
+    match kind {
+        "simple" => {}
+        "jwt" => anyhow::bail!("--auth-token {}: jwt tokens are not supported yet (use simple)", cfg.auth_token),
+        _ => anyhow::bail!("--auth-token {}: auth: invalid auth options", cfg.auth_token),
+    }
+    // bcrypt's own limits (etcd refuses the same values).
+    if !(4..=31).contains(&cfg.bcrypt_cost) {
+        anyhow::bail!("invalid bcrypt-cost {}: it must be between 4 and 31", cfg.bcrypt_cost);
+    }
+    Ok(())
 }
 
 /// One member of the initial cluster.

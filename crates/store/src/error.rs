@@ -72,6 +72,39 @@ pub enum EtcdError {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    // Auth (etcd's rpctypes `ErrGRPC*` for the auth store).
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
 }
 
 impl EtcdError {
@@ -80,10 +113,16 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | TooManyOps | DuplicateKey | RequestTooLarge | ValueProvided | LeaseProvided | KeyNotFound
-            | BadMemberUrls => Code::InvalidArgument,
+            | BadMemberUrls | UserEmpty | RoleEmpty | AuthFailed | InvalidAuthMgmt | AuthOldRevision => {
+                Code::InvalidArgument
+            }
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | PeerUrlExists | TooManyLearners | NotEnoughStarted | MemberNotLearner | LearnerNotReady
-            | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            | NotLeader | BadLeaderTransferee | RootUserNotExist | RootRoleNotExist | UserAlreadyExist
+            | UserNotFound | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted
+            | AuthNotEnabled => Code::FailedPrecondition,
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoLeader | LeaderChanged | Timeout | Stopped | Unhealthy => Code::Unavailable,
             NoSpace => Code::ResourceExhausted,

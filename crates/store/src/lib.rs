@@ -7,6 +7,7 @@
 
 pub mod alarm;
 pub mod apply;
+pub mod auth;
 pub mod batcher;
 pub mod config;
 pub mod datadir;

@@ -83,7 +83,12 @@ async fn serve_http(
 ) -> std::io::Result<()> {
     match tls {
         None => axum::serve(listener.tap_io(no_delay), app).await,
-        Some(c) => axum::serve(crate::tls::TlsListener::new(listener, c), app).await,
+        // The connection's client certificate name goes with every request: with
+        // `--client-cert-auth` it names the user (etcd's AuthInfoFromTLS).
+        Some(c) => {
+            let app = app.into_make_service_with_connect_info::<crate::grpc::auth::PeerCommonName>();
+            axum::serve(crate::tls::TlsListener::new(listener, c), app).await
+        }
     }
 }
 
@@ -94,6 +99,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let flag_cluster_id = config::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
 
     crate::tls::check(&cfg)?;
+    config::check_auth(&cfg)?;
     // Given certificates are loaded before the data dir is touched (a bad path leaves nothing
     // behind); auto TLS writes its certificates under the data dir, so it waits for it.
     let early_tls = if crate::tls::writes_data_dir(&cfg) { None } else { Some(crate::tls::setup(&cfg)?) };
@@ -194,6 +200,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         transferring: transferring_rx,
     };
     let (read_rounds, read_queue) = crate::read_index::ReadIndexRounds::new();
+    store.tokens().set_ttl(Duration::from_secs(cfg.auth_token_ttl));
     let server = Arc::new(EtcdServer {
         batcher: crate::batcher::Batcher::start(route),
         read_rounds,
@@ -214,6 +221,10 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         transferring,
         peers,
         metrics,
+        auth_cfg: crate::grpc::auth::AuthConfig {
+            bcrypt_cost: cfg.bcrypt_cost,
+            client_cert_auth: cfg.client_tls.client_cert_auth,
+        },
     });
     tokio::spawn(crate::read_index::run(Arc::downgrade(&server), read_queue));
 
@@ -250,6 +261,9 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(ClusterServer::new(ClusterService { server: server.clone() }))
+    .add_service(kaname_proto::etcdserverpb::auth_server::AuthServer::new(crate::grpc::auth::AuthService {
+        server: server.clone(),
+    }))
     .add_service(MaintenanceServer::new(MaintenanceService { server: server.clone() }))
     .add_service(LeaseServer::new(LeaseService::new(server.clone())))
     .add_service(WatchServer::new(WatchService { server: server.clone(), hub: watch_hub.clone() }));

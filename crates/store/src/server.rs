@@ -63,6 +63,7 @@ pub struct EtcdServer {
     pub transferring: watch::Sender<bool>,
     /// Linearizable reads share read-index rounds through it.
     pub read_rounds: crate::read_index::ReadIndexRounds,
+    pub auth_cfg: crate::grpc::auth::AuthConfig,
 }
 
 /// How often to look again for a leader while none is known.
@@ -88,7 +89,7 @@ impl EtcdServer {
 
     /// Waits until this member has applied `index`, so a client that wrote through it reads
     /// its own write here, even serializably (etcd applies before answering too).
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), EtcdError> {
+    pub(crate) async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), EtcdError> {
         let mut applied = self.applied.clone();
         let outcome = tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index)).await;
         match outcome {

@@ -47,6 +47,8 @@ impl Cluster for ClusterService {
     async fn member_add(&self, req: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Cluster", "MemberAdd", async {
+            // etcd's checkMembershipOperationPermission.
+            s.check_admin(&req).await?;
             let r = req.into_inner();
             let urls = check_urls(&r.peer_ur_ls)?;
             // etcd's NewMember for an added member: its peer URLs plus the time, so re-adding the
@@ -72,6 +74,8 @@ impl Cluster for ClusterService {
     async fn member_remove(&self, req: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Cluster", "MemberRemove", async {
+            // etcd's checkMembershipOperationPermission.
+            s.check_admin(&req).await?;
             let id = req.into_inner().id;
             s.change_membership(MembershipChange::Remove(id)).await?;
             let members = members_once(s, |ms| ms.iter().all(|m| m.id != id)).await;
@@ -85,6 +89,8 @@ impl Cluster for ClusterService {
     async fn member_update(&self, req: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Cluster", "MemberUpdate", async {
+            // etcd's checkMembershipOperationPermission.
+            s.check_admin(&req).await?;
             let r = req.into_inner();
             let urls = check_urls(&r.peer_ur_ls)?;
             s.change_membership(MembershipChange::Update { id: r.id, peer_urls: urls.clone() }).await?;
@@ -116,6 +122,8 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Cluster", "MemberPromote", async {
+            // etcd's checkMembershipOperationPermission.
+            s.check_admin(&req).await?;
             let id = req.into_inner().id;
             s.change_membership(MembershipChange::Promote(id)).await?;
             let members = members_once(s, |ms| ms.iter().any(|m| m.id == id && !m.is_learner)).await;

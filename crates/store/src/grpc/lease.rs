@@ -92,8 +92,10 @@ impl Lease for LeaseService {
 
     async fn lease_revoke(&self, req: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
         observed(&self.server, "etcdserverpb.Lease", "LeaseRevoke", async {
+            let ai = self.server.auth_info_or_none(&req).await?;
             let r = req.into_inner();
-            let out = self.server.propose(Command::LeaseRevoke(r.encode_to_vec())).await?;
+            let cmd = super::auth::as_user(&ai, Command::LeaseRevoke(r.encode_to_vec()));
+            let out = self.server.propose(cmd).await?;
             let mut resp = LeaseRevokeResponse::decode(out.as_slice()).map_err(internal)?;
             self.fill(&mut resp.header);
             Ok(Response::new(resp))

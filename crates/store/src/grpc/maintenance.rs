@@ -89,9 +89,10 @@ impl Maintenance for MaintenanceService {
     }
 
     /// Local to this member, as in etcd: each member defragments its own backend.
-    async fn defragment(&self, _req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(&self, req: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Maintenance", "Defragment", async {
+            s.check_maintenance_admin(&req).await?;
             let store = s.store.clone();
             let started = std::time::Instant::now();
             tokio::task::spawn_blocking(move || store.defragment()).await.map_err(internal)??;
@@ -111,6 +112,7 @@ impl Maintenance for MaintenanceService {
     async fn hash_kv(&self, req: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let s = &self.server;
         observed(s, "etcdserverpb.Maintenance", "HashKV", async {
+            s.check_maintenance_admin(&req).await?;
             let h = s.store.hash_by_rev(req.into_inner().revision)?;
             let mut resp = HashKvResponse {
                 header: None,
@@ -132,8 +134,10 @@ impl Maintenance for MaintenanceService {
     /// everything sent (which restore tools check). The copy is first written to an unlinked
     /// file beside the backend, from one read transaction, so the stream's size is known and
     /// a slow client holds no transaction open.
-    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         let s = self.server.clone();
+        // etcd's authMaintenanceServer: only root may read the whole keyspace this way.
+        s.check_maintenance_admin(&req).await?;
         let store = s.store.clone();
         let (file, total, revision) = tokio::task::spawn_blocking(move || {
             let revision = store.current_rev();

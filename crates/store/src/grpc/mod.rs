@@ -1,5 +1,6 @@
 //! The etcd v3 gRPC API (etcd's `v3rpc`): decode, check, hand to the server, fill headers.
 
+pub mod auth;
 pub mod cluster;
 pub mod kv;
 pub mod lease;

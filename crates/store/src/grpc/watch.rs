@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::PeerCommonName;
+use crate::auth::Need;
 use crate::error::EtcdError;
 use crate::mvcc::RangeOptions;
 use crate::server::EtcdServer;
@@ -57,6 +59,7 @@ impl Watch for WatchService {
             watches: HashMap::new(),
             next_id: 0,
             deferred_progress: false,
+            credentials: credentials_of(&req),
         };
         tokio::spawn(stream.run(req.into_inner(), rx));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
@@ -84,6 +87,19 @@ struct StreamTask {
     next_id: i64,
     /// A progress request waits for all watchers to be synced (etcd 3.5).
     deferred_progress: bool,
+    /// The stream's credentials (its `token` metadata and client certificate name): each
+    /// create is checked against them, as etcd checks the stream's context.
+    credentials: Request<()>,
+}
+
+/// A request carrying only what [`EtcdServer::auth_info`] looks at.
+fn credentials_of<T>(req: &Request<T>) -> Request<()> {
+    let mut probe = Request::new(());
+    *probe.metadata_mut() = req.metadata().clone();
+    if let Some(cn) = req.extensions().get::<axum::extract::ConnectInfo<PeerCommonName>>() {
+        probe.extensions_mut().insert(cn.clone());
+    }
+    probe
 }
 
 /// The stream ended (client gone or the response side closed).
@@ -156,6 +172,19 @@ impl StreamTask {
         };
         if c.start_revision < 0 {
             return self.send(failed(self, EtcdError::Compacted.to_string())).await;
+        }
+        // etcd's isWatchPermitted: read on the watched range; any failure (an invalid token
+        // too) cancels the watch with the gRPC text of "permission denied".
+        let permitted = match self.server.auth_info_or_none(&self.credentials).await {
+            Ok(ai) => self.server.store.auth().check(&ai, &c.key, &c.range_end, Need::Read).is_ok(),
+            Err(_) => false,
+        };
+        if !permitted {
+            let denied = tonic::Status::from(EtcdError::PermissionDenied);
+            let reason = format!("rpc error: code = {:?} desc = {}", denied.code(), denied.message());
+            let mut r = failed(self, reason);
+            r.watch_id = c.watch_id;
+            return self.send(r).await;
         }
         // \0 is the smallest key; an empty range end means one key, "\0" every key from `key`.
         let key = if c.key.is_empty() { vec![0] } else { c.key };

@@ -14,6 +14,7 @@
 //! up to the *published* current revision, which moves forward after the batch's redb commit,
 //! so a reader never sees a revision whose row is not durable.
 
+mod auth_rows;
 mod history;
 pub mod index;
 mod lease_rows;
@@ -27,7 +28,10 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::alarm::Alarms;
+use crate::auth::tokens::Tokens;
+use crate::auth::AuthState;
 use crate::error::{internal, EtcdError};
+use auth_rows::AUTH_TABLE;
 pub use history::History;
 pub use index::{KeyAt, Revision, TreeIndex};
 use lease_rows::LEASE_TABLE;
@@ -124,6 +128,11 @@ pub struct MvccStore {
     writer: Mutex<()>,
     /// Leases and the keys attached to them (etcd's mvcc holds its lessor the same way).
     lessor: crate::lease::Lessor,
+    /// The auth state as of the published revision (replicated, written with
+    /// [`WriteBatch::set_auth`]); readers share it without copying.
+    auth: RwLock<Arc<AuthState>>,
+    /// Simple tokens, recorded when Authenticate entries are applied (in memory only).
+    tokens: Tokens,
 }
 
 impl MvccStore {
@@ -138,6 +147,8 @@ impl MvccStore {
             size: Default::default(),
             writer: Mutex::new(()),
             lessor: crate::lease::Lessor::new(),
+            auth: RwLock::new(Arc::new(AuthState::default())),
+            tokens: Tokens::default(),
         };
         store.refresh_size();
         store.ensure_tables()?;
@@ -154,6 +165,7 @@ impl MvccStore {
         txn.open_table(KEY_TABLE).map_err(internal)?;
         txn.open_table(META_TABLE).map_err(internal)?;
         txn.open_table(LEASE_TABLE).map_err(internal)?;
+        txn.open_table(AUTH_TABLE).map_err(internal)?;
         txn.commit().map_err(internal)
     }
 
@@ -171,6 +183,7 @@ impl MvccStore {
             Some(v) => serde_json::from_slice(v.value()).map_err(internal)?,
             None => Alarms::default(),
         };
+        let auth = auth_rows::load(&txn)?;
         let mut index = TreeIndex::new();
         let mut leased = std::collections::HashMap::new();
         let table = txn.open_table(KEY_TABLE).map_err(internal)?;
@@ -191,6 +204,7 @@ impl MvccStore {
         drop((table, meta, txn));
         *self.state.write().expect("index lock") = IndexState { index, current_rev, compacted_rev };
         *self.alarms.write().expect("alarms lock") = alarms;
+        *self.auth.write().expect("auth lock") = Arc::new(auth);
         if compacted_rev >= 0 {
             // Finishes a compaction a crash interrupted after recording its revision.
             self.finish_compaction(compacted_rev)?;
@@ -210,6 +224,16 @@ impl MvccStore {
     /// The cluster's active alarms.
     pub fn alarms(&self) -> Alarms {
         self.alarms.read().expect("alarms lock").clone()
+    }
+
+    /// The auth state as of the published revision.
+    pub fn auth(&self) -> Arc<AuthState> {
+        self.auth.read().expect("auth lock").clone()
+    }
+
+    /// This member's simple tokens.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     /// A new, already unlinked file beside the backend (same file system, so as much room as
@@ -323,7 +347,8 @@ impl MvccStore {
     }
 
     /// Streams every row of the backend, for a Raft snapshot, from one read transaction so the
-    /// copy is consistent. `f` gets (table id, key, value); ids: 0 = meta, 1 = key, 2 = lease.
+    /// copy is consistent. `f` gets (table id, key, value); ids: 0 = meta, 1 = key, 2 = lease,
+    /// 3 = auth.
     pub fn for_each_row(&self, mut f: impl FnMut(u8, &[u8], &[u8]) -> std::io::Result<()>) -> Result<(), EtcdError> {
         let db = self.db();
         let txn = db.begin_read().map_err(internal)?;
@@ -341,6 +366,11 @@ impl MvccStore {
         for row in leases.iter().map_err(internal)? {
             let (k, v) = row.map_err(internal)?;
             f(2, k.value(), v.value()).map_err(internal)?;
+        }
+        let auth = txn.open_table(AUTH_TABLE).map_err(internal)?;
+        for row in auth.iter().map_err(internal)? {
+            let (k, v) = row.map_err(internal)?;
+            f(3, k.value(), v.value()).map_err(internal)?;
         }
         Ok(())
     }
@@ -385,6 +415,7 @@ impl MvccStore {
                 let mut meta = txn.open_table(META_TABLE).map_err(internal)?;
                 let mut table = txn.open_table(KEY_TABLE).map_err(internal)?;
                 let mut leases = txn.open_table(LEASE_TABLE).map_err(internal)?;
+                let mut auth = txn.open_table(AUTH_TABLE).map_err(internal)?;
                 let mut put = |t: u8, k: &[u8], v: &[u8]| -> Result<(), EtcdError> {
                     match t {
                         0 => {
@@ -393,6 +424,9 @@ impl MvccStore {
                         }
                         2 => {
                             leases.insert(k, v).map_err(internal)?;
+                        }
+                        3 => {
+                            auth.insert(k, v).map_err(internal)?;
                         }
                         _ => {
                             table.insert(k, v).map_err(internal)?;

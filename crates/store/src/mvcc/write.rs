@@ -9,6 +9,8 @@ use redb::WriteTransaction;
 use super::{bytes_to_rev, check_read_rev, load_values, rev_to_bytes, MvccStore, RangeOptions, RangeResult, Revision};
 use super::{KEY_TABLE, META_ALARMS, META_COMPACTED_REV, META_CURRENT_REV, META_TABLE};
 use crate::alarm::Alarms;
+use crate::auth::tokens::Tokens;
+use crate::auth::AuthState;
 use crate::error::{internal, EtcdError};
 
 /// All changes of one apply round, committed to disk in a single redb transaction together
@@ -20,6 +22,8 @@ pub struct WriteBatch<'s> {
     _writer: std::sync::MutexGuard<'s, ()>,
     /// New alarm state to publish once committed.
     pending_alarms: Option<Alarms>,
+    /// New auth state to publish once committed.
+    pending_auth: Option<std::sync::Arc<AuthState>>,
     pub(super) txn: WriteTransaction,
     /// Current revision including the requests already applied in this batch.
     rev: i64,
@@ -45,6 +49,7 @@ impl<'s> WriteBatch<'s> {
             store,
             _writer: writer,
             pending_alarms: None,
+            pending_auth: None,
             txn,
             rev,
             compacted,
@@ -95,6 +100,24 @@ impl<'s> WriteBatch<'s> {
         Ok(())
     }
 
+    /// The auth state as requests in this batch see it.
+    pub fn auth(&self) -> std::sync::Arc<AuthState> {
+        self.pending_auth.clone().unwrap_or_else(|| self.store.auth())
+    }
+
+    /// Records the auth state with this batch (in the `auth` table), visible as
+    /// [`WriteBatch::set_alarms`] is.
+    pub fn set_auth(&mut self, auth: AuthState) -> Result<(), EtcdError> {
+        super::auth_rows::store(&self.txn, &auth)?;
+        self.pending_auth = Some(std::sync::Arc::new(auth));
+        Ok(())
+    }
+
+    /// The member's simple tokens (not persisted; see `auth::tokens`).
+    pub fn tokens(&self) -> &Tokens {
+        self.store.tokens()
+    }
+
     /// The events of every change so far (etcd's `watchableStoreTxnWrite.End` builds the same
     /// list): PUTs carry the written kv, DELETEs a kv with only the key and the revision.
     /// Handed to the watchers only after [`WriteBatch::commit`], so no watcher ever sees a
@@ -126,6 +149,9 @@ impl<'s> WriteBatch<'s> {
         self.store.state.write().expect("index lock").current_rev = rev;
         if let Some(alarms) = self.pending_alarms.take() {
             *self.store.alarms.write().expect("alarms lock") = alarms;
+        }
+        if let Some(auth) = self.pending_auth.take() {
+            *self.store.auth.write().expect("auth lock") = auth;
         }
         if let Some(compact_rev) = self.pending_compact {
             self.store.finish_compaction(compact_rev)?;

@@ -37,6 +37,23 @@ pub enum Command {
     LeaseGrant(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An encoded `LeaseRevokeRequest`: a client's revoke, or the leader's for an expired lease.
     LeaseRevoke(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A change of the auth state (etcd's auth requests), with who asked: admin rights are
+    /// checked when it is applied.
+    Auth {
+        user: String,
+        auth_revision: u64,
+        op: crate::auth::apply::AuthOp,
+    },
+    /// A client's write (Put, DeleteRange, Txn, LeaseRevoke) with who sent it and the auth
+    /// revision the receiving member saw (etcd's request header `Username`/`AuthRevision`):
+    /// permissions are checked when it is applied, against the state of that moment.
+    /// An empty user with revision 0 is a client without credentials. Writes the cluster
+    /// makes itself (lease expiry) are not wrapped and not checked.
+    AsUser {
+        user: String,
+        auth_revision: u64,
+        cmd: Box<Command>,
+    },
 }
 
 impl Command {
@@ -50,6 +67,8 @@ impl Command {
             | Command::Alarm(b)
             | Command::LeaseGrant(b)
             | Command::LeaseRevoke(b) => b.len(),
+            Command::Auth { user, .. } => user.len() + 64,
+            Command::AsUser { user, cmd, .. } => user.len() + cmd.size(),
             Command::PublishAttributes { name, client_urls, .. } => {
                 name.len() + client_urls.iter().map(String::len).sum::<usize>()
             }
@@ -68,6 +87,8 @@ impl fmt::Display for Command {
             Command::LeaseGrant(b) => write!(f, "lease_grant({} bytes)", b.len()),
             Command::LeaseRevoke(b) => write!(f, "lease_revoke({} bytes)", b.len()),
             Command::PublishAttributes { member_id, .. } => write!(f, "publish({member_id:x})"),
+            Command::Auth { .. } => write!(f, "auth"),
+            Command::AsUser { cmd, .. } => write!(f, "as_user({cmd})"),
         }
     }
 }

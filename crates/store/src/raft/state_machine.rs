@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use kaname_proto::etcdserverpb::alarm_request::AlarmAction;
 use kaname_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, PutRequest, TxnRequest,
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, LeaseRevokeRequest,
+    PutRequest, TxnRequest,
 };
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
@@ -22,6 +23,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::{storage_io_err, Command, LogId, MemberNode, ProposalResult, StorageError, TypeConfig};
+use crate::auth::{AuthInfo, Need};
 use crate::error::{internal, EtcdError};
 use crate::mvcc::{MvccStore, WriteBatch};
 use crate::watch::WatchHub;
@@ -221,9 +223,46 @@ pub fn export_snapshot(store: &MvccStore, w: &mut impl Write) -> Result<(), Etcd
     w.write_all(&[END]).map_err(internal)
 }
 
-/// Applies one command inside the batch and encodes its response.
-fn apply_command(batch: &mut WriteBatch, cmd: &Command, quota: &Quota) -> Result<Vec<u8>, EtcdError> {
+/// etcd's `authApplierV3`: whether `ai` may make the write `cmd`, by the auth state of now.
+fn check_write(batch: &WriteBatch, ai: &AuthInfo, cmd: &Command) -> Result<(), EtcdError> {
+    let auth = batch.auth();
+    if !auth.enabled {
+        return Ok(());
+    }
     match cmd {
+        Command::Put(b) => {
+            let req = PutRequest::decode(b.as_slice()).map_err(internal)?;
+            let lease_keys =
+                if req.lease != 0 { batch.lessor().keys_of(req.lease).unwrap_or_default() } else { vec![] };
+            auth.check_put(ai, &req, &lease_keys)
+        }
+        Command::DeleteRange(b) => auth.check_delete(ai, &DeleteRangeRequest::decode(b.as_slice()).map_err(internal)?),
+        Command::Txn(b) => auth.check_txn(ai, &TxnRequest::decode(b.as_slice()).map_err(internal)?),
+        Command::LeaseRevoke(b) => {
+            // Revoking deletes the attached keys: the user must be able to write each of them.
+            let req = LeaseRevokeRequest::decode(b.as_slice()).map_err(internal)?;
+            for key in batch.lessor().keys_of(req.id).unwrap_or_default() {
+                auth.check(ai, &key, &[], Need::Write)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Applies one command (from the entry at log `index`) inside the batch and encodes its
+/// response.
+fn apply_command(batch: &mut WriteBatch, cmd: &Command, quota: &Quota, index: u64) -> Result<Vec<u8>, EtcdError> {
+    match cmd {
+        Command::Auth { user, auth_revision, op } => {
+            let ai = AuthInfo { user: user.clone(), revision: *auth_revision };
+            crate::auth::apply::apply(batch, &ai, op, index)
+        }
+        Command::AsUser { user, auth_revision, cmd } => {
+            let ai = AuthInfo { user: user.clone(), revision: *auth_revision };
+            check_write(batch, &ai, cmd)?;
+            apply_command(batch, cmd, quota, index)
+        }
         Command::Put(b) => {
             let req = PutRequest::decode(b.as_slice()).map_err(internal)?;
             // etcd's applierV3Capped: with NOSPACE raised, nothing that adds data applies.
@@ -333,7 +372,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                 MemberAttributes { name: name.clone(), client_urls: client_urls.clone() },
                             );
                         }
-                        out.push(apply_command(&mut batch, cmd, &self.quota).map(serde_bytes::ByteBuf::from));
+                        out.push(
+                            apply_command(&mut batch, cmd, &self.quota, entry.log_id.index)
+                                .map(serde_bytes::ByteBuf::from),
+                        );
                     }
                     ProposalResult(out)
                 }
@@ -510,4 +552,64 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 fn ser<T: Serialize>(v: &T) -> Vec<u8> {
     bincode::serialize(v).expect("raft metadata serializes")
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+    use crate::auth::apply::AuthOp;
+
+    fn put(key: &str) -> Command {
+        Command::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() }.encode_to_vec())
+    }
+
+    fn as_user(user: &str, auth_revision: u64, cmd: Command) -> Command {
+        Command::AsUser { user: user.into(), auth_revision, cmd: Box::new(cmd) }
+    }
+
+    /// Writes are checked when applied, against the state of that moment: a write checked by
+    /// the edge before a permission change fails with "revision of auth store is old".
+    #[test]
+    fn writes_are_checked_at_apply_time_against_the_auth_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MvccStore::open(&dir.path().join("db")).unwrap();
+        let mut batch = store.write_batch().unwrap();
+        let q = Quota::default();
+        let admin = AuthInfo::default();
+        let ops = [
+            AuthOp::UserAdd { name: "root".into(), hash: String::new(), no_password: false },
+            AuthOp::UserGrantRole { user: "root".into(), role: "root".into() },
+            AuthOp::UserAdd { name: "alice".into(), hash: String::new(), no_password: false },
+            AuthOp::RoleAdd { name: "w".into() },
+            AuthOp::RoleGrantPermission {
+                name: "w".into(),
+                perm: crate::auth::Perm { perm_type: 1, key: b"k".to_vec(), range_end: Vec::new() },
+            },
+            AuthOp::UserGrantRole { user: "alice".into(), role: "w".into() },
+            AuthOp::Enable,
+        ];
+        for op in ops {
+            crate::auth::apply::apply(&mut batch, &admin, &op, 1).unwrap();
+        }
+        let rev = batch.auth().revision;
+        // A client without credentials (the edge wraps every client write).
+        assert_eq!(apply_command(&mut batch, &as_user("", 0, put("k")), &q, 2).err(), Some(EtcdError::UserEmpty));
+        assert!(apply_command(&mut batch, &as_user("alice", rev, put("k")), &q, 3).is_ok());
+        assert_eq!(
+            apply_command(&mut batch, &as_user("alice", rev, put("other")), &q, 4).err(),
+            Some(EtcdError::PermissionDenied)
+        );
+        let root = AuthInfo { user: "root".into(), revision: rev };
+        let revoke = AuthOp::RoleRevokePermission { role: "w".into(), key: b"k".to_vec(), range_end: Vec::new() };
+        crate::auth::apply::apply(&mut batch, &root, &revoke, 5).unwrap();
+        assert_eq!(
+            apply_command(&mut batch, &as_user("alice", rev, put("k")), &q, 6).err(),
+            Some(EtcdError::AuthOldRevision)
+        );
+        let alice = AuthInfo { user: "alice".into(), revision: batch.auth().revision };
+        let denied = crate::auth::apply::apply(&mut batch, &alice, &AuthOp::Disable, 7);
+        assert_eq!(denied.err(), Some(EtcdError::PermissionDenied));
+        batch.commit(false).unwrap();
+        assert!(store.auth().enabled, "the state is published on commit");
+    }
 }
