@@ -136,8 +136,12 @@ pub struct Counterexample {
     pub full_len: usize,
     /// A sub-history that is still not linearizable (reads removed where possible), by invoke time.
     pub ops: Vec<Operation>,
-    /// Indices into `ops`: the longest linearizable prefix found in `ops`.
+    /// Indices into `ops`: the longest linearizable prefix found in `ops` (from `initial[0]`).
     pub longest: Vec<usize>,
+    /// The states the key may have had when `ops` begin (just `None`: the empty store).
+    pub initial: Vec<Option<String>>,
+    /// Time (ns) where `ops` were cut from the earlier history, if they were.
+    pub since: Option<u64>,
 }
 
 /// Limits so that a pathological history cannot hang the tool.
@@ -193,20 +197,124 @@ pub fn check(history: &[Operation], budget: Budget) -> Report {
     report
 }
 
-/// Removes read-only operations (chunks, then single ones) while the rest stays
-/// non-linearizable; sound because removing a read only removes constraints.
-fn shrink(key: &str, mut ops: Vec<Operation>, mut longest: Vec<usize>, budget: Budget) -> Counterexample {
+/// Is `ops` a violation from every one of the `initial` states? Returns the longest partial
+/// linearization from the first of them.
+fn fails_from_all(ops: &[Operation], initial: &[State], steps: u64) -> Option<Vec<usize>> {
+    let mut first = None;
+    for init in initial {
+        match check_key_from(ops, init, steps) {
+            Verdict::Violation { longest } => {
+                first.get_or_insert(longest);
+            }
+            _ => return None,
+        }
+    }
+    first
+}
+
+/// The prefix of a history up to time `t` (Lowe's prefix closure: linearizability of a
+/// history implies that of each prefix): operations invoked after `t` are dropped, those still
+/// running at `t` get an unknown outcome.
+fn prefix(ops: &[Operation], t: u64) -> Vec<Operation> {
+    let cut: Vec<Operation> = ops
+        .iter()
+        .filter(|op| op.invoke <= t)
+        .map(|op| {
+            let mut op = op.clone();
+            if op.complete.is_none_or(|c| c > t) {
+                op.complete = None;
+                op.output = None;
+            }
+            op
+        })
+        .collect();
+    prepare(&cut)
+}
+
+/// Cuts the history before a quiescent time `t0` (every operation invoked earlier has
+/// returned, except unknown ones, which move to the suffix since they may take effect later).
+/// The state at `t0` is then the value of one of the "last" writes before it (those that no
+/// other earlier write follows in real time), or absent if nothing was written: if the suffix
+/// fails from each of these states, it proves the violation alone.
+fn window(ops: &[Operation], t0: u64) -> Option<(Vec<Operation>, Vec<State>)> {
+    let (before, after): (Vec<&Operation>, Vec<&Operation>) =
+        ops.iter().partition(|op| op.invoke < t0 && op.complete.is_some());
+    if before.iter().any(|op| op.complete.is_some_and(|c| c >= t0)) {
+        return None;
+    }
+    let written = |op: &Operation| -> Option<State> {
+        match (&op.input, &op.output) {
+            (Input::Put(v), Some(Output::Put)) => Some(Some(v.clone())),
+            (Input::Cas { new, .. }, Some(Output::Cas { succeeded: true, .. })) => Some(Some(new.clone())),
+            (Input::Delete, Some(Output::Delete { deleted: true })) => Some(None),
+            _ => None,
+        }
+    };
+    let writes: Vec<&Operation> = before.iter().copied().filter(|op| written(op).is_some()).collect();
+    let mut initial: Vec<State> = writes
+        .iter()
+        .filter(|w| !writes.iter().any(|w2| w2.invoke > w.complete.expect("completed")))
+        .filter_map(|w| written(w))
+        .collect();
+    if writes.is_empty() {
+        initial.push(None);
+    }
+    initial.sort();
+    initial.dedup();
+    Some((after.into_iter().cloned().collect(), initial))
+}
+
+/// Shrinks a violation, each step keeping a history that still proves it:
+/// 1. the shortest failing prefix (binary search over invoke times);
+/// 2. the latest quiescent cut whose suffix fails from every possible state at the cut;
+/// 3. read-only operations removed (chunks, then single ones): removing a read only removes
+///    constraints, so if the rest still fails it proves the violation alone.
+fn shrink(key: &str, ops: Vec<Operation>, longest: Vec<usize>, budget: Budget) -> Counterexample {
     let full_len = ops.len();
     let started = Instant::now();
+    let in_time = || started.elapsed() < budget.shrink_time;
+    let mut times: Vec<u64> = ops.iter().map(|op| op.invoke).collect();
+    times.sort();
+    times.dedup();
+    let (mut lo, mut hi) = (0, times.len() - 1);
+    let mut best = (ops, longest, vec![None], None);
+    if fails_from_all(&prefix(&best.0, times[hi]), &[None], budget.steps).is_some() {
+        while lo < hi && in_time() {
+            let mid = (lo + hi) / 2;
+            match fails_from_all(&prefix(&best.0, times[mid]), &[None], budget.steps) {
+                Some(_) => hi = mid,
+                None => lo = mid + 1,
+            }
+        }
+        let cut = prefix(&best.0, times[hi]);
+        if let Some(l) = fails_from_all(&cut, &[None], budget.steps) {
+            best = (cut, l, vec![None], None);
+        }
+    }
+    let mut cuts: Vec<u64> = best.0.iter().map(|op| op.invoke).collect();
+    cuts.sort();
+    cuts.dedup();
+    for &t0 in cuts.iter().rev().skip(1) {
+        if !in_time() {
+            break;
+        }
+        if let Some((suffix, initial)) = window(&best.0, t0) {
+            if let Some(l) = fails_from_all(&suffix, &initial, budget.steps) {
+                best = (suffix, l, initial, Some(t0));
+                break;
+            }
+        }
+    }
+    let (mut ops, mut longest, initial, since) = best;
     let mut chunk = ops.len().div_ceil(2).max(1);
     loop {
         let mut i = 0;
-        while i < ops.len() && started.elapsed() < budget.shrink_time {
+        while i < ops.len() && in_time() {
             let end = (i + chunk).min(ops.len());
             if ops[i..end].iter().all(Operation::is_read_only) {
                 let mut trial = ops.clone();
                 trial.drain(i..end);
-                if let Verdict::Violation { longest: l } = check_key(&trial, budget.steps) {
+                if let Some(l) = fails_from_all(&trial, &initial, budget.steps) {
                     ops = trial;
                     longest = l;
                     continue;
@@ -214,7 +322,7 @@ fn shrink(key: &str, mut ops: Vec<Operation>, mut longest: Vec<usize>, budget: B
             }
             i = end;
         }
-        if chunk == 1 || started.elapsed() >= budget.shrink_time {
+        if chunk == 1 || !in_time() {
             break;
         }
         chunk = chunk.div_ceil(2);
@@ -227,7 +335,14 @@ fn shrink(key: &str, mut ops: Vec<Operation>, mut longest: Vec<usize>, budget: B
         new_index[old] = new;
     }
     let sorted = order.iter().map(|&i| ops[i].clone()).collect();
-    Counterexample { key: key.to_string(), full_len, ops: sorted, longest: longest.iter().map(|&i| new_index[i]).collect() }
+    Counterexample {
+        key: key.to_string(),
+        full_len,
+        ops: sorted,
+        longest: longest.iter().map(|&i| new_index[i]).collect(),
+        initial,
+        since,
+    }
 }
 
 const NIL: usize = usize::MAX;
@@ -244,20 +359,20 @@ const UNOBSERVED: &str = "\u{0}unobserved";
 ///    is linearized first (`must_follow`). Exchange argument: both have unconstrained outputs and
 ///    no return time, so the earlier-invoked one can take the later one's place in any
 ///    linearization. Subsets collapse to prefixes: k + 1 configurations instead of 2^k.
-fn canonical_inputs(ops: &[Operation]) -> (Vec<Input>, Vec<usize>) {
-    let mut observed: HashSet<&str> = HashSet::new();
+fn canonical_inputs(ops: &[Operation]) -> (Vec<Input>, Vec<usize>, HashSet<String>) {
+    let mut observed: HashSet<String> = HashSet::new();
     for op in ops {
         if let Input::Cas { expect: Some(e), .. } = &op.input {
-            observed.insert(e);
+            observed.insert(e.clone());
         }
         match &op.output {
             Some(Output::Get(Some(v))) | Some(Output::Cas { current: Some(v), .. }) => {
-                observed.insert(v);
+                observed.insert(v.clone());
             }
             _ => {}
         }
     }
-    let canon = |v: &String| if observed.contains(v.as_str()) { v.clone() } else { UNOBSERVED.to_string() };
+    let canon = |v: &String| if observed.contains(v) { v.clone() } else { UNOBSERVED.to_string() };
     let inputs: Vec<Input> = ops
         .iter()
         .map(|op| match &op.input {
@@ -275,11 +390,16 @@ fn canonical_inputs(ops: &[Operation]) -> (Vec<Input>, Vec<usize>) {
             must_follow[i] = prev;
         }
     }
-    (inputs, must_follow)
+    (inputs, must_follow, observed)
 }
 
 /// The WGL/Lowe search on one key's operations (already prepared).
 pub fn check_key(ops: &[Operation], max_steps: u64) -> Verdict {
+    check_key_from(ops, &None, max_steps)
+}
+
+/// [`check_key`] from a given initial state of the key.
+fn check_key_from(ops: &[Operation], initial: &State, max_steps: u64) -> Verdict {
     // Events: node 0 is the list head; node 1 + 2i is op i's call, 2 + 2i its return.
     let n = ops.len();
     let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n); // (time, is_return, op)
@@ -301,7 +421,7 @@ pub fn check_key(ops: &[Operation], max_steps: u64) -> Verdict {
         last = node;
     }
     let op_of = |node: usize| (node - 1) / 2;
-    let (inputs, must_follow) = canonical_inputs(ops);
+    let (inputs, must_follow, observed) = canonical_inputs(ops);
     let is_return = |node: usize| (node - 1) % 2 == 1;
 
     fn lift(next: &mut [usize], prev: &mut [usize], node: usize) {
@@ -321,7 +441,8 @@ pub fn check_key(ops: &[Operation], max_steps: u64) -> Verdict {
     let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
     let mut stack: Vec<(usize, State)> = Vec::new();
     let mut longest: Vec<usize> = Vec::new();
-    let mut state: State = None;
+    // An initial value nobody observes is the placeholder too (see canonical_inputs).
+    let mut state: State = initial.as_ref().map(|v| if observed.contains(v) { v.clone() } else { UNOBSERVED.to_string() });
     let mut entry = next[HEAD];
     let mut steps = 0u64;
     while next[HEAD] != NIL {
@@ -409,7 +530,7 @@ impl fmt::Display for Operation {
             ),
             _ => write!(
                 f,
-                "client {:>2} [{:>10.3} ms ..          ?   ] {} {} => unknown (timed out)",
+                "client {:>2} [{:>10.3} ms ..          ?   ] {} {} => unknown (error/timeout)",
                 self.client,
                 ms(self.invoke),
                 self.key,
@@ -428,10 +549,21 @@ impl fmt::Display for Counterexample {
             self.ops.len(),
             self.full_len
         )?;
+        let show = |s: &State| s.as_deref().map(|v| format!("{v:?}")).unwrap_or("<absent>".into());
+        if let Some(t0) = self.since {
+            let states: Vec<String> = self.initial.iter().map(show).collect();
+            writeln!(
+                f,
+                "  (cut at {:.3} ms, when nothing else was in flight: the key then held one of {} -- the \
+                 last writes before -- and the operations below fail from each of them)",
+                t0 as f64 / 1e6,
+                states.join(", ")
+            )?;
+        }
         for (i, op) in self.ops.iter().enumerate() {
             writeln!(f, "  #{i:<3} {op}")?;
         }
-        let mut state: State = None;
+        let mut state: State = self.initial.first().cloned().flatten();
         write!(f, "  longest linearizable order found:")?;
         for &i in &self.longest {
             write!(f, " #{i}")?;
@@ -439,7 +571,7 @@ impl fmt::Display for Counterexample {
             state = step(&state, &op.input, op.output.as_ref()).unwrap_or(state);
         }
         writeln!(f)?;
-        writeln!(f, "  value after it: {}", state.as_deref().map(|v| format!("{v:?}")).unwrap_or("<absent>".into()))?;
+        writeln!(f, "  value after it: {}", show(&state))?;
         write!(f, "  no remaining operation can come next consistently with its result and real time")
     }
 }

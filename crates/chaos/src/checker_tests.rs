@@ -158,6 +158,8 @@ fn keys_are_checked_independently_and_counterexample_is_small() {
     // the one that pins x15 (observed values are what make the stale read stale).
     let reads = cx.ops.iter().filter(|o| o.input == Input::Get).count();
     assert!(reads <= 2, "{cx}");
+    // The prefix cut drops what came after the stale read, the window what came well before.
+    assert!(cx.ops.len() <= 6, "{cx}");
     let text = cx.to_string();
     assert!(text.contains("\"x15\""), "{text}");
 }
@@ -167,4 +169,38 @@ fn search_budget_gives_undecided_not_a_verdict() {
     let h: Vec<Operation> = (0..20).map(|i| put(i, &format!("v{i}"), 0, 1000)).chain([get(50, Some("v3"), 2000, 2001)]).collect();
     assert!(matches!(check_key(&prepare(&h), 5), Verdict::Unknown));
     assert!(matches!(check_key(&prepare(&h), 10_000_000), Verdict::Ok));
+}
+
+#[test]
+fn window_tries_every_possible_state_at_the_cut() {
+    // Two concurrent puts, then reads that see "a" and later "b" with no write between:
+    // whichever put came last, one of the reads is wrong.
+    let h = [put(0, "a", 0, 10), put(1, "b", 5, 15), get(2, Some("a"), 100, 110), get(2, Some("b"), 120, 130)];
+    let r = check(&h, Budget::default());
+    assert_eq!(r.violations.len(), 1);
+    let cx = &r.violations[0];
+    assert_eq!(cx.since, Some(100));
+    assert_eq!(cx.initial, vec![Some("a".to_string()), Some("b".to_string())]);
+    assert_eq!(cx.ops.len(), 2, "{cx}");
+    // Seeing "b" then "a" is fine for neither, "b" then "b" is fine: no violation at all.
+    let h = [put(0, "a", 0, 10), put(1, "b", 5, 15), get(2, Some("b"), 100, 110), get(2, Some("b"), 120, 130)];
+    assert!(ok(&h));
+}
+
+#[test]
+fn window_keeps_unknown_writes_from_before_the_cut() {
+    // The unknown put of "u" (invoked early) explains the late read: no violation, even
+    // though a cut at 100 would leave only acknowledged "a" as the state.
+    let h = [put(0, "a", 0, 10), put_unknown(1, "u", 5), get(2, Some("a"), 100, 110), get(2, Some("u"), 120, 130)];
+    assert!(ok(&h));
+    // Reading "u" and then "a" again is a violation.
+    let h = [
+        put(0, "a", 0, 10),
+        put_unknown(1, "u", 5),
+        get(2, Some("u"), 100, 110),
+        get(2, Some("a"), 120, 130),
+    ];
+    let r = check(&h, Budget::default());
+    assert_eq!(r.violations.len(), 1, "{r:?}");
+    assert!(r.violations[0].ops.iter().any(|o| o.output.is_none()), "{}", r.violations[0]);
 }

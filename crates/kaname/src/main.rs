@@ -22,6 +22,8 @@ enum Command {
     /// Benchmark an etcd v3 endpoint (kaname or etcd) with the same client code.
     #[command(subcommand)]
     Bench(kaname_bench::BenchCommand),
+    /// Fault injection with a linearizability check, against kaname or real etcd.
+    Chaos(kaname_chaos::ChaosArgs),
     /// etcdctl v3 (3.4): the same commands, flags, output formats and exit codes.
     #[command(disable_help_flag = true)]
     Etcdctl {
@@ -223,6 +225,10 @@ fn main() -> anyhow::Result<()> {
         Command::Etcdctl { args } => {
             kaname_etcdctl::set_restorer(restore_snapshot);
             std::process::exit(kaname_etcdctl::run(args))
+        }
+        Command::Chaos(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(kaname_chaos::main(args))
         }
         Command::Bench(cmd) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
