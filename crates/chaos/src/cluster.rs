@@ -18,6 +18,8 @@ use kaname_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use kaname_proto::etcdserverpb::StatusRequest;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::netns::Netns;
+
 /// Which server the cluster runs.
 #[derive(Clone, Debug)]
 pub enum Flavor {
@@ -60,6 +62,8 @@ impl Member {
 pub struct Cluster {
     pub flavor: Flavor,
     pub members: Vec<Member>,
+    /// Namespaces per member, when partitions are wanted (dropped after the members).
+    net: Option<Netns>,
     token: String,
     election_timeout_ms: u64,
 }
@@ -86,15 +90,27 @@ fn free_subnet(n: usize) -> anyhow::Result<String> {
 
 impl Cluster {
     /// Creates `n` members under `dir` and starts them (does not wait for health).
-    pub fn start(flavor: Flavor, n: usize, dir: &Path, election_timeout_ms: u64) -> anyhow::Result<Cluster> {
-        let prefix = free_subnet(n)?;
+    /// With `namespaces`, each member runs in its own network namespace (see [`Netns`]) so that
+    /// partitions can be made; otherwise members share the host's loopback.
+    pub fn start(
+        flavor: Flavor,
+        n: usize,
+        dir: &Path,
+        election_timeout_ms: u64,
+        namespaces: bool,
+    ) -> anyhow::Result<Cluster> {
+        let net = if namespaces { Some(Netns::create(n)?) } else { None };
+        let prefix = if net.is_some() { String::new() } else { free_subnet(n)? };
         let members = (1..=n)
             .map(|i| {
                 let d = dir.join(format!("m{i}"));
                 fs::create_dir_all(&d)?;
                 Ok(Member {
                     name: format!("m{i}"),
-                    ip: format!("{prefix}.{}", 10 + i),
+                    ip: match &net {
+                        Some(net) => net.ip(i - 1),
+                        None => format!("{prefix}.{}", 10 + i),
+                    },
                     data_dir: d.join("data"),
                     log_path: d.join("member.log"),
                     child: None,
@@ -102,8 +118,8 @@ impl Cluster {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let token = format!("chaos-{}-{}", std::process::id(), prefix.replace('.', "-"));
-        let mut c = Cluster { flavor, members, token, election_timeout_ms };
+        let token = format!("chaos-{}-{}", std::process::id(), members[0].ip.replace('.', "-"));
+        let mut c = Cluster { flavor, members, net, token, election_timeout_ms };
         for i in 0..n {
             c.spawn(i)?;
         }
@@ -121,14 +137,18 @@ impl Cluster {
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let initial_cluster = self.initial_cluster();
         let m = &self.members[i];
+        let program = |bin: &Path| match &self.net {
+            Some(net) => net.command(i, bin),
+            None => Command::new(bin),
+        };
         let mut cmd = match &self.flavor {
             Flavor::Kaname(bin) => {
-                let mut c = Command::new(bin);
+                let mut c = program(bin);
                 c.arg("etcd");
                 c
             }
             Flavor::Etcd(bin) => {
-                let mut c = Command::new(bin);
+                let mut c = program(bin);
                 c.args(["--logger", "zap", "--log-outputs", "stderr"]);
                 c
             }
@@ -193,8 +213,23 @@ impl Cluster {
         self.members[i].paused = false;
     }
 
-    /// Undoes every process fault: resumes paused members, restarts dead ones.
+    /// Members hear only the members of their own groups (needs namespaces).
+    pub fn partition(&self, groups: &[Vec<usize>]) -> anyhow::Result<()> {
+        match &self.net {
+            Some(net) => net.partition(groups),
+            None => bail!("partitions need the members in network namespaces"),
+        }
+    }
+
+    pub fn heal_network(&self) {
+        if let Some(net) = &self.net {
+            net.heal();
+        }
+    }
+
+    /// Undoes every fault: heals the network, resumes paused members, restarts dead ones.
     pub fn heal(&mut self) -> anyhow::Result<()> {
+        self.heal_network();
         for i in 0..self.members.len() {
             if self.members[i].paused {
                 self.resume(i);

@@ -67,7 +67,7 @@ impl std::fmt::Display for RunReport {
             self.ops,
             self.ok,
             self.unknown,
-            self.faults.iter().filter(|l| !l.contains("healed")).count()
+            self.faults.iter().filter(|l| l.starts_with('[') && !l.contains("healed")).count()
         )?;
         writeln!(f, "fault schedule (as executed):")?;
         for l in &self.faults {
@@ -93,7 +93,9 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let root = tempfile::Builder::new()
         .prefix(&format!("kaname-chaos-{}-seed{}-", cfg.flavor.label(), cfg.seed))
         .tempdir_in(&cfg.dir)?;
-    let mut cluster = Cluster::start(cfg.flavor.clone(), cfg.members, root.path(), cfg.election_timeout_ms)?;
+    let namespaces = cfg.faults.contains(&FaultKind::Partition);
+    let mut cluster =
+        Cluster::start(cfg.flavor.clone(), cfg.members, root.path(), cfg.election_timeout_ms, namespaces)?;
     cluster.wait_all_up(Duration::from_secs(30)).await?;
     cluster.wait_leader(Duration::from_secs(30)).await?;
 
@@ -202,10 +204,21 @@ async fn inject(
         let names: Vec<String> = targets.iter().map(|&i| cluster.members[i].name.clone()).collect();
         log.push(format!("{} {step} -> {}", stamp(epoch), names.join(",")));
         progress(log);
+        if step.kind == FaultKind::Partition {
+            let groups = schedule::partition_groups(step.target, &targets, cfg.members);
+            let names = |g: &Vec<usize>| g.iter().map(|&i| cluster.members[i].name.clone()).collect::<Vec<_>>().join(",");
+            log.push(format!("    groups: {}", groups.iter().map(names).collect::<Vec<_>>().join(" | ")));
+            progress(log);
+            cluster.partition(&groups)?;
+            tokio::time::sleep(step.hold).await;
+            cluster.heal_network();
+            continue;
+        }
         for &i in &targets {
             match step.kind {
                 FaultKind::Kill => cluster.kill(i),
                 FaultKind::Pause => cluster.pause(i),
+                FaultKind::Partition => unreachable!("handled above"),
             }
         }
         tokio::time::sleep(step.hold).await;
@@ -213,6 +226,7 @@ async fn inject(
             match step.kind {
                 FaultKind::Kill => cluster.restart(i)?,
                 FaultKind::Pause => cluster.resume(i),
+                FaultKind::Partition => unreachable!("handled above"),
             }
         }
     }

@@ -14,6 +14,9 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP, SIGCONT after the hold time (longer than the election timeout).
     Pause,
+    /// Network partition (members in namespaces), healed after the hold time: the target
+    /// alone (leader or follower isolated), or for "majority" a bridge topology.
+    Partition,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,7 @@ impl fmt::Display for Step {
         let what = match self.kind {
             FaultKind::Kill => "kill -9 + restart",
             FaultKind::Pause => "SIGSTOP + SIGCONT",
+            FaultKind::Partition => "partition",
         };
         let whom = match self.target {
             Target::Leader => "the leader",
@@ -100,6 +104,22 @@ pub fn resolve(target: Target, leader: Option<usize>, members: usize, rng: &mut 
     }
 }
 
+/// The groups of a partition: the targets cut off from the rest, except `Majority`, which
+/// makes a bridge: two halves that only the leader hears both of (it keeps leading with votes
+/// from either side, while the halves cannot talk to each other).
+pub fn partition_groups(target: Target, targets: &[usize], members: usize) -> Vec<Vec<usize>> {
+    let rest: Vec<usize> = (0..members).filter(|i| !targets.contains(i)).collect();
+    match target {
+        Target::Majority => {
+            let bridge = targets[0];
+            let others: Vec<usize> = (0..members).filter(|&i| i != bridge).collect();
+            let (a, b) = others.split_at(others.len() / 2);
+            vec![[&[bridge], a].concat(), [&[bridge], b].concat()]
+        }
+        _ => vec![targets.to_vec(), rest],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +143,11 @@ mod tests {
             assert!(m.contains(&2));
         }
         assert!(!resolve(Target::Follower, Some(0), 3, &mut rng).contains(&0));
+    }
+
+    #[test]
+    fn partition_shapes() {
+        assert_eq!(partition_groups(Target::Leader, &[1], 3), vec![vec![1], vec![0, 2]]);
+        assert_eq!(partition_groups(Target::Majority, &[2, 0], 5), vec![vec![2, 0, 1], vec![2, 3, 4]]);
     }
 }
