@@ -36,7 +36,10 @@ pub enum Input {
     Put(String),
     Delete,
     /// Txn: if value(key) == expect (None: the key does not exist) then put(new) else get(key).
-    Cas { expect: Option<String>, new: String },
+    Cas {
+        expect: Option<String>,
+        new: String,
+    },
 }
 
 /// What the server answered.
@@ -44,9 +47,14 @@ pub enum Input {
 pub enum Output {
     Get(Option<String>),
     Put,
-    Delete { deleted: bool },
+    Delete {
+        deleted: bool,
+    },
     /// `current` is what the failure branch's range read returned (None when it succeeded).
-    Cas { succeeded: bool, current: Option<String> },
+    Cas {
+        succeeded: bool,
+        current: Option<String>,
+    },
 }
 
 /// One operation of a history. Times are nanoseconds on one monotonic clock.
@@ -67,12 +75,12 @@ impl Operation {
     /// non-linearizable history can only remove constraints, so if the rest is still not
     /// linearizable, the rest alone proves the violation (used to shrink counterexamples).
     fn is_read_only(&self) -> bool {
-        match (&self.input, &self.output) {
-            (Input::Get, _) => true,
-            (Input::Cas { .. }, Some(Output::Cas { succeeded: false, .. })) => true,
-            (Input::Delete, Some(Output::Delete { deleted: false })) => true,
-            _ => false,
-        }
+        matches!(
+            (&self.input, &self.output),
+            (Input::Get, _)
+                | (Input::Cas { .. }, Some(Output::Cas { succeeded: false, .. }))
+                | (Input::Delete, Some(Output::Delete { deleted: false }))
+        )
     }
 }
 
@@ -108,7 +116,9 @@ pub enum Verdict {
     Ok,
     /// Not linearizable. `longest` is the longest sequence of operations (indices into the
     /// key's history) the search could linearize; nothing pending after it was acceptable.
-    Violation { longest: Vec<usize> },
+    Violation {
+        longest: Vec<usize>,
+    },
     /// The search hit its budget without deciding.
     Unknown,
 }
@@ -442,7 +452,8 @@ fn check_key_from(ops: &[Operation], initial: &State, max_steps: u64) -> Verdict
     let mut stack: Vec<(usize, State)> = Vec::new();
     let mut longest: Vec<usize> = Vec::new();
     // An initial value nobody observes is the placeholder too (see canonical_inputs).
-    let mut state: State = initial.as_ref().map(|v| if observed.contains(v) { v.clone() } else { UNOBSERVED.to_string() });
+    let mut state: State =
+        initial.as_ref().map(|v| if observed.contains(v) { v.clone() } else { UNOBSERVED.to_string() });
     let mut entry = next[HEAD];
     let mut steps = 0u64;
     while next[HEAD] != NIL {

@@ -15,7 +15,15 @@ fn get(c: usize, v: Option<&str>, t0: u64, t1: u64) -> Operation {
 fn del(c: usize, deleted: bool, t0: u64, t1: u64) -> Operation {
     op(c, "k", Input::Delete, t0, Some(t1), Some(Output::Delete { deleted }))
 }
-fn cas(c: usize, expect: Option<&str>, new: &str, t0: u64, t1: u64, succeeded: bool, current: Option<&str>) -> Operation {
+fn cas(
+    c: usize,
+    expect: Option<&str>,
+    new: &str,
+    t0: u64,
+    t1: u64,
+    succeeded: bool,
+    current: Option<&str>,
+) -> Operation {
     op(
         c,
         "k",
@@ -34,7 +42,13 @@ fn ok(h: &[Operation]) -> bool {
 #[test]
 fn empty_and_sequential_histories_pass() {
     assert!(ok(&[]));
-    assert!(ok(&[get(0, None, 0, 1), put(0, "a", 2, 3), get(1, Some("a"), 4, 5), del(0, true, 6, 7), get(1, None, 8, 9)]));
+    assert!(ok(&[
+        get(0, None, 0, 1),
+        put(0, "a", 2, 3),
+        get(1, Some("a"), 4, 5),
+        del(0, true, 6, 7),
+        get(1, None, 8, 9)
+    ]));
 }
 
 #[test]
@@ -166,7 +180,8 @@ fn keys_are_checked_independently_and_counterexample_is_small() {
 
 #[test]
 fn search_budget_gives_undecided_not_a_verdict() {
-    let h: Vec<Operation> = (0..20).map(|i| put(i, &format!("v{i}"), 0, 1000)).chain([get(50, Some("v3"), 2000, 2001)]).collect();
+    let h: Vec<Operation> =
+        (0..20).map(|i| put(i, &format!("v{i}"), 0, 1000)).chain([get(50, Some("v3"), 2000, 2001)]).collect();
     assert!(matches!(check_key(&prepare(&h), 5), Verdict::Unknown));
     assert!(matches!(check_key(&prepare(&h), 10_000_000), Verdict::Ok));
 }
@@ -194,12 +209,7 @@ fn window_keeps_unknown_writes_from_before_the_cut() {
     let h = [put(0, "a", 0, 10), put_unknown(1, "u", 5), get(2, Some("a"), 100, 110), get(2, Some("u"), 120, 130)];
     assert!(ok(&h));
     // Reading "u" and then "a" again is a violation.
-    let h = [
-        put(0, "a", 0, 10),
-        put_unknown(1, "u", 5),
-        get(2, Some("u"), 100, 110),
-        get(2, Some("a"), 120, 130),
-    ];
+    let h = [put(0, "a", 0, 10), put_unknown(1, "u", 5), get(2, Some("u"), 100, 110), get(2, Some("a"), 120, 130)];
     let r = check(&h, Budget::default());
     assert_eq!(r.violations.len(), 1, "{r:?}");
     assert!(r.violations[0].ops.iter().any(|o| o.output.is_none()), "{}", r.violations[0]);

@@ -159,7 +159,7 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     std::fs::write(&history_path, serde_json::to_vec(&rec.history)?)?;
     let dir = if violations.is_empty() && !cfg.keep { root.path().to_path_buf() } else { root.keep() };
     if !violations.is_empty() {
-        violations.push(format!("{}", cluster.log_tails(15)));
+        violations.push(cluster.log_tails(15).to_string());
     }
     Ok(RunReport {
         seed: cfg.seed,
@@ -206,7 +206,8 @@ async fn inject(
         progress(log);
         if step.kind == FaultKind::Partition {
             let groups = schedule::partition_groups(step.target, &targets, cfg.members);
-            let names = |g: &Vec<usize>| g.iter().map(|&i| cluster.members[i].name.clone()).collect::<Vec<_>>().join(",");
+            let names =
+                |g: &Vec<usize>| g.iter().map(|&i| cluster.members[i].name.clone()).collect::<Vec<_>>().join(",");
             log.push(format!("    groups: {}", groups.iter().map(names).collect::<Vec<_>>().join(" | ")));
             progress(log);
             cluster.partition(&groups)?;
@@ -267,7 +268,12 @@ where
 /// After healing: a final linearizable read of every key (added to the history, so a write
 /// acknowledged and then lost shows up as a violation); every member converges to the same
 /// HashKV at one revision; every acknowledged set element is on every member.
-async fn final_checks(cluster: &Cluster, cfg: &RunConfig, epoch: Instant, rec: &workload::Shared) -> anyhow::Result<()> {
+async fn final_checks(
+    cluster: &Cluster,
+    cfg: &RunConfig,
+    epoch: Instant,
+    rec: &workload::Shared,
+) -> anyhow::Result<()> {
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let kv = KvClient::new(cluster.channel(leader));
     let final_client = cfg.clients;
@@ -304,7 +310,14 @@ async fn final_checks(cluster: &Cluster, cfg: &RunConfig, epoch: Instant, rec: &
     let revision = retry("revision", || {
         let mut kv = kv.clone();
         async move {
-            let r = kv.range(RangeRequest { key: KEY_PREFIX.into(), range_end: prefix_end(KEY_PREFIX), count_only: true, ..Default::default() }).await?;
+            let r = kv
+                .range(RangeRequest {
+                    key: KEY_PREFIX.into(),
+                    range_end: prefix_end(KEY_PREFIX),
+                    count_only: true,
+                    ..Default::default()
+                })
+                .await?;
             Ok(r.into_inner().header.context("no header")?.revision)
         }
     })
@@ -342,7 +355,8 @@ async fn final_checks(cluster: &Cluster, cfg: &RunConfig, epoch: Instant, rec: &
         })
         .await?;
         let present: std::collections::HashSet<Vec<u8>> = r.kvs.into_iter().map(|kv| kv.key).collect();
-        let lost: Vec<&String> = acked.iter().filter(|v| !present.contains(format!("{SET_PREFIX}{v}").as_bytes())).collect();
+        let lost: Vec<&String> =
+            acked.iter().filter(|v| !present.contains(format!("{SET_PREFIX}{v}").as_bytes())).collect();
         if !lost.is_empty() {
             anyhow::bail!(
                 "{} acknowledged set writes missing on {} at revision {revision}: {:?}",

@@ -129,7 +129,10 @@ mod tests {
         let et = Duration::from_millis(1000);
         let a = generate(7, &[FaultKind::Kill, FaultKind::Pause], Duration::from_secs(30), et);
         let b = generate(7, &[FaultKind::Kill, FaultKind::Pause], Duration::from_secs(30), et);
-        assert_eq!(a.iter().map(|s| s.to_string()).collect::<Vec<_>>(), b.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            b.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        );
         assert!(a.len() >= 5);
         assert!(a.iter().all(|s| s.hold > et && s.at + s.hold <= Duration::from_secs(30)));
     }

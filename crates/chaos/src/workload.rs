@@ -103,7 +103,7 @@ pub async fn client_loop(
             0..=24 => {
                 let r = get(kv, &cfg, key.clone(), false).await;
                 let ops = reads_to_ops(id, std::slice::from_ref(&key), invoke, r.as_ref().ok().map(|x| &x.1), now());
-                let header = r.as_ref().ok().map(|x| x.0.clone());
+                let header = r.as_ref().ok().map(|x| x.0);
                 (ops, header, r.map(|x| x.1)).into_single(&mut last_seen)
             }
             25..=34 => {
@@ -111,11 +111,15 @@ pub async fn client_loop(
                 let r = get(kv, &cfg, KEY_PREFIX.to_string(), true).await;
                 let done = now();
                 let ops = reads_to_ops(id, &keys, invoke, r.as_ref().ok().map(|x| &x.1), done);
-                let header = r.as_ref().ok().map(|x| x.0.clone());
+                let header = r.as_ref().ok().map(|x| x.0);
                 (ops, header, r.map(|x| x.1)).into_single(&mut last_seen)
             }
             35..=59 => {
-                let req = PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() };
+                let req = PutRequest {
+                    key: key.clone().into_bytes(),
+                    value: value.clone().into_bytes(),
+                    ..Default::default()
+                };
                 let r = timed(&cfg, async { kv.clone().put(req).await.map(|r| r.into_inner().header) }).await;
                 let done = now();
                 let (output, complete) = match &r {
@@ -127,7 +131,14 @@ pub async fn client_loop(
                     rec.lock().unwrap().note_revision(&key, &value, h.revision);
                     last_seen.insert(key.clone(), Some(value.clone()));
                 }
-                let op = Operation { client: id, key: key.clone(), input: Input::Put(value.clone()), invoke, complete, output };
+                let op = Operation {
+                    client: id,
+                    key: key.clone(),
+                    input: Input::Put(value.clone()),
+                    invoke,
+                    complete,
+                    output,
+                };
                 (vec![op], header, r.map(|_| vec![]))
             }
             60..=69 => {
@@ -135,7 +146,7 @@ pub async fn client_loop(
                 let r = timed(&cfg, async { kv.clone().delete_range(req).await.map(|r| r.into_inner()) }).await;
                 let done = now();
                 let (output, complete, header) = match &r {
-                    Ok(d) => (Some(Output::Delete { deleted: d.deleted > 0 }), Some(done), d.header.clone()),
+                    Ok(d) => (Some(Output::Delete { deleted: d.deleted > 0 }), Some(done), d.header),
                     Err(_) => (None, None, None),
                 };
                 if r.is_ok() {
@@ -152,7 +163,7 @@ pub async fn client_loop(
                     Ok((h, true, _)) => {
                         rec.lock().unwrap().note_revision(&key, &value, h.revision);
                         last_seen.insert(key.clone(), Some(value.clone()));
-                        (Some(Output::Cas { succeeded: true, current: None }), Some(done), Some(h.clone()))
+                        (Some(Output::Cas { succeeded: true, current: None }), Some(done), Some(*h))
                     }
                     Ok((h, false, current)) => {
                         if let Some((v, rev)) = current {
@@ -160,7 +171,7 @@ pub async fn client_loop(
                         }
                         let cur = current.as_ref().map(|(v, _)| v.clone());
                         last_seen.insert(key.clone(), cur.clone());
-                        (Some(Output::Cas { succeeded: false, current: cur }), Some(done), Some(h.clone()))
+                        (Some(Output::Cas { succeeded: false, current: cur }), Some(done), Some(*h))
                     }
                     Err(_) => (None, None, None),
                 };
@@ -205,7 +216,7 @@ pub async fn client_loop(
                 rec_guard.unknown += 1;
             }
             rec_guard.history.extend(ops);
-}
+        }
         if ok.is_err() {
             // Try another member, and do not spin on a dead one.
             member = (member + 1) % channels.len();
@@ -218,12 +229,18 @@ pub async fn client_loop(
 type Reads = Vec<(String, String, i64)>;
 
 trait IntoSingle {
-    fn into_single(self, seen: &mut HashMap<String, Option<String>>) -> (Vec<Operation>, Option<ResponseHeader>, Result<Reads, String>);
+    fn into_single(
+        self,
+        seen: &mut HashMap<String, Option<String>>,
+    ) -> (Vec<Operation>, Option<ResponseHeader>, Result<Reads, String>);
 }
 
 impl IntoSingle for (Vec<Operation>, Option<ResponseHeader>, Result<Reads, String>) {
     /// Remembers what a read saw (clients base their CAS expectations on it).
-    fn into_single(self, seen: &mut HashMap<String, Option<String>>) -> (Vec<Operation>, Option<ResponseHeader>, Result<Reads, String>) {
+    fn into_single(
+        self,
+        seen: &mut HashMap<String, Option<String>>,
+    ) -> (Vec<Operation>, Option<ResponseHeader>, Result<Reads, String>) {
         for op in &self.0 {
             if let Some(Output::Get(v)) = &op.output {
                 seen.insert(op.key.clone(), v.clone());
@@ -252,7 +269,10 @@ fn reads_to_ops(client: usize, keys: &[String], invoke: u64, reads: Option<&Read
         .collect()
 }
 
-async fn timed<T>(cfg: &WorkloadConfig, f: impl std::future::Future<Output = Result<T, tonic::Status>>) -> Result<T, String> {
+async fn timed<T>(
+    cfg: &WorkloadConfig,
+    f: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, String> {
     match tokio::time::timeout(cfg.op_timeout, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
@@ -261,7 +281,12 @@ async fn timed<T>(cfg: &WorkloadConfig, f: impl std::future::Future<Output = Res
 }
 
 /// Range read of one key, or of every key under `key` when `prefix`.
-async fn get(mut kv: KvClient<Channel>, cfg: &WorkloadConfig, key: String, prefix: bool) -> Result<(ResponseHeader, Reads), String> {
+async fn get(
+    mut kv: KvClient<Channel>,
+    cfg: &WorkloadConfig,
+    key: String,
+    prefix: bool,
+) -> Result<(ResponseHeader, Reads), String> {
     let req = RangeRequest {
         range_end: if prefix { prefix_end(&key) } else { vec![] },
         key: key.into_bytes(),
@@ -272,7 +297,13 @@ async fn get(mut kv: KvClient<Channel>, cfg: &WorkloadConfig, key: String, prefi
     let reads = r
         .kvs
         .iter()
-        .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+                kv.mod_revision,
+            )
+        })
         .collect();
     Ok((r.header.unwrap_or_default(), reads))
 }
@@ -313,13 +344,15 @@ async fn cas(
     let current = if r.succeeded {
         None
     } else {
-        r.responses.iter().find_map(|op| match &op.response {
-            Some(RespOp::ResponseRange(rr)) => Some(
-                rr.kvs.first().map(|kv| (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision)),
-            ),
-            _ => None,
-        })
-        .flatten()
+        r.responses
+            .iter()
+            .find_map(|op| match &op.response {
+                Some(RespOp::ResponseRange(rr)) => {
+                    Some(rr.kvs.first().map(|kv| (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision)))
+                }
+                _ => None,
+            })
+            .flatten()
     };
     Ok((r.header.unwrap_or_default(), r.succeeded, current))
 }
