@@ -172,6 +172,15 @@ impl Cluster {
         let mut log2 = log.try_clone()?;
         writeln!(log2, "=== chaos: starting {} {}", self.flavor.label(), m.name)?;
         cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+        // If the tool itself is SIGKILLed (Drop never runs), the kernel kills the members.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd.spawn().with_context(|| format!("start {} member {}", self.flavor.label(), m.name))?;
         self.members[i].child = Some(child);
         self.members[i].paused = false;

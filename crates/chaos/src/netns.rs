@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub struct Netns {
-    /// Short unique tag, used in every interface and namespace name (≤ 15 chars each).
+    /// Unique tag (pid + letter), in every interface and namespace name (≤ 15 chars each).
     tag: String,
     prefix: String,
     n: usize,
@@ -34,11 +34,18 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
 
 impl Netns {
     pub fn create(n: usize) -> anyhow::Result<Netns> {
-        let pid = std::process::id() % 100_000;
+        reclaim_stale();
+        let pid = std::process::id();
         let k = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{pid}{}", (b'a' + (k % 26) as u8) as char);
-        // 10.237.X.0/24 per run: X from the pid and counter, to stay apart from parallel runs.
-        let prefix = format!("10.237.{}", (pid as u32 * 7 + k) % 250 + 1);
+        // 10.237.X.0/24 per run, X not on any interface yet (parallel runs stay apart).
+        let in_use = Command::new("ip").args(["-4", "-o", "addr"]).output().map(|o| o.stdout).unwrap_or_default();
+        let in_use = String::from_utf8_lossy(&in_use);
+        let start = pid.wrapping_mul(7).wrapping_add(k);
+        let prefix = (0..250)
+            .map(|d| format!("10.237.{}", (start + d) % 250 + 1))
+            .find(|p| !in_use.contains(&format!(" {p}.")))
+            .context("no free 10.237.X.0/24")?;
         let mut net = Netns { tag, prefix, n, created_ns: Vec::new(), bridge: None };
         net.setup().context("create network namespaces (needs root, ip and nft)")?;
         Ok(net)
@@ -122,6 +129,32 @@ impl Netns {
     pub fn heal(&self) {
         for i in 0..self.n {
             let _ = self.nft(i, "delete table inet kchaos\n");
+        }
+    }
+}
+
+/// Deletes namespaces and bridges left by a run of this tool that was SIGKILLed (its Drop never
+/// ran): names `kc<pid><letter>m<i>` / `kcb<pid><letter>` whose process no longer exists.
+fn reclaim_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    let parse = |name: &str| -> Option<(u32, String)> {
+        let rest = name.strip_prefix("kc")?;
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let tail = &rest[digits.len()..];
+        let mut chars = tail.chars();
+        let letter = chars.next().filter(|c| c.is_ascii_lowercase())?;
+        let m = chars.as_str().strip_prefix('m')?;
+        (!digits.is_empty() && !m.is_empty() && m.chars().all(|c| c.is_ascii_digit()))
+            .then(|| (digits.parse().ok(), format!("{digits}{letter}")))
+            .and_then(|(pid, tag)| pid.map(|p| (p, tag)))
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if let Some((pid, tag)) = parse(name) {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = run(&["ip", "netns", "del", name]);
+                let _ = run(&["ip", "link", "del", &format!("kcb{tag}")]);
+            }
         }
     }
 }

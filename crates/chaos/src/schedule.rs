@@ -104,8 +104,8 @@ pub fn resolve(target: Target, leader: Option<usize>, members: usize, rng: &mut 
     }
 }
 
-/// The groups of a partition: the targets cut off from the rest, except `Majority`, which
-/// makes a bridge: two halves that only the leader hears both of (it keeps leading with votes
+/// The groups of a partition: the targets cut off from the rest; for `Any`, the largest
+/// minority around the target against the rest; for `Majority`, a bridge: two halves that only the leader hears both of (it keeps leading with votes
 /// from either side, while the halves cannot talk to each other).
 pub fn partition_groups(target: Target, targets: &[usize], members: usize) -> Vec<Vec<usize>> {
     let rest: Vec<usize> = (0..members).filter(|i| !targets.contains(i)).collect();
@@ -115,6 +115,13 @@ pub fn partition_groups(target: Target, targets: &[usize], members: usize) -> Ve
             let others: Vec<usize> = (0..members).filter(|&i| i != bridge).collect();
             let (a, b) = others.split_at(others.len() / 2);
             vec![[&[bridge], a].concat(), [&[bridge], b].concat()]
+        }
+        // The largest minority around the chosen member (with 5: a 2/3 split, possibly with
+        // the leader on the minority side).
+        Target::Any => {
+            let minority: Vec<usize> = (0..members / 2).map(|k| (targets[0] + k) % members).collect();
+            let majority = (0..members).filter(|i| !minority.contains(i)).collect();
+            vec![minority, majority]
         }
         _ => vec![targets.to_vec(), rest],
     }
@@ -152,5 +159,7 @@ mod tests {
     fn partition_shapes() {
         assert_eq!(partition_groups(Target::Leader, &[1], 3), vec![vec![1], vec![0, 2]]);
         assert_eq!(partition_groups(Target::Majority, &[2, 0], 5), vec![vec![2, 0, 1], vec![2, 3, 4]]);
+        assert_eq!(partition_groups(Target::Any, &[4], 5), vec![vec![4, 0], vec![1, 2, 3]]);
+        assert_eq!(partition_groups(Target::Any, &[1], 3), vec![vec![1], vec![0, 2]]);
     }
 }
