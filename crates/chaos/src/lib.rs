@@ -71,7 +71,16 @@ impl ChaosArgs {
         } else {
             cluster::Flavor::Kaname(match &self.kaname_bin {
                 Some(p) => p.clone(),
-                None => std::env::current_exe()?,
+                // Linux names a replaced binary "<path> (deleted)": a rebuild during a long
+                // `--runs` must not break the runs after it; they use the new binary.
+                None => {
+                    let exe = std::env::current_exe()?;
+                    let text = exe.to_string_lossy();
+                    match text.strip_suffix(" (deleted)") {
+                        Some(p) => PathBuf::from(p),
+                        None => exe,
+                    }
+                }
             })
         };
         anyhow::ensure!(self.members >= 3, "--members must be at least 3 for faults to be survivable");
