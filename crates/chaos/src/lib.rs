@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod netns;
 pub mod run;
 pub mod schedule;
+pub mod watch;
 pub mod workload;
 
 use std::path::PathBuf;

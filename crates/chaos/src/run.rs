@@ -2,7 +2,7 @@
 //! wait for convergence, then check the history and the final state.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use rand::SeedableRng;
 use crate::checker::{self, Budget, Input, Operation, Output};
 use crate::cluster::{Cluster, Flavor};
 use crate::schedule::{self, FaultKind, Step};
+use crate::watch;
 use crate::workload::{self, prefix_end, Recorder, WorkloadConfig, KEY_PREFIX, SET_PREFIX};
 
 #[derive(Clone, Debug)]
@@ -41,6 +42,8 @@ pub struct RunReport {
     pub ok: usize,
     pub unknown: usize,
     pub faults: Vec<String>,
+    /// Events in the committed history that every watcher had to see (0: not checked).
+    pub watched_events: usize,
     /// Client errors by kind, with counts.
     pub errors: Vec<(String, usize)>,
     /// Empty when every check passed.
@@ -69,6 +72,9 @@ impl std::fmt::Display for RunReport {
             self.unknown,
             self.faults.iter().filter(|l| l.starts_with('[') && !l.contains("healed")).count()
         )?;
+        if self.watched_events > 0 {
+            writeln!(f, "  each member's watcher saw all {} committed events, in order, once", self.watched_events)?;
+        }
         writeln!(f, "fault schedule (as executed):")?;
         for l in &self.faults {
             writeln!(f, "  {l}")?;
@@ -104,6 +110,12 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let channels: Vec<_> = (0..cfg.members).map(|i| cluster.channel(i)).collect();
+    // Watchers first, from revision 1: they must see every event the clients cause.
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let watch_until = Arc::new(AtomicI64::new(i64::MAX));
+    let watchers: Vec<_> = (0..cfg.members)
+        .map(|i| tokio::spawn(watch::watcher(cluster.channel(i), watch_stop.clone(), watch_until.clone())))
+        .collect();
     let clients: Vec<_> = (0..cfg.clients)
         .map(|id| {
             tokio::spawn(workload::client_loop(
@@ -134,9 +146,23 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     }
 
     eprintln!("chaos: {} clients stopped; final checks", stamp(epoch));
+    let mut final_revision = None;
+    let mut watched_events = 0;
     if violations.is_empty() {
-        if let Err(e) = final_checks(&cluster, cfg, epoch, &rec).await {
-            violations.push(format!("{e:#}"));
+        match final_checks(&cluster, cfg, epoch, &rec).await {
+            Ok(r) => final_revision = Some(r),
+            Err(e) => violations.push(format!("{e:#}")),
+        }
+    }
+    watch_until.store(final_revision.unwrap_or(0), Ordering::Relaxed);
+    watch_stop.store(true, Ordering::Relaxed);
+    if let Some(revision) = final_revision {
+        let (n, bad) = check_watchers(&cluster, watchers, revision).await;
+        watched_events = n;
+        violations.extend(bad);
+    } else {
+        for w in watchers {
+            w.abort();
         }
     }
     violations.extend(cluster.crashed());
@@ -168,6 +194,7 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         ok: rec.ok,
         unknown: rec.unknown,
         faults: log,
+        watched_events,
         errors: rec.errors.into_iter().collect(),
         violations,
         dir,
@@ -244,6 +271,33 @@ async fn heal(cluster: &mut Cluster, log: &mut Vec<String>, epoch: Instant) -> a
     Ok(())
 }
 
+/// Every watcher must have seen exactly the committed events up to `revision`, in order.
+async fn check_watchers(
+    cluster: &Cluster,
+    watchers: Vec<tokio::task::JoinHandle<Vec<watch::Event>>>,
+    revision: i64,
+) -> (usize, Vec<String>) {
+    let mut out = Vec::new();
+    let leader = cluster.leader().await.unwrap_or(0);
+    let reference = watch::watcher(cluster.channel(leader), Arc::new(AtomicBool::new(true)), Arc::new(revision.into()));
+    let Ok(reference) = tokio::time::timeout(Duration::from_secs(30), reference).await else {
+        return (0, vec![format!("a fresh watch from revision 1 on the leader did not reach revision {revision}")]);
+    };
+    let upto = |mut v: Vec<watch::Event>| {
+        v.retain(|e| e.0 <= revision);
+        v
+    };
+    let reference = upto(reference);
+    for (i, w) in watchers.into_iter().enumerate() {
+        let name = &cluster.members[i].name;
+        match tokio::time::timeout(Duration::from_secs(30), w).await {
+            Ok(Ok(events)) => out.extend(watch::compare(name, &upto(events), &reference)),
+            _ => out.push(format!("watcher on {name} did not reach revision {revision} within 30 s of the end")),
+        }
+    }
+    (reference.len(), out)
+}
+
 /// Retries `f` (a read on a healed cluster) for up to 20 s.
 async fn retry<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
 where
@@ -273,7 +327,7 @@ async fn final_checks(
     cfg: &RunConfig,
     epoch: Instant,
     rec: &workload::Shared,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i64> {
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let kv = KvClient::new(cluster.channel(leader));
     let final_client = cfg.clients;
@@ -366,5 +420,5 @@ async fn final_checks(
             );
         }
     }
-    Ok(())
+    Ok(revision)
 }
