@@ -565,7 +565,7 @@ impl fmt::Display for Counterexample {
             let states: Vec<String> = self.initial.iter().map(show).collect();
             writeln!(
                 f,
-                "  (cut at {:.3} ms, when nothing else was in flight: the key then held one of {} -- the \
+                "  (cut at {:.3} ms, when no operation with a known outcome was in flight: the key then held one of {} -- the \
                  last writes before -- and the operations below fail from each of them)",
                 t0 as f64 / 1e6,
                 states.join(", ")

@@ -47,11 +47,13 @@ impl fmt::Display for Step {
             FaultKind::Pause => "SIGSTOP + SIGCONT",
             FaultKind::Partition => "partition",
         };
-        let whom = match self.target {
-            Target::Leader => "the leader",
-            Target::Follower => "a follower",
-            Target::Majority => "a majority (with the leader)",
-            Target::Any => "any member",
+        let whom = match (self.kind, self.target) {
+            (_, Target::Leader) => "the leader",
+            (_, Target::Follower) => "a follower",
+            (FaultKind::Partition, Target::Majority) => "as a bridge (only the leader hears both halves)",
+            (_, Target::Majority) => "a majority (with the leader)",
+            (FaultKind::Partition, Target::Any) => "the largest minority around any member",
+            (_, Target::Any) => "any member",
         };
         write!(f, "at {:>6.2}s {what} {whom} for {:.2}s", self.at.as_secs_f64(), self.hold.as_secs_f64())
     }
