@@ -14,8 +14,8 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP, SIGCONT after the hold time (longer than the election timeout).
     Pause,
-    /// Network partition (members in namespaces), healed after the hold time: the target
-    /// alone (leader or follower isolated), or for "majority" a bridge topology.
+    /// Network partition (members in namespaces: needs root and nft), healed after the hold
+    /// time: leader or a follower isolated, a largest-minority split, or a bridge.
     Partition,
 }
 
