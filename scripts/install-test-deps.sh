@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need: Debian's real etcd 3.4 server
 # (/usr/bin/etcd) and etcdctl, the reference kaname is compared against, and
-# curl (tests/tls.rs fetches /health over HTTPS as users do).
+# curl (tests/tls.rs fetches /health over HTTPS as users do), and nft (kaname chaos partitions).
 # Idempotent: does nothing when both are present. Needs root (or sudo).
 set -euo pipefail
 
@@ -9,6 +9,8 @@ need=()
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -x /usr/bin/curl ] || need+=(curl)
+# kaname chaos --faults partition: nftables rules inside member network namespaces.
+[ -x /usr/sbin/nft ] || need+=(nftables)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "install-test-deps: $(/usr/bin/etcd --version | head -1), etcdctl $(ETCDCTL_API=3 /usr/bin/etcdctl version | head -1 | awk '{print $3}') already installed"

@@ -24,6 +24,8 @@ enum Command {
     Bench(kaname_bench::BenchCommand),
     /// The Kubernetes API server over etcd v3 (kube-apiserver's flags and defaults).
     Apiserver(Box<kaname_apiserver::ApiserverFlags>),
+    /// Fault injection with a linearizability check, against kaname or real etcd.
+    Chaos(kaname_chaos::ChaosArgs),
     /// etcdctl v3 (3.4): the same commands, flags, output formats and exit codes.
     #[command(disable_help_flag = true)]
     Etcdctl {
@@ -242,6 +244,10 @@ fn main() -> anyhow::Result<()> {
             init_logging("info");
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_apiserver::run(*flags, shutdown_signal()))
+        }
+        Command::Chaos(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(kaname_chaos::main(args))
         }
         Command::Bench(cmd) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
