@@ -670,19 +670,7 @@ fn etcd_over_tls(flavor: Flavor) {
     let (client, peer) = (claim_port(), claim_port());
     let client_url = format!("https://127.0.0.1:{}", client.port);
     let peer_url = format!("http://127.0.0.1:{}", peer.port);
-    let mut cmd = match flavor {
-        Flavor::Etcd => Command::new(ETCD_BIN),
-        Flavor::Kaname => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_kaname"));
-            c.arg("etcd");
-            c
-        }
-    };
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ETCD_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = flavor.command();
     let _store = Proc(
         cmd.args(["--name", "m1", "--data-dir", &path("data")])
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])

@@ -264,28 +264,12 @@ impl Drop for TlsCluster {
     }
 }
 
-fn command(flavor: Flavor) -> Command {
-    let mut c = match flavor {
-        Flavor::Etcd => Command::new(ETCD_BIN),
-        Flavor::Kaname => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_kaname"));
-            c.arg("etcd");
-            c
-        }
-    };
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ETCD_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
 fn spawn(flavor: Flavor, args: &[String], env: &[(&str, String)], log: &Path) -> Child {
     let out = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let mut err = out.try_clone().unwrap();
     let _ = writeln!(err, "=== {} {}", flavor.label(), args.join(" "));
-    command(flavor)
+    flavor
+        .command()
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -562,7 +546,8 @@ fn https_without_certs_is_refused_as_etcd() {
         let peer = format!("{ps}://127.0.0.1:{}", p.port);
         for flavor in [Flavor::Etcd, Flavor::Kaname] {
             let data = dir.path().join(format!("{}-{n}", flavor.label()));
-            let mut child = command(flavor)
+            let mut child = flavor
+                .command()
                 .args(["--data-dir", &data.display().to_string(), "--listen-client-urls", &client])
                 .args(["--advertise-client-urls", &client, "--listen-peer-urls", &peer])
                 .args(["--initial-advertise-peer-urls", &peer, "--initial-cluster", &format!("default={peer}")])

@@ -57,24 +57,23 @@ impl Flavor {
         }
     }
 
-    fn command(self) -> Command {
-        match self {
-            Flavor::Etcd => {
-                let mut c = Command::new(ETCD_BIN);
-                // Go's client libraries and etcd read ETCD_* variables as flags.
-                for (k, _) in std::env::vars_os() {
-                    if k.to_string_lossy().starts_with("ETCD_") {
-                        c.env_remove(k);
-                    }
-                }
-                c
-            }
+    /// The command that starts a member of this flavor, without the caller's `ETCD_*`
+    /// variables: both read them as flags.
+    pub fn command(self) -> Command {
+        let mut c = match self {
+            Flavor::Etcd => Command::new(ETCD_BIN),
             Flavor::Kaname => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_kaname"));
                 c.arg("etcd");
                 c
             }
+        };
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCD_") {
+                c.env_remove(k);
+            }
         }
+        c
     }
 }
 

@@ -12,7 +12,7 @@ use kaname_proto::etcdserverpb::*;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::observed;
+use super::{observed, Headed};
 use crate::auth::apply::AuthOp;
 use crate::auth::tokens::{gen_prefix, token_index};
 use crate::auth::{AuthInfo, Perm};
@@ -117,18 +117,6 @@ pub struct AuthService {
     pub server: Arc<EtcdServer>,
 }
 
-/// The auth responses, whose headers the edge fills.
-trait Headed: Message + Default {
-    fn header(&mut self) -> &mut Option<ResponseHeader>;
-}
-
-macro_rules! headed {
-    ($($t:ty),*) => {$(impl Headed for $t {
-        fn header(&mut self) -> &mut Option<ResponseHeader> {
-            &mut self.header
-        }
-    })*};
-}
 headed!(
     AuthEnableResponse,
     AuthDisableResponse,

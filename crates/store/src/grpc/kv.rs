@@ -5,13 +5,13 @@ use std::sync::Arc;
 use kaname_proto::etcdserverpb::kv_server::Kv;
 use kaname_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::auth::as_user;
-use super::{observed, validate};
+use super::{observed, validate, Headed};
 use crate::auth::AuthInfo;
 use crate::error::{internal, EtcdError};
 use crate::raft::Command;
@@ -22,23 +22,11 @@ pub struct KvService {
     pub server: Arc<EtcdServer>,
 }
 
-/// The KV responses, whose headers the edge fills after the apply step set the revision.
-trait Headed {
-    fn header(&mut self) -> &mut Option<ResponseHeader>;
-}
-
-macro_rules! headed {
-    ($($t:ty),*) => {$(impl Headed for $t {
-        fn header(&mut self) -> &mut Option<ResponseHeader> {
-            &mut self.header
-        }
-    })*};
-}
 headed!(PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse);
 
 impl KvService {
     /// Proposes a write request and answers with its response, header filled.
-    async fn proposed<Resp: Message + Default + Headed>(
+    async fn proposed<Resp: Headed>(
         &self,
         ai: &AuthInfo,
         wrap: fn(Vec<u8>) -> Command,

@@ -1,5 +1,21 @@
 //! The etcd v3 gRPC API (etcd's `v3rpc`): decode, check, hand to the server, fill headers.
 
+/// Responses that come back encoded from the apply step, whose header the edge completes
+/// (`fill_header`) after the layers below set the revision.
+pub(crate) trait Headed: prost::Message + Default {
+    fn header(&mut self) -> &mut Option<kaname_proto::etcdserverpb::ResponseHeader>;
+}
+
+/// Implements [`Headed`] for response types with a `header` field. Defined before the
+/// services' modules so they can use it.
+macro_rules! headed {
+    ($($t:ty),* $(,)?) => {$(impl $crate::grpc::Headed for $t {
+        fn header(&mut self) -> &mut Option<kaname_proto::etcdserverpb::ResponseHeader> {
+            &mut self.header
+        }
+    })*};
+}
+
 pub mod auth;
 pub mod cluster;
 pub mod kv;
