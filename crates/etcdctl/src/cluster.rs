@@ -309,7 +309,8 @@ pub async fn endpoint(g: &Global, cmd: EndpointCmd) -> Res {
         EndpointCmd::Hashkv(a) => {
             let eps = endpoints(g, a.cluster).await?;
             let mut list: Vec<(String, HashKvResponse)> = Vec::new();
-            let mut failed = false;
+            // etcdctl prints each failure, the hashes it got, then the last error.
+            let mut failed = None;
             for ep in eps {
                 let r = match g.connect_to(std::slice::from_ref(&ep)).await {
                     Ok(c) => g.timed(c.maintenance().hash_kv(HashKvRequest { revision: a.rev })).await,
@@ -318,8 +319,9 @@ pub async fn endpoint(g: &Global, cmd: EndpointCmd) -> Res {
                 match r {
                     Ok(r) => list.push((ep, r)),
                     Err(e) => {
-                        failed = true;
-                        eprintln!("Failed to get the hash of endpoint {ep} ({})", e.msg.unwrap_or_default());
+                        let msg = e.msg.unwrap_or_default();
+                        eprintln!("Failed to get the hash of endpoint {ep} ({msg})");
+                        failed = Some(msg);
                     }
                 }
             }
@@ -352,10 +354,10 @@ pub async fn endpoint(g: &Global, cmd: EndpointCmd) -> Res {
                 }
                 Format::Protobuf => return unsupported(f),
             }
-            if failed {
-                return exit_silent(EXIT_ERROR);
+            match failed {
+                Some(msg) => fail(EXIT_ERROR, msg),
+                None => Ok(()),
             }
-            Ok(())
         }
     }
 }

@@ -113,8 +113,7 @@ fn enabled_session() -> Vec<Step> {
 }
 
 /// Defragment and HashKV are root-only; etcd 3.4 answers them with its auth package's raw
-/// error (code Unknown, `auth: ...`), which etcdctl prints as a gRPC error. (Not in the
-/// `kaname etcdctl` comparison: that client prints such errors differently, see the report.)
+/// error (code Unknown, `auth: ...`), which etcdctl prints as a gRPC error.
 /// `snapshot save` is checked in the persistence test (its log lines carry raw timestamps).
 fn maintenance_steps() -> Vec<Step> {
     let alice = "--user=alice:alicepw";
@@ -160,6 +159,7 @@ fn auth_session_matches_etcd_on_three_members() {
 #[test]
 fn kaname_etcdctl_auth_commands_match_etcdctl_against_kaname() {
     let mut script = setup();
+    script.extend(maintenance_steps());
     script.extend(enabled_session());
     compare_tools(Flavor::Kaname, 1, &script);
 }
