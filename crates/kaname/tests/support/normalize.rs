@@ -165,7 +165,13 @@ impl Masker {
 
     fn token(&self, tok: &str) -> Option<String> {
         if tok.bytes().all(|c| c.is_ascii_digit()) {
-            return tok.parse::<u64>().ok().and_then(|v| self.id_label(v));
+            // A decimal ID (JSON output), or a hex ID that happens to have no letters (one in
+            // about 1,800 for 16 digits; member IDs derive from random ports).
+            return tok
+                .parse::<u64>()
+                .ok()
+                .and_then(|v| self.id_label(v))
+                .or_else(|| u64::from_str_radix(tok, 16).ok().and_then(|v| self.id_label(v)));
         }
         let hex = tok.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
         if !hex {
