@@ -8,132 +8,13 @@
 //! Run: `cargo test -p kaname --test apiserver_kubectl`. Needs scripts/install-test-deps.sh
 //! (etcd) and kubectl.
 
+mod apiserver_support;
 mod support;
+use apiserver_support::*;
 use support::*;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A running `kaname apiserver` with its own cert dir; killed (by PID) on drop.
-struct Apiserver {
-    child: Child,
-    port: PortClaim,
-    kubeconfig: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Apiserver {
-    fn start(etcd_endpoint: &str) -> Apiserver {
-        Apiserver::start_args(&[format!("--etcd-servers=http://{etcd_endpoint}")])
-    }
-
-    /// Starts with `args` (at least `--etcd-servers`) on a claimed port and its own cert dir.
-    fn start_args(args: &[String]) -> Apiserver {
-        let dir = tempfile::Builder::new().prefix("kaname-apiserver-it-").tempdir().unwrap();
-        let port = claim_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kaname"))
-            .arg("apiserver")
-            .args(args)
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", port.port))
-            .arg(format!("--cert-dir={}", dir.path().join("pki").display()))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("apiserver.log")).unwrap())
-            .spawn()
-            .expect("start kaname apiserver");
-        // The first line printed is where the admin kubeconfig was written.
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // Keep reading so the server's later lines never meet a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let kubeconfig = PathBuf::from(line.trim().strip_prefix("admin kubeconfig: ").expect("kubeconfig path line"));
-        let a = Apiserver { child, port, kubeconfig, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (code, body) = a.curl("/readyz", false);
-            if code == 200 && body == "ok" && a.kubectl(&["get", "ns", "default", "-o", "name"]).success() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "apiserver not ready: {code} {body}\n{}", a.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        a
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_stdin(args, None)
-    }
-
-    fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new("kubectl");
-        cmd.env_remove("KUBECONFIG")
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .arg(format!("--cache-dir={}", self.dir.path().join("cache").display()))
-            .arg("--request-timeout=20s")
-            .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run kubectl (/usr/bin/kubectl, preinstalled on the project's machines)");
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        Output {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            status: out.status,
-        }
-    }
-
-    /// kubectl that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(out.success(), "kubectl {args:?} failed: {}{}\n{}", out.stdout, out.stderr, self.log());
-        out.stdout
-    }
-
-    /// kubectl that must fail; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(!out.success(), "kubectl {args:?} succeeded: {}", out.stdout);
-        out.stderr
-    }
-
-    /// An anonymous (no client certificate) HTTPS request: (status, body).
-    fn curl(&self, path: &str, with_ca: bool) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", "--max-time", "5", "-w", "\n%{http_code}"]);
-        if with_ca {
-            cmd.arg("--cacert").arg(self.dir.path().join("pki/ca.crt"));
-        } else {
-            cmd.arg("-k");
-        }
-        let out = cmd.arg(format!("https://127.0.0.1:{}{path}", self.port.port)).output().expect("run curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
-    }
-}
-
-impl Drop for Apiserver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
 
 /// Namespaces, configmaps and secrets through kubectl's everyday commands: create (typed
 /// clients send protobuf), get in every output format, -A, label selectors, field selectors,
