@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need: Debian's real etcd 3.4 server
 # (/usr/bin/etcd) and etcdctl, the reference kaname is compared against, and
-# curl (tests/tls.rs fetches /health over HTTPS as users do), and nft (kaname chaos partitions).
+# curl (tests/tls.rs fetches /health over HTTPS as users do), nft (kaname chaos partitions)
+# and faketime (kaname chaos --faults clock: libfaketime under one member).
 # Idempotent: does nothing when both are present. Needs root (or sudo).
 set -euo pipefail
 
@@ -11,6 +12,9 @@ need=()
 [ -x /usr/bin/curl ] || need+=(curl)
 # kaname chaos --faults partition: nftables rules inside member network namespaces.
 [ -x /usr/sbin/nft ] || need+=(nftables)
+# kaname chaos --faults clock: libfaketime preloaded into one member to jump its wall clock.
+faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+[ -e "$faketime_lib" ] || need+=(faketime)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "install-test-deps: $(/usr/bin/etcd --version | head -1), etcdctl $(ETCDCTL_API=3 /usr/bin/etcdctl version | head -1 | awk '{print $3}') already installed"
@@ -50,4 +54,5 @@ $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 [ -x /usr/bin/etcdctl ] || { echo "install-test-deps: /usr/bin/etcdctl still missing" >&2; exit 1; }
 [ -x /usr/bin/etcd ] || { echo "install-test-deps: /usr/bin/etcd still missing" >&2; exit 1; }
 [ -x /usr/bin/curl ] || { echo "install-test-deps: /usr/bin/curl still missing" >&2; exit 1; }
+[ -e "$faketime_lib" ] || { echo "install-test-deps: $faketime_lib still missing" >&2; exit 1; }
 echo "install-test-deps: installed $(/usr/bin/etcd --version | head -1)"

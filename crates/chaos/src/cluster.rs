@@ -4,6 +4,10 @@
 //!
 //! Only processes this struct started are ever signalled, by their PID; dropping it resumes
 //! and SIGKILLs them, so a failing or panicking run leaves nothing behind.
+//!
+//! Membership changes go through the etcd v3 Cluster API (MemberRemove, MemberAdd, MemberList),
+//! as etcdctl does them; a removed member's process leaves `members` for `retired`.
+//! With clock faults every member runs under libfaketime (offset 0 until a fault moves it).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -38,13 +42,22 @@ impl Flavor {
     }
 }
 
+/// libfaketime as Debian's `faketime` package installs it (scripts/install-test-deps.sh).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 pub struct Member {
     pub name: String,
     pub ip: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
-    child: Option<Child>,
-    paused: bool,
+    /// Its network namespace, when partitions are on (added members get new ones).
+    pub(crate) slot: usize,
+    /// Added mid-run: starts with `--initial-cluster-state existing`.
+    pub(crate) joined: bool,
+    /// libfaketime's FAKETIME_TIMESTAMP_FILE for this member (clock faults on): its offset.
+    clock_file: Option<PathBuf>,
+    pub(crate) child: Option<Child>,
+    pub(crate) paused: bool,
 }
 
 impl Member {
@@ -61,11 +74,29 @@ impl Member {
 
 pub struct Cluster {
     pub flavor: Flavor,
+    /// The current members, in the order they joined.
     pub members: Vec<Member>,
+    /// Members removed by a membership change (their logs stay for reports).
+    pub retired: Vec<Member>,
     /// Namespaces per member, when partitions are wanted (dropped after the members).
-    net: Option<Netns>,
+    pub(crate) net: Option<Netns>,
     token: String,
     election_timeout_ms: u64,
+    dir: PathBuf,
+    /// 127.a.b (loopback) when members are not in namespaces.
+    pub(crate) prefix: String,
+    /// Ordinal of the next member's name (m<N>): names are never reused.
+    next_ordinal: usize,
+    pub(crate) clock: bool,
+}
+
+/// What Maintenance.Status says about one member.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub leader: u64,
+    pub raft_index: u64,
+    pub applied_index: u64,
 }
 
 static SUBNET: AtomicU32 = AtomicU32::new(0);
@@ -92,38 +123,78 @@ impl Cluster {
     /// Creates `n` members under `dir` and starts them (does not wait for health).
     /// With `namespaces`, each member runs in its own network namespace (see [`Netns`]) so that
     /// partitions can be made; otherwise members share the host's loopback.
+    /// With `clock`, every member runs under libfaketime (see [`Cluster::set_clock_offset`]).
     pub fn start(
         flavor: Flavor,
         n: usize,
         dir: &Path,
         election_timeout_ms: u64,
         namespaces: bool,
+        clock: bool,
     ) -> anyhow::Result<Cluster> {
+        if clock {
+            anyhow::ensure!(
+                Path::new(LIBFAKETIME).exists(),
+                "clock faults need {LIBFAKETIME}: run scripts/install-test-deps.sh (Debian package faketime)"
+            );
+        }
         let net = if namespaces { Some(Netns::create(n)?) } else { None };
         let prefix = if net.is_some() { String::new() } else { free_subnet(n)? };
-        let members = (1..=n)
-            .map(|i| {
-                let d = dir.join(format!("m{i}"));
-                fs::create_dir_all(&d)?;
-                Ok(Member {
-                    name: format!("m{i}"),
-                    ip: match &net {
-                        Some(net) => net.ip(i - 1),
-                        None => format!("{prefix}.{}", 10 + i),
-                    },
-                    data_dir: d.join("data"),
-                    log_path: d.join("member.log"),
-                    child: None,
-                    paused: false,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let token = format!("chaos-{}-{}", std::process::id(), members[0].ip.replace('.', "-"));
-        let mut c = Cluster { flavor, members, net, token, election_timeout_ms };
+        let mut c = Cluster {
+            flavor,
+            members: Vec::new(),
+            retired: Vec::new(),
+            net,
+            token: String::new(),
+            election_timeout_ms,
+            dir: dir.to_path_buf(),
+            prefix,
+            next_ordinal: 1,
+            clock,
+        };
+        for slot in 0..n {
+            let m = c.new_member(slot, false)?;
+            c.members.push(m);
+        }
+        c.token = format!("chaos-{}-{}", std::process::id(), c.members[0].ip.replace('.', "-"));
         for i in 0..n {
             c.spawn(i)?;
         }
         Ok(c)
+    }
+
+    /// A member with the next unused name, its directory and (for `slot`) address.
+    pub(crate) fn new_member(&mut self, slot: usize, joined: bool) -> anyhow::Result<Member> {
+        let k = self.next_ordinal;
+        self.next_ordinal += 1;
+        let name = format!("m{k}");
+        let d = self.dir.join(&name);
+        fs::create_dir_all(&d)?;
+        let ip = match &self.net {
+            Some(net) => net.ip(slot),
+            None => {
+                anyhow::ensure!(k + 10 < 255, "out of loopback addresses in {}.*", self.prefix);
+                format!("{}.{}", self.prefix, 10 + k)
+            }
+        };
+        let clock_file = if self.clock {
+            let f = d.join("faketime.rc");
+            fs::write(&f, "+0\n")?;
+            Some(f)
+        } else {
+            None
+        };
+        Ok(Member {
+            name,
+            ip,
+            data_dir: d.join("data"),
+            log_path: d.join("member.log"),
+            slot,
+            joined,
+            clock_file,
+            child: None,
+            paused: false,
+        })
     }
 
     pub fn election_timeout(&self) -> Duration {
@@ -134,7 +205,7 @@ impl Cluster {
         self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",")
     }
 
-    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+    pub(crate) fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let initial_cluster = self.initial_cluster();
         let m = &self.members[i];
         let program = |bin: &Path| match &self.net {
@@ -164,10 +235,21 @@ impl Cluster {
             .arg(&m.data_dir)
             .args(["--listen-client-urls", &m.client_url(), "--advertise-client-urls", &m.client_url()])
             .args(["--listen-peer-urls", &m.peer_url(), "--initial-advertise-peer-urls", &m.peer_url()])
-            .args(["--initial-cluster", &initial_cluster, "--initial-cluster-state", "new"])
+            .args(["--initial-cluster", &initial_cluster])
+            .args(["--initial-cluster-state", if m.joined { "existing" } else { "new" }])
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", &(self.election_timeout_ms / 10).max(10).to_string()])
             .args(["--election-timeout", &self.election_timeout_ms.to_string()]);
+        if let Some(f) = &m.clock_file {
+            // The member's wall clock follows the offset in its file, re-read on every call
+            // (FAKETIME_NO_CACHE) so that a jump takes effect at once; monotonic clocks are real.
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_TIMESTAMP_FILE", f)
+                .env_remove("FAKETIME")
+                .env_remove("FAKETIME_SHARED");
+        }
         let log = OpenOptions::new().create(true).append(true).open(&m.log_path)?;
         let mut log2 = log.try_clone()?;
         writeln!(log2, "=== chaos: starting {} {}", self.flavor.label(), m.name)?;
@@ -198,10 +280,20 @@ impl Cluster {
         if self.members[i].paused {
             self.resume(i);
         }
-        if let Some(mut child) = self.members[i].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.members[i].child.take() {
+            reap(child, self.clock);
         }
+    }
+
+    /// Sets member `i`'s wall-clock offset (seconds, either sign): libfaketime in the running
+    /// process reads it on its next clock call.
+    pub fn set_clock_offset(&self, i: usize, secs: i64) -> anyhow::Result<()> {
+        let f = self.members[i].clock_file.as_ref().context("clock faults are off")?;
+        // Replace, not rewrite in place: the member must never read a half-written offset.
+        let tmp = f.with_extension("tmp");
+        fs::write(&tmp, format!("{secs:+}\n"))?;
+        fs::rename(&tmp, f)?;
+        Ok(())
     }
 
     /// Starts a killed member again with its data dir.
@@ -224,8 +316,10 @@ impl Cluster {
 
     /// Members hear only the members of their own groups (needs namespaces).
     pub fn partition(&self, groups: &[Vec<usize>]) -> anyhow::Result<()> {
+        let slots: Vec<Vec<usize>> =
+            groups.iter().map(|g| g.iter().map(|&i| self.members[i].slot).collect()).collect();
         match &self.net {
-            Some(net) => net.partition(groups),
+            Some(net) => net.partition(&slots),
             None => bail!("partitions need the members in network namespaces"),
         }
     }
@@ -236,10 +330,14 @@ impl Cluster {
         }
     }
 
-    /// Undoes every fault: heals the network, resumes paused members, restarts dead ones.
+    /// Undoes every fault: heals the network, resets clocks, resumes paused members, restarts
+    /// dead ones.
     pub fn heal(&mut self) -> anyhow::Result<()> {
         self.heal_network();
         for i in 0..self.members.len() {
+            if self.clock {
+                self.set_clock_offset(i, 0)?;
+            }
             if self.members[i].paused {
                 self.resume(i);
             }
@@ -255,7 +353,9 @@ impl Cluster {
             if let Some(child) = &mut m.child {
                 if let Ok(Some(status)) = child.try_wait() {
                     out.push(format!("{} exited on its own: {status}", m.name));
-                    m.child = None;
+                    if let Some(child) = m.child.take() {
+                        reap(child, self.clock);
+                    }
                 }
             }
         }
@@ -263,19 +363,24 @@ impl Cluster {
     }
 
     pub fn channel(&self, i: usize) -> Channel {
-        Endpoint::from_shared(self.members[i].client_url())
-            .expect("valid url")
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .connect_lazy()
+        channel(&self.members[i].client_url())
     }
 
     /// (member_id, leader_id) as member `i` reports them, if it answers in time.
     pub async fn status(&self, i: usize) -> Option<(u64, u64)> {
+        self.member_status(i).await.map(|s| (s.id, s.leader))
+    }
+
+    pub async fn member_status(&self, i: usize) -> Option<MemberStatus> {
         let mut c = MaintenanceClient::new(self.channel(i));
         let r = tokio::time::timeout(Duration::from_millis(500), c.status(StatusRequest {})).await.ok()?.ok()?;
         let r = r.into_inner();
-        Some((r.header?.member_id, r.leader))
+        Some(MemberStatus {
+            id: r.header?.member_id,
+            leader: r.leader,
+            raft_index: r.raft_index,
+            applied_index: r.raft_applied_index,
+        })
     }
 
     /// The 0-based index of the member all answering members agree is the leader.
@@ -325,7 +430,7 @@ impl Cluster {
     /// The last `n` lines of each member's log, for failure reports.
     pub fn log_tails(&self, n: usize) -> String {
         let mut out = String::new();
-        for m in &self.members {
+        for m in self.members.iter().chain(&self.retired) {
             let text = fs::read_to_string(&m.log_path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             out.push_str(&format!("--- {} ({}) last {n} lines:\n", m.name, m.log_path.display()));
@@ -338,10 +443,37 @@ impl Cluster {
     }
 }
 
+/// A lazily connecting client channel to one member's client URL.
+pub fn channel(url: &str) -> Channel {
+    Endpoint::from_shared(url.to_string())
+        .expect("valid url")
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .connect_lazy()
+}
+
+/// Reaps a member process that was killed or has exited. libfaketime leaves a shared-memory
+/// segment and a semaphore named after the process's PID in /dev/shm when the process dies
+/// (also on a normal exit): remove exactly those of this PID, which this tool started.
+pub(crate) fn reap(mut child: Child, faketime: bool) {
+    let pid = child.id();
+    let _ = child.kill();
+    let _ = child.wait();
+    if faketime {
+        let _ = fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
+        let _ = fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
             self.kill(i);
+        }
+        for m in &mut self.retired {
+            if let Some(child) = m.child.take() {
+                reap(child, self.clock);
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 //! See docs/fault-testing.md.
 
 pub mod checker;
+pub mod lease;
+pub mod membership;
 pub mod cluster;
 pub mod netns;
 pub mod run;
@@ -41,10 +43,15 @@ pub struct ChaosArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 6)]
     pub clients: usize,
+    /// Clients that grant leases (TTL 2-5 s), attach keys, and keep them alive, revoke them or
+    /// let them expire (checked at the end).
+    #[arg(long, default_value_t = 2)]
+    pub lease_clients: usize,
     /// Number of registers the clients share (few keys: much contention).
     #[arg(long, default_value_t = 5)]
     pub keys: usize,
-    /// Faults to inject (partition puts each member in its own network namespace: needs root).
+    /// Faults to inject: kill, pause, partition (each member in its own network namespace:
+    /// needs root), membership (member remove + add), clock (libfaketime), or all.
     #[arg(long, value_delimiter = ',', default_value = "kill,pause")]
     pub faults: Vec<FaultKind>,
     /// Members' --election-timeout in ms (heartbeat is a tenth).
@@ -91,6 +98,7 @@ impl ChaosArgs {
             seed,
             duration: Duration::from_secs_f64(self.duration),
             clients: self.clients,
+            lease_clients: self.lease_clients,
             faults: self.faults.clone(),
             election_timeout_ms: self.election_timeout,
             workload: workload::WorkloadConfig {

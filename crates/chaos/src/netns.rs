@@ -19,6 +19,7 @@ pub struct Netns {
     /// Unique tag (pid + letter), in every interface and namespace name (≤ 15 chars each).
     tag: String,
     prefix: String,
+    /// Namespaces ("slots") made so far: one per member, including members added mid-run.
     n: usize,
     created_ns: Vec<String>,
     bridge: Option<String>,
@@ -46,8 +47,8 @@ impl Netns {
             .map(|d| format!("10.237.{}", (start + d) % 250 + 1))
             .find(|p| !in_use.contains(&format!(" {p}.")))
             .context("no free 10.237.X.0/24")?;
-        let mut net = Netns { tag, prefix, n, created_ns: Vec::new(), bridge: None };
-        net.setup().context("create network namespaces (needs root, ip and nft)")?;
+        let mut net = Netns { tag, prefix, n: 0, created_ns: Vec::new(), bridge: None };
+        net.setup(n).context("create network namespaces (needs root, ip and nft)")?;
         Ok(net)
     }
 
@@ -55,26 +56,36 @@ impl Netns {
         format!("kc{}m{i}", self.tag)
     }
 
-    fn setup(&mut self) -> anyhow::Result<()> {
+    fn setup(&mut self, n: usize) -> anyhow::Result<()> {
         let br = format!("kcb{}", self.tag);
         run(&["ip", "link", "add", &br, "type", "bridge"])?;
         self.bridge = Some(br.clone());
         run(&["ip", "addr", "add", &format!("{}.1/24", self.prefix), "dev", &br])?;
         run(&["ip", "link", "set", &br, "up"])?;
-        for i in 0..self.n {
-            let ns = self.ns(i);
-            run(&["ip", "netns", "add", &ns])?;
-            self.created_ns.push(ns.clone());
-            let host = format!("kcv{}{i}", self.tag);
-            let inside = format!("kcp{}{i}", self.tag);
-            run(&["ip", "link", "add", &host, "type", "veth", "peer", "name", &inside])?;
-            run(&["ip", "link", "set", &inside, "netns", &ns])?;
-            run(&["ip", "link", "set", &host, "master", &br, "up"])?;
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", self.ip(i)), "dev", &inside])?;
-            run(&["ip", "-n", &ns, "link", "set", &inside, "up"])?;
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        for _ in 0..n {
+            self.add_slot()?;
         }
         Ok(())
+    }
+
+    /// One more namespace on the bridge (for a member added mid-run); returns its slot.
+    pub fn add_slot(&mut self) -> anyhow::Result<usize> {
+        let i = self.n;
+        anyhow::ensure!(i < 200, "too many namespaces in one run");
+        let br = self.bridge.clone().context("no bridge")?;
+        let ns = self.ns(i);
+        run(&["ip", "netns", "add", &ns])?;
+        self.created_ns.push(ns.clone());
+        self.n += 1;
+        let host = format!("kcv{}{i}", self.tag);
+        let inside = format!("kcp{}{i}", self.tag);
+        run(&["ip", "link", "add", &host, "type", "veth", "peer", "name", &inside])?;
+        run(&["ip", "link", "set", &inside, "netns", &ns])?;
+        run(&["ip", "link", "set", &host, "master", &br, "up"])?;
+        run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", self.ip(i)), "dev", &inside])?;
+        run(&["ip", "-n", &ns, "link", "set", &inside, "up"])?;
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(i)
     }
 
     /// Member `i`'s address (0-based).
@@ -107,12 +118,16 @@ impl Netns {
     }
 
     /// Cuts the network so that members only hear the members of their own groups (a member
-    /// in two groups is a bridge). Client traffic (from the bridge address) still flows.
+    /// in two groups is a bridge). Groups hold slots; slots in no group (members removed from
+    /// the cluster) are left alone. Client traffic (from the bridge address) still flows.
     pub fn partition(&self, groups: &[Vec<usize>]) -> anyhow::Result<()> {
         self.heal();
-        for i in 0..self.n {
+        let mut slots: Vec<usize> = groups.iter().flatten().copied().collect();
+        slots.sort_unstable();
+        slots.dedup();
+        for &i in &slots {
             let hears = |j: usize| groups.iter().any(|g| g.contains(&i) && g.contains(&j));
-            let deaf: Vec<String> = (0..self.n).filter(|&j| j != i && !hears(j)).map(|j| self.ip(j)).collect();
+            let deaf: Vec<String> = slots.iter().filter(|&&j| j != i && !hears(j)).map(|&j| self.ip(j)).collect();
             if deaf.is_empty() {
                 continue;
             }

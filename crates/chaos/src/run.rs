@@ -11,13 +11,14 @@ use kaname_proto::etcdserverpb::kv_client::KvClient;
 use kaname_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use kaname_proto::etcdserverpb::{HashKvRequest, RangeRequest};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 use crate::checker::{self, Budget, Input, Operation, Output};
 use crate::cluster::{Cluster, Flavor};
+use crate::lease::{self, LeaseStops, Leases};
 use crate::schedule::{self, FaultKind, Step};
 use crate::watch;
-use crate::workload::{self, prefix_end, Recorder, WorkloadConfig, KEY_PREFIX, SET_PREFIX};
+use crate::workload::{self, prefix_end, Endpoints, Recorder, WorkloadConfig, KEY_PREFIX, SET_PREFIX};
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -26,6 +27,8 @@ pub struct RunConfig {
     pub seed: u64,
     pub duration: Duration,
     pub clients: usize,
+    /// Clients that grant leases, attach keys and keep alive, revoke or let expire them.
+    pub lease_clients: usize,
     pub faults: Vec<FaultKind>,
     pub election_timeout_ms: u64,
     pub workload: WorkloadConfig,
@@ -44,6 +47,8 @@ pub struct RunReport {
     pub faults: Vec<String>,
     /// Events in the committed history that every watcher had to see (0: not checked).
     pub watched_events: usize,
+    /// What the lease check found, when there were lease clients.
+    pub leases: Option<String>,
     /// Client errors by kind, with counts.
     pub errors: Vec<(String, usize)>,
     /// Empty when every check passed.
@@ -75,6 +80,9 @@ impl std::fmt::Display for RunReport {
         if self.watched_events > 0 {
             writeln!(f, "  each member's watcher saw all {} committed events, in order, once", self.watched_events)?;
         }
+        if let Some(l) = &self.leases {
+            writeln!(f, "  {l}")?;
+        }
         writeln!(f, "fault schedule (as executed):")?;
         for l in &self.faults {
             writeln!(f, "  {l}")?;
@@ -93,35 +101,61 @@ impl std::fmt::Display for RunReport {
     }
 }
 
+/// A watcher task on one member, with its own stop: a removed member's watcher ends early.
+struct Watcher {
+    name: String,
+    stop: Arc<AtomicBool>,
+    until: Arc<AtomicI64>,
+    task: tokio::task::JoinHandle<Vec<watch::Event>>,
+    /// Its member was removed: what it saw must be a prefix of the committed events.
+    retired: bool,
+}
+
+impl Watcher {
+    fn start(cluster: &Cluster, i: usize) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let until = Arc::new(AtomicI64::new(i64::MAX));
+        let task = tokio::spawn(watch::watcher(cluster.channel(i), stop.clone(), until.clone()));
+        Watcher { name: cluster.members[i].name.clone(), stop, until, task, retired: false }
+    }
+}
+
+/// What the clients and watchers use that membership changes update.
+struct Observers {
+    endpoints: Endpoints,
+    watchers: Vec<Watcher>,
+}
+
 pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.dir)?;
     let root = tempfile::Builder::new()
         .prefix(&format!("kaname-chaos-{}-seed{}-", cfg.flavor.label(), cfg.seed))
         .tempdir_in(&cfg.dir)?;
-    let namespaces = cfg.faults.contains(&FaultKind::Partition);
+    let faults = FaultKind::expand(&cfg.faults);
+    let namespaces = faults.contains(&FaultKind::Partition);
+    let clock = faults.contains(&FaultKind::Clock);
     let mut cluster =
-        Cluster::start(cfg.flavor.clone(), cfg.members, root.path(), cfg.election_timeout_ms, namespaces)?;
+        Cluster::start(cfg.flavor.clone(), cfg.members, root.path(), cfg.election_timeout_ms, namespaces, clock)?;
     cluster.wait_all_up(Duration::from_secs(30)).await?;
     cluster.wait_leader(Duration::from_secs(30)).await?;
 
-    let steps = schedule::generate(cfg.seed, &cfg.faults, cfg.duration, cluster.election_timeout());
+    let steps = schedule::generate(cfg.seed, &faults, cfg.duration, cluster.election_timeout());
     let rec = Arc::new(Mutex::new(Recorder::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
-    let channels: Vec<_> = (0..cfg.members).map(|i| cluster.channel(i)).collect();
+    let urls: Vec<String> = cluster.members.iter().map(|m| m.client_url()).collect();
+    let mut obs = Observers { endpoints: Endpoints::new(&urls), watchers: Vec::new() };
     // Watchers first, from revision 1: they must see every event the clients cause.
-    let watch_stop = Arc::new(AtomicBool::new(false));
-    let watch_until = Arc::new(AtomicI64::new(i64::MAX));
-    let watchers: Vec<_> = (0..cfg.members)
-        .map(|i| tokio::spawn(watch::watcher(cluster.channel(i), watch_stop.clone(), watch_until.clone())))
-        .collect();
+    for i in 0..cluster.members.len() {
+        obs.watchers.push(Watcher::start(&cluster, i));
+    }
     let clients: Vec<_> = (0..cfg.clients)
         .map(|id| {
             tokio::spawn(workload::client_loop(
                 id,
                 cfg.seed,
-                channels.clone(),
+                obs.endpoints.clone(),
                 cfg.workload.clone(),
                 epoch,
                 stop.clone(),
@@ -129,16 +163,33 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             ))
         })
         .collect();
+    let leases: Leases = Arc::default();
+    let lease_stops = LeaseStops::default();
+    let lease_clients: Vec<_> = (0..cfg.lease_clients)
+        .map(|id| {
+            tokio::spawn(lease::lease_client(
+                id,
+                cfg.seed,
+                obs.endpoints.clone(),
+                cfg.workload.op_timeout,
+                epoch,
+                lease_stops.clone(),
+                leases.clone(),
+            ))
+        })
+        .collect();
 
     let mut violations = Vec::new();
     let mut log = Vec::new();
-    let nemesis = inject(&mut cluster, &steps, epoch, cfg, &mut log, &mut violations).await;
+    let nemesis = inject(&mut cluster, &mut obs, &steps, epoch, cfg, &mut log, &mut violations).await;
 
     // Heal everything, let the clients see the recovered cluster for a while, then stop them.
     let healed = heal(&mut cluster, &mut log, epoch).await;
+    let settled = epoch.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
-    for c in clients {
+    lease_stops.grant.store(true, Ordering::Relaxed);
+    for c in clients.into_iter().chain(lease_clients) {
         let _ = c.await;
     }
     if let Err(e) = nemesis.and(healed) {
@@ -146,6 +197,12 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     }
 
     eprintln!("chaos: {} clients stopped; final checks", stamp(epoch));
+    let mut lease_summary = None;
+    if cfg.lease_clients > 0 && violations.is_empty() {
+        let c = lease::check(&cluster, &leases, epoch, settled, cluster.election_timeout()).await;
+        lease_summary = Some(c.summary);
+        violations.extend(c.violations);
+    }
     let mut final_revision = None;
     let mut watched_events = 0;
     if violations.is_empty() {
@@ -154,15 +211,18 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             Err(e) => violations.push(format!("{e:#}")),
         }
     }
-    watch_until.store(final_revision.unwrap_or(0), Ordering::Relaxed);
-    watch_stop.store(true, Ordering::Relaxed);
+    lease_stops.keep.store(true, Ordering::Relaxed);
+    for w in &obs.watchers {
+        w.until.store(final_revision.unwrap_or(0), Ordering::Relaxed);
+        w.stop.store(true, Ordering::Relaxed);
+    }
     if let Some(revision) = final_revision {
-        let (n, bad) = check_watchers(&cluster, watchers, revision).await;
+        let (n, bad) = check_watchers(&cluster, obs.watchers, revision).await;
         watched_events = n;
         violations.extend(bad);
     } else {
-        for w in watchers {
-            w.abort();
+        for w in obs.watchers {
+            w.task.abort();
         }
     }
     violations.extend(cluster.crashed());
@@ -183,6 +243,9 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
 
     let history_path = root.path().join("history.json");
     std::fs::write(&history_path, serde_json::to_vec(&rec.history)?)?;
+    if cfg.lease_clients > 0 {
+        std::fs::write(root.path().join("leases.json"), serde_json::to_vec_pretty(&*leases.lock().unwrap())?)?;
+    }
     let dir = if violations.is_empty() && !cfg.keep { root.path().to_path_buf() } else { root.keep() };
     if !violations.is_empty() {
         violations.push(cluster.log_tails(15).to_string());
@@ -195,6 +258,7 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         unknown: rec.unknown,
         faults: log,
         watched_events,
+        leases: lease_summary,
         errors: rec.errors.into_iter().collect(),
         violations,
         dir,
@@ -216,6 +280,7 @@ fn stamp(epoch: Instant) -> String {
 /// Runs the schedule: each fault at its time, undone after its hold.
 async fn inject(
     cluster: &mut Cluster,
+    obs: &mut Observers,
     steps: &[Step],
     epoch: Instant,
     cfg: &RunConfig,
@@ -227,39 +292,131 @@ async fn inject(
         tokio::time::sleep_until((epoch + step.at).into()).await;
         violations.extend(cluster.crashed());
         let leader = cluster.leader().await;
-        let targets = schedule::resolve(step.target, leader, cfg.members, &mut rng);
+        let n = cluster.members.len();
+        let targets = schedule::resolve(step.target, leader, n, &mut rng);
         let names: Vec<String> = targets.iter().map(|&i| cluster.members[i].name.clone()).collect();
         log.push(format!("{} {step} -> {}", stamp(epoch), names.join(",")));
         progress(log);
-        if step.kind == FaultKind::Partition {
-            let groups = schedule::partition_groups(step.target, &targets, cfg.members);
-            let names =
-                |g: &Vec<usize>| g.iter().map(|&i| cluster.members[i].name.clone()).collect::<Vec<_>>().join(",");
-            log.push(format!("    groups: {}", groups.iter().map(names).collect::<Vec<_>>().join(" | ")));
-            progress(log);
-            cluster.partition(&groups)?;
-            tokio::time::sleep(step.hold).await;
-            cluster.heal_network();
-            continue;
-        }
-        for &i in &targets {
-            match step.kind {
-                FaultKind::Kill => cluster.kill(i),
-                FaultKind::Pause => cluster.pause(i),
-                FaultKind::Partition => unreachable!("handled above"),
+        match step.kind {
+            FaultKind::Partition => {
+                let groups = schedule::partition_groups(step.target, &targets, n);
+                let names = |g: &Vec<usize>| {
+                    g.iter().map(|&i| cluster.members[i].name.clone()).collect::<Vec<_>>().join(",")
+                };
+                log.push(format!("    groups: {}", groups.iter().map(names).collect::<Vec<_>>().join(" | ")));
+                progress(log);
+                cluster.partition(&groups)?;
+                tokio::time::sleep(step.hold).await;
+                cluster.heal_network();
             }
-        }
-        tokio::time::sleep(step.hold).await;
-        for &i in &targets {
-            match step.kind {
-                FaultKind::Kill => cluster.restart(i)?,
-                FaultKind::Pause => cluster.resume(i),
-                FaultKind::Partition => unreachable!("handled above"),
+            FaultKind::Membership => {
+                if let Err(e) = change_membership(cluster, obs, targets[0], step.hold, epoch, log).await {
+                    violations.push(format!("membership change: {e:#}"));
+                    return Err(e);
+                }
             }
+            FaultKind::Clock => {
+                for &i in &targets {
+                    // Minutes to hours, either way.
+                    let secs = rng.gen_range(60..=6 * 3600) * if rng.gen_bool(0.5) { 1 } else { -1 };
+                    cluster.set_clock_offset(i, secs)?;
+                    log.push(format!("    {} wall clock {secs:+} s", cluster.members[i].name));
+                    progress(log);
+                }
+                tokio::time::sleep(step.hold).await;
+                for &i in &targets {
+                    cluster.set_clock_offset(i, 0)?;
+                }
+            }
+            FaultKind::Kill | FaultKind::Pause => {
+                let kill = step.kind == FaultKind::Kill;
+                for &i in &targets {
+                    if kill {
+                        cluster.kill(i)
+                    } else {
+                        cluster.pause(i)
+                    }
+                }
+                tokio::time::sleep(step.hold).await;
+                for &i in &targets {
+                    if kill {
+                        cluster.restart(i)?
+                    } else {
+                        cluster.resume(i)
+                    }
+                }
+            }
+            FaultKind::All => unreachable!("expanded before the schedule is drawn"),
         }
     }
     tokio::time::sleep_until((epoch + cfg.duration).into()).await;
     Ok(())
+}
+
+/// Removes member `i` through the Cluster API, runs one member short for `hold`, then adds a
+/// fresh member and waits for it to catch up. Clients and watchers follow: the endpoints come
+/// from MemberList after each change, the removed member's watcher stops, the new one gets its
+/// own watcher from revision 1.
+async fn change_membership(
+    cluster: &mut Cluster,
+    obs: &mut Observers,
+    i: usize,
+    hold: Duration,
+    epoch: Instant,
+    log: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let removed = cluster.remove_member(i).await?;
+    for w in obs.watchers.iter_mut().filter(|w| w.name == removed.name) {
+        w.retired = true;
+        w.until.store(0, Ordering::Relaxed);
+        w.stop.store(true, Ordering::Relaxed);
+    }
+    log.push(format!(
+        "{}     removed {}: MemberRemove answered in {:.2}s, then {} {:.2}s later",
+        stamp(epoch),
+        removed.name,
+        removed.request_took.as_secs_f64(),
+        if removed.exited_by_itself { "its process stopped by itself" } else { "its process was still running: killed" },
+        removed.exit_took.as_secs_f64()
+    ));
+    progress(log);
+    sync_endpoints(cluster, &obs.endpoints, log, epoch).await;
+    tokio::time::sleep(hold).await;
+    let (j, request_took, took) = cluster.add_member().await?;
+    obs.watchers.push(Watcher::start(cluster, j));
+    log.push(format!(
+        "{}     added {} ({}): MemberAdd answered in {:.2}s, started, caught up in {:.2}s",
+        stamp(epoch),
+        cluster.members[j].name,
+        cluster.members[j].ip,
+        request_took.as_secs_f64(),
+        took.as_secs_f64()
+    ));
+    progress(log);
+    sync_endpoints(cluster, &obs.endpoints, log, epoch).await;
+    Ok(())
+}
+
+/// Points the clients at the client URLs MemberList reports, once every current member has
+/// published its own (up to 10 s; then whatever was listed last).
+async fn sync_endpoints(cluster: &Cluster, endpoints: &Endpoints, log: &mut Vec<String>, epoch: Instant) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(urls) = cluster.client_urls().await {
+            let complete = urls.len() == cluster.members.len();
+            last = Some(urls);
+            if complete {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(urls) = last.filter(|u| !u.is_empty()) {
+        endpoints.set(&urls);
+        log.push(format!("{}     client endpoints (MemberList): {}", stamp(epoch), urls.join(" ")));
+        progress(log);
+    }
 }
 
 async fn heal(cluster: &mut Cluster, log: &mut Vec<String>, epoch: Instant) -> anyhow::Result<()> {
@@ -271,12 +428,9 @@ async fn heal(cluster: &mut Cluster, log: &mut Vec<String>, epoch: Instant) -> a
     Ok(())
 }
 
-/// Every watcher must have seen exactly the committed events up to `revision`, in order.
-async fn check_watchers(
-    cluster: &Cluster,
-    watchers: Vec<tokio::task::JoinHandle<Vec<watch::Event>>>,
-    revision: i64,
-) -> (usize, Vec<String>) {
+/// Every watcher must have seen exactly the committed events up to `revision`, in order (the
+/// watcher of a removed member: the start of them).
+async fn check_watchers(cluster: &Cluster, watchers: Vec<Watcher>, revision: i64) -> (usize, Vec<String>) {
     let mut out = Vec::new();
     let leader = cluster.leader().await.unwrap_or(0);
     let reference = watch::watcher(cluster.channel(leader), Arc::new(AtomicBool::new(true)), Arc::new(revision.into()));
@@ -288,11 +442,11 @@ async fn check_watchers(
         v
     };
     let reference = upto(reference);
-    for (i, w) in watchers.into_iter().enumerate() {
-        let name = &cluster.members[i].name;
-        match tokio::time::timeout(Duration::from_secs(30), w).await {
-            Ok(Ok(events)) => out.extend(watch::compare(name, &upto(events), &reference)),
-            _ => out.push(format!("watcher on {name} did not reach revision {revision} within 30 s of the end")),
+    for w in watchers {
+        match tokio::time::timeout(Duration::from_secs(30), w.task).await {
+            Ok(Ok(events)) if w.retired => out.extend(watch::compare_prefix(&w.name, &upto(events), &reference)),
+            Ok(Ok(events)) => out.extend(watch::compare(&w.name, &upto(events), &reference)),
+            _ => out.push(format!("watcher on {} did not reach revision {revision} within 30 s of the end", w.name)),
         }
     }
     (reference.len(), out)

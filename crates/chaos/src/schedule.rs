@@ -17,6 +17,32 @@ pub enum FaultKind {
     /// Network partition (members in namespaces: needs root and nft), healed after the hold
     /// time: leader or a follower isolated, a largest-minority split, or a bridge.
     Partition,
+    /// MemberRemove of one member (the leader or a follower) through the Cluster API; after the
+    /// hold, MemberAdd of a fresh member (new name, new data dir, `--initial-cluster-state
+    /// existing`) that must catch up before the next fault.
+    Membership,
+    /// Wall-clock jump (minutes to hours, forward or back) of a member run under libfaketime,
+    /// undone (a second jump) after the hold. Monotonic time is left alone.
+    Clock,
+    /// Every kind above.
+    All,
+}
+
+impl FaultKind {
+    /// The kinds a list names (`all` expands to every kind), without duplicates.
+    pub fn expand(kinds: &[FaultKind]) -> Vec<FaultKind> {
+        use FaultKind::*;
+        let every = [Kill, Pause, Partition, Membership, Clock];
+        let mut out = Vec::new();
+        for k in kinds {
+            for k in if *k == All { &every[..] } else { std::slice::from_ref(k) } {
+                if !out.contains(k) {
+                    out.push(*k);
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,11 +72,15 @@ impl fmt::Display for Step {
             FaultKind::Kill => "kill -9 + restart",
             FaultKind::Pause => "SIGSTOP + SIGCONT",
             FaultKind::Partition => "partition",
+            FaultKind::Membership => "member remove + add a fresh one",
+            FaultKind::Clock => "wall-clock jump (and back)",
+            FaultKind::All => "every fault",
         };
         let whom = match (self.kind, self.target) {
             (_, Target::Leader) => "the leader",
             (_, Target::Follower) => "a follower",
             (FaultKind::Partition, Target::Majority) => "as a bridge (only the leader hears both halves)",
+            (FaultKind::Clock, Target::Majority) => "on a majority (the leader included), each its own",
             (_, Target::Majority) => "a majority (with the leader)",
             (FaultKind::Partition, Target::Any) => "the largest minority around any member",
             (_, Target::Any) => "any member",
@@ -63,6 +93,7 @@ impl fmt::Display for Step {
 /// (a pause shorter than one would not trigger an election), with 0.5–2 s of calm between
 /// faults so that the cluster also gets to show it recovers.
 pub fn generate(seed: u64, kinds: &[FaultKind], duration: Duration, election_timeout: Duration) -> Vec<Step> {
+    let kinds = FaultKind::expand(kinds);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut steps = Vec::new();
     if kinds.is_empty() {
@@ -75,12 +106,16 @@ pub fn generate(seed: u64, kinds: &[FaultKind], duration: Duration, election_tim
             break;
         }
         let kind = kinds[rng.gen_range(0..kinds.len())];
-        let target = match rng.gen_range(0..10) {
+        let mut target = match rng.gen_range(0..10) {
             0..=3 => Target::Leader,
             4..=6 => Target::Follower,
             7 => Target::Majority,
             _ => Target::Any,
         };
+        // One membership change at a time, as etcd requires: never a majority at once.
+        if kind == FaultKind::Membership && target == Target::Majority {
+            target = Target::Leader;
+        }
         steps.push(Step { at: t, kind, target, hold });
         t += hold + Duration::from_millis(rng.gen_range(500..2000));
     }
@@ -144,6 +179,15 @@ mod tests {
         );
         assert!(a.len() >= 5);
         assert!(a.iter().all(|s| s.hold > et && s.at + s.hold <= Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn all_expands_and_membership_is_one_member() {
+        let kinds = FaultKind::expand(&[FaultKind::Kill, FaultKind::All]);
+        assert_eq!(kinds.len(), 5);
+        assert!(!kinds.contains(&FaultKind::All));
+        let steps = generate(3, &[FaultKind::Membership], Duration::from_secs(120), Duration::from_secs(1));
+        assert!(steps.iter().all(|s| s.kind == FaultKind::Membership && s.target != Target::Majority));
     }
 
     #[test]

@@ -75,19 +75,56 @@ impl Recorder {
 
 pub type Shared = Arc<Mutex<Recorder>>;
 
-/// One client: sends to `channels[(start + k) % n]`, moving to the next member after an error
-/// (as etcd's client balancer would), until `stop` is set.
+/// The members' client endpoints, shared by every client and watcher and replaced when the
+/// membership changes: the tool plays the part of clientv3's endpoint sync (MemberList), so a
+/// removed member's endpoint goes away and a new member's is used.
+#[derive(Clone, Default)]
+pub struct Endpoints(Arc<std::sync::RwLock<Vec<(String, Channel)>>>);
+
+impl Endpoints {
+    pub fn new(urls: &[String]) -> Endpoints {
+        let e = Endpoints::default();
+        e.set(urls);
+        e
+    }
+
+    /// Replaces the list, keeping the channels of URLs that stay.
+    pub fn set(&self, urls: &[String]) {
+        let mut g = self.0.write().unwrap();
+        let next = urls
+            .iter()
+            .map(|u| match g.iter().find(|(v, _)| v == u) {
+                Some(kept) => kept.clone(),
+                None => (u.clone(), crate::cluster::channel(u)),
+            })
+            .collect();
+        *g = next;
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.0.read().unwrap().iter().map(|(u, _)| u.clone()).collect()
+    }
+
+    /// The channel of the `k`-th endpoint, modulo the current count.
+    pub fn pick(&self, k: usize) -> Channel {
+        let g = self.0.read().unwrap();
+        g[k % g.len()].1.clone()
+    }
+}
+
+/// One client: sends to one endpoint, moving to the next after an error (as etcd's client
+/// balancer would), until `stop` is set.
 pub async fn client_loop(
     id: usize,
     seed: u64,
-    channels: Vec<Channel>,
+    endpoints: Endpoints,
     cfg: WorkloadConfig,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     rec: Shared,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut member = id % channels.len();
+    let mut member = id;
     let mut counter = 0u64;
     let mut last_seen: HashMap<String, Option<String>> = HashMap::new();
     let mut max_revision = 0i64;
@@ -95,7 +132,7 @@ pub async fn client_loop(
         counter += 1;
         let key = format!("{KEY_PREFIX}{}", rng.gen_range(0..cfg.keys));
         let value = format!("c{id}-{counter}");
-        let kv = KvClient::new(channels[member].clone());
+        let kv = KvClient::new(endpoints.pick(member));
         let roll = rng.gen_range(0..100);
         let now = || epoch.elapsed().as_nanos() as u64;
         let invoke = now();
@@ -219,7 +256,7 @@ pub async fn client_loop(
         }
         if ok.is_err() {
             // Try another member, and do not spin on a dead one.
-            member = (member + 1) % channels.len();
+            member += 1;
             tokio::time::sleep(Duration::from_millis(rng.gen_range(20..100))).await;
         }
     }

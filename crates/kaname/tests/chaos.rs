@@ -41,6 +41,7 @@ fn config(flavor: Flavor, seed: u64, secs: u64) -> RunConfig {
         seed,
         duration: Duration::from_secs(secs),
         clients: 6,
+        lease_clients: 0,
         faults,
         election_timeout_ms: 1000,
         workload: WorkloadConfig { keys: 5, op_timeout: Duration::from_secs(2), serializable_reads: false },
