@@ -232,6 +232,11 @@ async fn keep_alive(
     let error = |leases: &Leases| leases.lock().unwrap()[idx].keepalive_errors += 1;
     while !stop.load(Ordering::Relaxed) {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
+        // The first request goes in before the call: etcd (grpc-go) sends the response headers
+        // with the first answer, so waiting for the call to open before sending would hang.
+        let mut sent_at = Instant::now();
+        let mut sent = secs(epoch);
+        tx.send(LeaseKeepAliveRequest { id }).await.expect("receiver alive");
         let mut lc = LeaseClient::new(endpoints.pick(member));
         let opened =
             tokio::time::timeout(interval, lc.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))).await;
@@ -244,13 +249,9 @@ async fn keep_alive(
                 continue;
             }
         };
-        while !stop.load(Ordering::Relaxed) {
-            let sent_at = Instant::now();
-            let sent = secs(epoch);
-            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
-                break;
-            }
-            match tokio::time::timeout(interval, stream.message()).await {
+        loop {
+            let left = interval.saturating_sub(sent_at.elapsed());
+            match tokio::time::timeout(left, stream.message()).await {
                 Ok(Ok(Some(r))) if r.ttl <= 0 => {
                     leases.lock().unwrap()[idx].gone = Some((sent, secs(epoch)));
                     return;
@@ -260,6 +261,14 @@ async fn keep_alive(
                     tokio::time::sleep_until((sent_at + interval).into()).await;
                 }
                 _ => break,
+            }
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            sent_at = Instant::now();
+            sent = secs(epoch);
+            if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+                break;
             }
         }
         error(&leases);
