@@ -209,7 +209,7 @@ impl Cluster {
         let initial_cluster = self.initial_cluster();
         let m = &self.members[i];
         let program = |bin: &Path| match &self.net {
-            Some(net) => net.command(i, bin),
+            Some(net) => net.command(m.slot, bin),
             None => Command::new(bin),
         };
         let mut cmd = match &self.flavor {

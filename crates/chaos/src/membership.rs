@@ -19,6 +19,30 @@ use crate::cluster::{reap, Cluster};
 const CHANGE_PATIENCE: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Errors of refused or failed attempts at one change: message -> count.
+#[derive(Debug, Default)]
+pub struct Refusals(pub Vec<(String, usize)>);
+
+impl Refusals {
+    fn note(&mut self, e: &anyhow::Error) {
+        let msg: String = format!("{e:#}").chars().take(120).collect();
+        match self.0.iter_mut().find(|(m, _)| *m == msg) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((msg, 1)),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "first try");
+        }
+        let parts: Vec<String> = self.0.iter().map(|(m, n)| format!("{n} x {m:?}")).collect();
+        write!(f, "after {}", parts.join(", "))
+    }
+}
+
 /// What happened to a removed member's process.
 #[derive(Debug)]
 pub struct Removed {
@@ -27,6 +51,8 @@ pub struct Removed {
     pub exited_by_itself: bool,
     /// Until MemberRemove was answered (retries included).
     pub request_took: Duration,
+    /// The errors of the attempts before (distinct messages, with counts).
+    pub refusals: Refusals,
     /// Then until the process stopped (or was killed).
     pub exit_took: Duration,
 }
@@ -72,6 +98,7 @@ impl Cluster {
         let peer = self.members[i].peer_url();
         let started = Instant::now();
         let deadline = started + CHANGE_PATIENCE;
+        let mut refusals = Refusals::default();
         loop {
             let attempt = async {
                 let via = self.via(Some(i)).await.context("no other member answers")?;
@@ -90,7 +117,10 @@ impl Cluster {
                 Err(e) if Instant::now() > deadline => {
                     return Err(e.context(format!("MemberRemove of {name} refused for {CHANGE_PATIENCE:?}")))
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => {
+                    refusals.note(&e);
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
             }
         }
         let request_took = started.elapsed();
@@ -113,13 +143,14 @@ impl Cluster {
             reap(child, self.clock);
         }
         self.retired.push(m);
-        Ok(Removed { name, exited_by_itself, request_took, exit_took: started.elapsed() - request_took })
+        Ok(Removed { name, exited_by_itself, request_took, refusals, exit_took: started.elapsed() - request_took })
     }
 
     /// MemberAdd of a fresh member, then starts it (`--initial-cluster-state existing`) and
     /// waits until it has applied everything the leader had when it first answered. Returns
-    /// its index, how long MemberAdd took (retries included) and how long catching up took.
-    pub async fn add_member(&mut self) -> anyhow::Result<(usize, Duration, Duration)> {
+    /// its index, how long MemberAdd took (retries included), the refusals before, and how
+    /// long catching up took.
+    pub async fn add_member(&mut self) -> anyhow::Result<(usize, Duration, Refusals, Duration)> {
         let slot = match &mut self.net {
             Some(net) => net.add_slot()?,
             None => 0,
@@ -133,6 +164,7 @@ impl Cluster {
         let name = m.name.clone();
         let requested = Instant::now();
         let deadline = requested + CHANGE_PATIENCE;
+        let mut refusals = Refusals::default();
         loop {
             let attempt = async {
                 let via = self.via(None).await.context("no member answers")?;
@@ -149,7 +181,10 @@ impl Cluster {
                 Err(e) if Instant::now() > deadline => {
                     return Err(e.context(format!("MemberAdd of {name} refused for {CHANGE_PATIENCE:?}")))
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => {
+                    refusals.note(&e);
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
             }
         }
         let request_took = requested.elapsed();
@@ -158,7 +193,7 @@ impl Cluster {
         self.spawn(i)?;
         let started = Instant::now();
         self.wait_caught_up(i, Duration::from_secs(60)).await?;
-        Ok((i, request_took, started.elapsed()))
+        Ok((i, request_took, refusals, started.elapsed()))
     }
 
     /// Waits until member `i` answers and has applied the leader's raft index as it was when

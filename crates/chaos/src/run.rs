@@ -372,20 +372,21 @@ async fn change_membership(
         w.stop.store(true, Ordering::Relaxed);
     }
     log.push(format!(
-        "{}     removed {}: MemberRemove answered in {:.2}s, then {} {:.2}s later",
+        "{}     removed {}: MemberRemove answered in {:.2}s ({}), then {} {:.2}s later",
         stamp(epoch),
         removed.name,
         removed.request_took.as_secs_f64(),
+        removed.refusals,
         if removed.exited_by_itself { "its process stopped by itself" } else { "its process was still running: killed" },
         removed.exit_took.as_secs_f64()
     ));
     progress(log);
     sync_endpoints(cluster, &obs.endpoints, log, epoch).await;
     tokio::time::sleep(hold).await;
-    let (j, request_took, took) = cluster.add_member().await?;
+    let (j, request_took, refusals, took) = cluster.add_member().await?;
     obs.watchers.push(Watcher::start(cluster, j));
     log.push(format!(
-        "{}     added {} ({}): MemberAdd answered in {:.2}s, started, caught up in {:.2}s",
+        "{}     added {} ({}): MemberAdd answered in {:.2}s ({refusals}), started, caught up in {:.2}s",
         stamp(epoch),
         cluster.members[j].name,
         cluster.members[j].ip,
