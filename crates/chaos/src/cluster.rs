@@ -56,6 +56,8 @@ pub struct Member {
     pub(crate) joined: bool,
     /// libfaketime's FAKETIME_TIMESTAMP_FILE for this member (clock faults on): its offset.
     clock_file: Option<PathBuf>,
+    /// `--initial-cluster` of its first start, passed again on restarts.
+    initial_cluster: Option<String>,
     pub(crate) child: Option<Child>,
     pub(crate) paused: bool,
 }
@@ -192,6 +194,7 @@ impl Cluster {
             slot,
             joined,
             clock_file,
+            initial_cluster: None,
             child: None,
             paused: false,
         })
@@ -206,7 +209,11 @@ impl Cluster {
     }
 
     pub(crate) fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let initial_cluster = self.initial_cluster();
+        // A restart passes the flags of the member's first start, as an unchanged unit file
+        // would. (kaname refuses a restart whose --initial-cluster lists the current members
+        // after a membership change; etcd ignores those flags once the data dir exists.)
+        let current = self.initial_cluster();
+        let initial_cluster = self.members[i].initial_cluster.get_or_insert(current).clone();
         let m = &self.members[i];
         let program = |bin: &Path| match &self.net {
             Some(net) => net.command(m.slot, bin),

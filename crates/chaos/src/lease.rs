@@ -57,19 +57,41 @@ pub struct LeaseRecord {
     pub granted: (f64, f64),
     /// Keys put with this lease: (key, when the put was acknowledged; None: outcome unknown).
     pub keys: Vec<(String, Option<f64>)>,
-    /// Keepalives answered with TTL > 0: (sent, answered, TTL answered).
-    pub keepalives: Vec<(f64, f64, i64)>,
+    /// Keepalives answered with TTL > 0.
+    pub keepalives: Vec<Renewal>,
     pub keepalive_errors: usize,
     /// LeaseRevoke sent, answered (None: outcome unknown).
     pub revoke: Option<(f64, Option<f64>)>,
-    /// A keepalive said the lease is gone (TTL 0): sent, answered.
-    pub gone: Option<(f64, f64)>,
+    /// The keepalive that said the lease is gone (TTL 0).
+    pub gone: Option<Renewal>,
+}
+
+/// One keepalive answer, with who answered (the response header's member and raft term): the
+/// evidence when a lease vanishes early.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Renewal {
+    pub sent: f64,
+    pub answered: f64,
+    pub ttl: i64,
+    pub member: u64,
+    pub term: u64,
+}
+
+impl fmt::Display for Renewal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "keepalive sent {:.3} answered {:.3} TTL {} by member {:x} (term {})",
+            self.sent, self.answered, self.ttl, self.member, self.term
+        )
+    }
 }
 
 impl LeaseRecord {
     /// Renewals the server acknowledged, as (sent, TTL): the grant, then each keepalive.
     fn renewals(&self) -> impl Iterator<Item = (f64, f64, i64)> + '_ {
-        std::iter::once((self.granted.0, self.granted.1, self.ttl)).chain(self.keepalives.iter().copied())
+        std::iter::once((self.granted.0, self.granted.1, self.ttl))
+            .chain(self.keepalives.iter().map(|r| (r.sent, r.answered, r.ttl)))
     }
 
     /// The lease may not expire before this time.
@@ -101,8 +123,8 @@ impl fmt::Display for LeaseRecord {
         if self.fate == Fate::KeepAlive {
             write!(f, "; {} keepalives answered, {} errors", self.keepalives.len(), self.keepalive_errors)?;
             let tail = &self.keepalives[self.keepalives.len().saturating_sub(4)..];
-            for (s, a, t) in tail {
-                write!(f, "; keepalive sent {s:.3} answered {a:.3} TTL {t}")?;
+            for r in tail {
+                write!(f, "; {r}")?;
             }
             write!(f, "; renewed without a gap: {}", self.renewed_without_gap())?;
         }
@@ -112,8 +134,8 @@ impl fmt::Display for LeaseRecord {
                 None => write!(f, "; revoke sent {s:.3}, outcome unknown")?,
             }
         }
-        if let Some((s, a)) = self.gone {
-            write!(f, "; keepalive sent {s:.3} answered at {a:.3}: lease gone (TTL 0)")?;
+        if let Some(r) = self.gone {
+            write!(f, "; {r}: lease gone")?;
         }
         write!(f, "; guaranteed until {:.3} s", self.guaranteed_until())
     }
@@ -252,12 +274,15 @@ async fn keep_alive(
         loop {
             let left = interval.saturating_sub(sent_at.elapsed());
             match tokio::time::timeout(left, stream.message()).await {
-                Ok(Ok(Some(r))) if r.ttl <= 0 => {
-                    leases.lock().unwrap()[idx].gone = Some((sent, secs(epoch)));
-                    return;
-                }
                 Ok(Ok(Some(r))) => {
-                    leases.lock().unwrap()[idx].keepalives.push((sent, secs(epoch), r.ttl));
+                    let h = r.header.unwrap_or_default();
+                    let renewal =
+                        Renewal { sent, answered: secs(epoch), ttl: r.ttl, member: h.member_id, term: h.raft_term };
+                    if r.ttl <= 0 {
+                        leases.lock().unwrap()[idx].gone = Some(renewal);
+                        return;
+                    }
+                    leases.lock().unwrap()[idx].keepalives.push(renewal);
                     tokio::time::sleep_until((sent_at + interval).into()).await;
                 }
                 _ => break,
@@ -295,7 +320,8 @@ pub async fn check(
     let mut violations = Vec::new();
     let snapshot = leases.lock().unwrap().clone();
     for l in &snapshot {
-        if let (Fate::KeepAlive, Some((_, answered))) = (l.fate, l.gone) {
+        if let (Fate::KeepAlive, Some(gone)) = (l.fate, l.gone) {
+            let answered = gone.answered;
             if answered < l.guaranteed_until() {
                 violations.push(format!(
                     "lease expired {:.3} s before its last renewal ran out: {l}",
@@ -407,6 +433,10 @@ mod tests {
     use super::*;
 
     fn lease(keepalives: Vec<(f64, f64, i64)>) -> LeaseRecord {
+        let keepalives = keepalives
+            .into_iter()
+            .map(|(sent, answered, ttl)| Renewal { sent, answered, ttl, member: 1, term: 2 })
+            .collect();
         LeaseRecord {
             client: 0,
             id: 1,
