@@ -197,15 +197,17 @@ pub async fn run_one(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     }
 
     eprintln!("chaos: {} clients stopped; final checks", stamp(epoch));
+    // The final checks need a recovered cluster, and run whatever the lease check finds.
+    let recovered = violations.is_empty();
     let mut lease_summary = None;
-    if cfg.lease_clients > 0 && violations.is_empty() {
+    if cfg.lease_clients > 0 && recovered {
         let c = lease::check(&cluster, &leases, epoch, settled, cluster.election_timeout()).await;
         lease_summary = Some(c.summary);
         violations.extend(c.violations);
     }
     let mut final_revision = None;
     let mut watched_events = 0;
-    if violations.is_empty() {
+    if recovered {
         match final_checks(&cluster, cfg, epoch, &rec).await {
             Ok(r) => final_revision = Some(r),
             Err(e) => violations.push(format!("{e:#}")),
