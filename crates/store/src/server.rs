@@ -131,6 +131,41 @@ impl EtcdServer {
         }
     }
 
+    /// Proposes `cmd` from this member only while it still leads in `term`, and never
+    /// forwards it: for proposals that are right only coming from that leadership, the
+    /// lessor's revokes of the leases it saw expire. [`EtcdServer::propose`] would hand such
+    /// a revoke to the new leader after this member lost leadership (a partitioned or paused
+    /// leader's batch waits, then is forwarded), revoking a lease the new leader had just
+    /// renewed: etcd's bug #12528, which `kaname chaos --seed 4004 --faults all` reproduced.
+    /// Proposed here, an entry of a deposed leader's term can never commit.
+    pub async fn propose_as_leader(&self, cmd: Command, term: u64) -> Result<Vec<u8>, EtcdError> {
+        let deadline = Instant::now() + self.limits.request_timeout;
+        {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(self.member_id) || !m.state.is_leader() || m.current_term != term {
+                return Err(EtcdError::NotLeader);
+            }
+        }
+        let written = tokio::time::timeout_at(deadline, self.raft.client_write(crate::raft::Proposal(vec![cmd])));
+        let resp = match written.await {
+            Err(_) => return Err(EtcdError::Timeout),
+            Ok(Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_)))) => {
+                return Err(EtcdError::NotLeader)
+            }
+            Ok(Err(e)) => return Err(internal(e)),
+            Ok(Ok(resp)) => resp,
+        };
+        if resp.log_id.leader_id.term != term {
+            return Err(EtcdError::NotLeader);
+        }
+        self.wait_applied(resp.log_id.index, deadline).await?;
+        match resp.data.0.into_iter().next() {
+            Some(r) => r.map(serde_bytes::ByteBuf::into_vec),
+            None => Err(internal("no result for a proposed command")),
+        }
+    }
+
     /// etcd's quota check before a write that adds `cost` bytes: if this member's backend
     /// would pass the quota, it raises the cluster-wide `NOSPACE` alarm and refuses the write.
     pub async fn check_quota(&self, cost: u64) -> Result<(), EtcdError> {

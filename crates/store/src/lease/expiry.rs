@@ -74,27 +74,25 @@ pub async fn run(server: Arc<EtcdServer>, extend: Duration) {
             continue;
         }
         if ticked {
-            revoke_expired(&server);
+            revoke_expired(&server, term);
         }
     }
 }
 
 /// Proposes a revoke for each expired lease; half the per-second rate per check (etcd's
 /// `revokeExpiredLeases`). Revokes run concurrently so the batcher sends them together.
-fn revoke_expired(server: &Arc<EtcdServer>) {
+fn revoke_expired(server: &Arc<EtcdServer>, term: u64) {
     for id in server.store.lessor().take_expired(LEASE_REVOKE_RATE / 2) {
         let server = server.clone();
         tokio::spawn(async move {
-            // A member that just lost leadership must not have its stale deadlines forwarded
-            // to the new leader as revokes.
-            if server.leader() != Some(server.member_id) {
-                return;
-            }
+            // Only from this leadership: a member that lost it must not have its stale
+            // deadlines reach the new leader as revokes (see `propose_as_leader`).
             let cmd = Command::LeaseRevoke(LeaseRevokeRequest { id }.encode_to_vec());
-            match server.propose(cmd).await {
+            match server.propose_as_leader(cmd, term).await {
                 Ok(_) => tracing::debug!("revoked expired lease {id:016x}"),
                 // Revoked meanwhile by a client: nothing left to do.
                 Err(EtcdError::LeaseNotFound) => {}
+                Err(EtcdError::NotLeader) => tracing::debug!("lease {id:016x} not revoked: no longer the leader of term {term}"),
                 Err(e) => tracing::warn!("revoke of expired lease {id:016x} failed: {e}; will retry"),
             }
         });

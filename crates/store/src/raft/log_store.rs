@@ -33,7 +33,9 @@ use super::{storage_io_err, LogId, StorageError, TypeConfig};
 /// disk a log behind its snapshot keeps (etcd's WAL segments are 64 MiB too).
 const CHUNK_MAX_BYTES: usize = 64 << 20;
 /// Entries kept decoded in memory for replication and apply; older ones are read from disk.
-const CACHE_MAX_BYTES: usize = 64 << 20;
+/// 32 MiB holds ~100k puts of 256 bytes: far more than a follower that keeps up lags by,
+/// while each MiB here is a MiB of every member's RSS (issue 4 holds it to etcd's).
+const CACHE_MAX_BYTES: usize = 32 << 20;
 /// How long the flush worker waits for more writes to share an fsync with: not at all. It
 /// still groups everything queued while the previous fsync ran (our patch of `chunked-wal`, see
 /// vendor/README.md), which is all the grouping there is to get: a follower's Raft core sends
