@@ -135,7 +135,7 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?}; protobuf only for Namespace, ConfigMap, Secret and ServiceAccount)"),
+            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?}; protobuf only for the kinds `kubectl create <kind>` sends)"),
             None,
         )
     }
