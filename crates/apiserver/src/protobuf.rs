@@ -184,6 +184,12 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
                 out["spec"] = service_spec(&spec)?;
             }
         }
+        ("v1", "Pod") => {
+            only(&obj, &[1, 2, 3], "Pod")?;
+            if let Some(spec) = message(&obj, 2)? {
+                out["spec"] = pod_spec(&spec)?;
+            }
+        }
         ("apps/v1", "Deployment") => {
             only(&obj, &[1, 2, 3], "Deployment")?;
             if let Some(spec) = message(&obj, 2)? {

@@ -107,7 +107,7 @@ impl Storage {
         }
         // Retried when a generated name or a picked cluster IP collides, or the namespace
         // changed between reading it and writing, as upstream's registry retries.
-        for _attempt in 0..8 {
+        for _attempt in 0..16 {
             if generate && !generate_prefix.is_empty() {
                 let suffix: String =
                     (0..5).map(|_| NAME_CHARS[rand::random::<usize>() % NAME_CHARS.len()] as char).collect();

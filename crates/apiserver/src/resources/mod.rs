@@ -199,22 +199,24 @@ fn validate_workload_selector(obj: &Value, empty_msg: &str) -> Vec<FieldError> {
     let sel = &obj["spec"]["selector"];
     let empty = sel["matchLabels"].as_object().is_none_or(|m| m.is_empty())
         && sel["matchExpressions"].as_array().is_none_or(|a| a.is_empty());
-    if sel.is_null() {
+    let labels = &obj["spec"]["template"]["metadata"]["labels"];
+    let mismatch = || {
+        FieldError::invalid_value("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
+    };
+    // The typed round trip turns a missing selector into `{}`: both count as not given, and
+    // (as upstream's nil selector, which selects nothing) match no template either.
+    if sel.as_object().is_none_or(|m| m.is_empty()) {
         errs.push(FieldError::required("spec.selector", ""));
+        errs.push(mismatch());
         return errs;
     }
     if empty {
         errs.push(FieldError::invalid_value("spec.selector", sel, empty_msg));
         return errs;
     }
-    let labels = &obj["spec"]["template"]["metadata"]["labels"];
     match crate::selector::LabelSelector::from_api(sel) {
         Ok(s) if s.matches(labels) => {}
-        Ok(_) => errs.push(FieldError::invalid_value(
-            "spec.template.metadata.labels",
-            if labels.is_null() { &Value::Null } else { labels },
-            "`selector` does not match template `labels`",
-        )),
+        Ok(_) => errs.push(mismatch()),
         Err(why) => errs.push(FieldError::invalid_value("spec.selector", sel, &why)),
     }
     errs
