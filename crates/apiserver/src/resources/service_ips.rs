@@ -35,11 +35,15 @@ impl ServiceRange {
         if bits > width || width - bits < 2 {
             return Err(format!("{} (the range must hold at least 4 addresses)", bad()));
         }
-        let range = ServiceRange { cidr: cidr.to_string(), network, host_bits: width - bits };
-        if range.offset(network) != Some(0) {
-            return Err(format!("{} (host bits set)", bad()));
-        }
-        Ok(range)
+        // Host bits in the flag are dropped, as Go's `net.ParseCIDR` does for upstream.
+        let host_bits = width - bits;
+        let host_mask = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+        let masked = Self::as_u128(network) & !host_mask;
+        let network = match network {
+            IpAddr::V4(_) => IpAddr::V4((masked as u32).into()),
+            IpAddr::V6(_) => IpAddr::V6(masked.into()),
+        };
+        Ok(ServiceRange { cidr: format!("{network}/{bits}"), network, host_bits })
     }
 
     fn as_u128(ip: IpAddr) -> u128 {
@@ -183,7 +187,7 @@ mod tests {
         assert!(!r.usable("10.0.0.0".parse().unwrap()));
         assert!(!r.usable("10.0.0.255".parse().unwrap()));
         assert!(!r.usable("10.0.1.1".parse().unwrap()));
-        assert!(ServiceRange::parse("10.0.0.1/24").is_err());
+        assert_eq!(ServiceRange::parse("10.0.0.1/24").unwrap().cidr, "10.0.0.0/24");
         assert!(ServiceRange::parse("10.0.0.0/31").is_err());
         let v6 = ServiceRange::parse("fd00::/108").unwrap();
         assert!(v6.usable("fd00::5".parse().unwrap()));
