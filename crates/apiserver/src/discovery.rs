@@ -30,14 +30,17 @@ pub fn aggregated(items: Vec<Value>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, AGGREGATED)], body.to_string()).into_response()
 }
 
-/// A resource's subresources: (name, response group/version/kind, verbs).
-fn subresources(r: &Resource) -> Vec<(&'static str, (&'static str, &'static str, &'static str), &'static [&'static str])> {
-    let mut subs = Vec::new();
+/// The group, version and kind a (sub)resource answers with.
+type Gvk = (&'static str, &'static str, &'static str);
+
+/// A resource's subresources: (name, what it answers with, verbs).
+fn subresources(r: &Resource) -> Vec<(&'static str, Gvk, &'static [&'static str])> {
+    let mut subs: Vec<(&'static str, Gvk, &'static [&'static str])> = Vec::new();
     if r.group.is_empty() && r.plural == "pods" {
-        subs.push(("binding", ("", "v1", "Binding"), &["create"][..]));
+        subs.push(("binding", ("", "v1", "Binding"), &["create"]));
     }
     if r.group.is_empty() && r.plural == "namespaces" {
-        subs.push(("finalize", ("", "v1", "Namespace"), &["update"][..]));
+        subs.push(("finalize", ("", "v1", "Namespace"), &["update"]));
     }
     if r.has_scale {
         subs.push(("scale", ("autoscaling", "v1", "Scale"), SUBRESOURCE_VERBS));
@@ -61,8 +64,7 @@ fn names(v: &mut Value, r: &Resource) {
 pub fn resource_list(gv: &GroupVersion) -> Value {
     let mut resources = Vec::new();
     for r in gv.resources {
-        let mut v =
-            json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS});
+        let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS});
         names(&mut v, r);
         resources.push(v);
         for (sub, (group, version, kind), verbs) in subresources(r) {
@@ -74,7 +76,8 @@ pub fn resource_list(gv: &GroupVersion) -> Value {
             resources.push(s);
         }
     }
-    let group_version = if gv.group.is_empty() { gv.version.to_string() } else { format!("{}/{}", gv.group, gv.version) };
+    let group_version =
+        if gv.group.is_empty() { gv.version.to_string() } else { format!("{}/{}", gv.group, gv.version) };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
@@ -126,14 +129,18 @@ pub fn groups(headers: &HeaderMap) -> Response {
     if wants_aggregated(headers) {
         return aggregated(named_groups().map(aggregated_group).collect());
     }
-    let mut list = json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": named_groups().map(group).collect::<Vec<_>>()});
-    list["groups"].as_array_mut().map(|g| g.iter_mut().for_each(|g| {
-        g.as_object_mut().map(|m| {
-            m.remove("kind");
-            m.remove("apiVersion")
-        });
-    }));
-    crate::http::json_response(StatusCode::OK, &list)
+    // The groups of an APIGroupList are APIGroups without their own kind and apiVersion.
+    let groups: Vec<Value> = named_groups()
+        .map(|g| {
+            let mut v = group(g);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            v
+        })
+        .collect();
+    crate::http::json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
 }
 
 /// A named group by its name.
@@ -153,7 +160,8 @@ mod tests {
     #[test]
     fn apps_lists_scale_and_status_subresources() {
         let list = resource_list(find_group_version("apps", "v1").unwrap());
-        let names: Vec<&str> = list["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            list["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"deployments/scale") && names.contains(&"deployments/status"), "{names:?}");
         let scale = list["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployments/scale").unwrap();
         assert_eq!((scale["group"].as_str(), scale["kind"].as_str()), (Some("autoscaling"), Some("Scale")));

@@ -16,8 +16,8 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::pki::User;
 use crate::discovery::{aggregated, aggregated_group, wants_aggregated};
+use crate::pki::User;
 use crate::resources::{Resource, GROUPS};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
@@ -333,7 +333,8 @@ async fn serve(
             }
             (Sub::Binding, &Method::POST) => {
                 crate::subresources::bind(st, t.res, ns, name, &body).await?;
-                let ok = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+                let ok =
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
                 return Ok(json_response(StatusCode::CREATED, &ok));
             }
             (Sub::Finalize, &Method::PUT) => {
@@ -386,14 +387,9 @@ async fn serve(
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let (obj, warnings) = crate::patch::apply(
-                st,
-                crate::patch::Target { res: t.res, ns, name, status },
-                headers,
-                &body,
-                q,
-            )
-            .await?;
+            let (obj, warnings) =
+                crate::patch::apply(st, crate::patch::Target { res: t.res, ns, name, status }, headers, &body, q)
+                    .await?;
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::DELETE, Some(_)) if status => Err(ApiError::method_not_allowed()),

@@ -89,8 +89,8 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
         key_file: flags.etcd_keyfile.clone(),
     };
     let etcd = etcd::Etcd::connect(&flags.etcd_servers, &tls)?;
-    let service_range = resources::service_ips::ServiceRange::parse(&flags.service_cluster_ip_range)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let service_range =
+        resources::service_ips::ServiceRange::parse(&flags.service_cluster_ip_range).map_err(|e| anyhow::anyhow!(e))?;
     let storage = storage::Storage {
         etcd,
         prefix: flags.etcd_prefix.trim_end_matches('/').to_string(),

@@ -318,7 +318,9 @@ fn deployment_spec(f: &Fields) -> Result<Value, String> {
         let mut s = json!({});
         set(&mut s, "matchLabels", map(&sel, 1, false)?);
         let exprs = repeated(&sel, 2, |e| {
-            Ok(json!({"key": string(e, 1).unwrap_or_default(), "operator": string(e, 2).unwrap_or_default(), "values": strings(e, 3)}))
+            Ok(
+                json!({"key": string(e, 1).unwrap_or_default(), "operator": string(e, 2).unwrap_or_default(), "values": strings(e, 3)}),
+            )
         })?;
         if exprs.as_array().is_some_and(|a| !a.is_empty()) {
             s["matchExpressions"] = exprs;

@@ -71,20 +71,10 @@ impl ApiError {
     /// `configmaps "x" not found`; `resource` is the plural, qualified by its group for named
     /// groups (`deployments.apps`), as upstream's GroupResource prints.
     pub fn not_found(resource: &str, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{resource} \"{name}\" not found"),
-            Some(details(resource, name)),
-        )
+        Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"), Some(details(resource, name)))
     }
     pub fn already_exists(resource: &str, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{resource} \"{name}\" already exists"),
-            Some(details(resource, name)),
-        )
+        Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"), Some(details(resource, name)))
     }
     /// The optimistic-concurrency failure of an update whose resourceVersion is stale.
     pub fn conflict(resource: &str, name: &str, why: &str) -> Self {
@@ -147,12 +137,7 @@ impl ApiError {
     }
     /// Upstream's `NewForbidden(resource, name, err)`: `<resource> "<name>" is forbidden: <why>`.
     pub fn forbidden_object(resource: &str, name: &str, why: &str) -> Self {
-        Self::new(
-            403,
-            "Forbidden",
-            format!("{resource} \"{name}\" is forbidden: {why}"),
-            Some(details(resource, name)),
-        )
+        Self::new(403, "Forbidden", format!("{resource} \"{name}\" is forbidden: {why}"), Some(details(resource, name)))
     }
     /// The body of a 410 for a compacted resourceVersion (watch ERROR events carry it too).
     pub fn expired(message: String) -> Self {

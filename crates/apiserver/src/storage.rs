@@ -96,7 +96,8 @@ impl Storage {
         let generate = obj["metadata"]["name"].as_str().unwrap_or("").is_empty();
         let generate_prefix = obj["metadata"]["generateName"].as_str().unwrap_or("").to_string();
         let is_service = res.group.is_empty() && res.plural == "services";
-        let requested_ip = obj["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty() && *s != "None").map(str::to_string);
+        let requested_ip =
+            obj["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty() && *s != "None").map(str::to_string);
         if is_service && !service_ips::needs_ip(&obj) {
             let family = self.service_range.family();
             if obj["spec"]["clusterIP"] == "None" {
@@ -264,7 +265,9 @@ impl Storage {
         };
         let key = self.key(res, ns, name);
         loop {
-            let Some(kv) = self.etcd.get(&key).await? else { return Err(ApiError::not_found(&res.qualified_plural(), name)) };
+            let Some(kv) = self.etcd.get(&key).await? else {
+                return Err(ApiError::not_found(&res.qualified_plural(), name));
+            };
             let old = decode(&kv)?;
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::stale(&res.qualified_plural(), name));
@@ -339,10 +342,18 @@ impl Storage {
     /// node, a grace period) it is only marked (`deletionTimestamp`; a namespace also turns
     /// `Terminating`) and goes when the last finalizer is removed; otherwise it is removed
     /// now, with what it holds (a service's cluster IP) in the same transaction.
-    pub async fn delete(&self, res: &Resource, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+    pub async fn delete(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
         let key = self.key(res, ns, name);
         loop {
-            let Some(kv) = self.etcd.get(&key).await? else { return Err(ApiError::not_found(&res.qualified_plural(), name)) };
+            let Some(kv) = self.etcd.get(&key).await? else {
+                return Err(ApiError::not_found(&res.qualified_plural(), name));
+            };
             let old = decode(&kv)?;
             if let Some(rv) = opts.resource_version.filter(|rv| *rv != kv.mod_revision) {
                 return Err(ApiError::conflict(
@@ -364,7 +375,8 @@ impl Storage {
                     ),
                 ));
             }
-            let grace = if res.group.is_empty() && res.plural == "pods" { pod_grace(&old, opts.grace_period) } else { 0 };
+            let grace =
+                if res.group.is_empty() && res.plural == "pods" { pod_grace(&old, opts.grace_period) } else { 0 };
             let deleting = old["metadata"]["deletionTimestamp"].is_string();
             let (success, marked) = if !has_finalizers(res, &old) && grace == 0 {
                 let mut ops = vec![etcd::op_delete(&key)];
@@ -393,8 +405,7 @@ impl Storage {
             if r.succeeded {
                 return Ok(match marked {
                     Some(mut m) => {
-                        m["metadata"]["resourceVersion"] =
-                            json!(r.header.map(|h| h.revision).unwrap_or(0).to_string());
+                        m["metadata"]["resourceVersion"] = json!(r.header.map(|h| h.revision).unwrap_or(0).to_string());
                         Deleted { object: m, gone: false }
                     }
                     None => Deleted { object: old, gone: true },
@@ -524,7 +535,8 @@ fn finalizer_errors(old: &Value, new: &Value) -> Vec<FieldError> {
     if !old["metadata"]["deletionTimestamp"].is_string() {
         return Vec::new();
     }
-    let had: HashSet<&str> = old["metadata"]["finalizers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let had: HashSet<&str> =
+        old["metadata"]["finalizers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let added: Vec<&str> = new["metadata"]["finalizers"]
         .as_array()
         .into_iter()
@@ -537,7 +549,10 @@ fn finalizer_errors(old: &Value, new: &Value) -> Vec<FieldError> {
     }
     vec![FieldError::forbidden(
         "metadata.finalizers",
-        &format!("no new finalizers can be added if the object is being deleted, found new finalizers {}", json!(added)),
+        &format!(
+            "no new finalizers can be added if the object is being deleted, found new finalizers {}",
+            json!(added)
+        ),
     )]
 }
 

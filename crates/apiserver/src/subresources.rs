@@ -14,8 +14,7 @@ use crate::storage::Storage;
 /// The Scale view of a workload: desired replicas, and the observed count and selector.
 pub fn scale_of(obj: &Value) -> Value {
     let meta = &obj["metadata"];
-    let selector =
-        LabelSelector::from_api(&obj["spec"]["selector"]).map(|s| s.to_string()).unwrap_or_default();
+    let selector = LabelSelector::from_api(&obj["spec"]["selector"]).map(|s| s.to_string()).unwrap_or_default();
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",

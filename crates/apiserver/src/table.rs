@@ -176,7 +176,11 @@ pub fn service_cells(o: &Value) -> Vec<Value> {
                 .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(str::to_string))
                 .collect();
             ips.extend(external_ips);
-            if ips.is_empty() { "<pending>".to_string() } else { ips.join(",") }
+            if ips.is_empty() {
+                "<pending>".to_string()
+            } else {
+                ips.join(",")
+            }
         }
         _ if !external_ips.is_empty() => external_ips.join(","),
         _ => "<none>".to_string(),
@@ -219,11 +223,41 @@ pub fn node_columns() -> Vec<Column> {
         col("Roles", "string", "", "The roles of the node", 0),
         AGE,
         col("Version", "string", "", "Kubelet Version reported by the node.", 0),
-        col("Internal-IP", "string", "", "List of addresses reachable to the node. Queried from cloud provider, if available.", 1),
-        col("External-IP", "string", "", "List of addresses reachable to the node. Queried from cloud provider, if available.", 1),
-        col("OS-Image", "string", "", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).", 1),
-        col("Kernel-Version", "string", "", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).", 1),
-        col("Container-Runtime", "string", "", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).", 1),
+        col(
+            "Internal-IP",
+            "string",
+            "",
+            "List of addresses reachable to the node. Queried from cloud provider, if available.",
+            1,
+        ),
+        col(
+            "External-IP",
+            "string",
+            "",
+            "List of addresses reachable to the node. Queried from cloud provider, if available.",
+            1,
+        ),
+        col(
+            "OS-Image",
+            "string",
+            "",
+            "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+            1,
+        ),
+        col(
+            "Kernel-Version",
+            "string",
+            "",
+            "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+            1,
+        ),
+        col(
+            "Container-Runtime",
+            "string",
+            "",
+            "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+            1,
+        ),
     ]
 }
 
@@ -284,7 +318,8 @@ pub fn endpoints_columns() -> Vec<Column> {
 pub fn endpoints_cells(o: &Value) -> Vec<Value> {
     let mut pairs = Vec::new();
     for subset in o["subsets"].as_array().into_iter().flatten() {
-        let ports: Vec<i64> = subset["ports"].as_array().into_iter().flatten().filter_map(|p| p["port"].as_i64()).collect();
+        let ports: Vec<i64> =
+            subset["ports"].as_array().into_iter().flatten().filter_map(|p| p["port"].as_i64()).collect();
         for a in subset["addresses"].as_array().into_iter().flatten() {
             let ip = a["ip"].as_str().unwrap_or("");
             if ports.is_empty() {

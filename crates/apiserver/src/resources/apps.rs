@@ -114,11 +114,7 @@ fn prepare_statefulset(s: &mut Value) {
     set_default(spec, "podManagementPolicy", json!("OrderedReady"));
     set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
     set_default(spec, "revisionHistoryLimit", json!(10));
-    set_default(
-        spec,
-        "persistentVolumeClaimRetentionPolicy",
-        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-    );
+    set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
     default_pod_spec(&mut spec["template"]["spec"]);
     s["status"] = json!({"replicas": 0, "availableReplicas": 0});
 }
@@ -252,7 +248,13 @@ fn replicaset_columns() -> Vec<Column> {
         NAME,
         col("Desired", "integer", "", "Number of desired pods.", 0),
         col("Current", "integer", "", "Replicas is the most recently observed number of non-terminating pods.", 0),
-        col("Ready", "integer", "", "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.", 0),
+        col(
+            "Ready",
+            "integer",
+            "",
+            "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.",
+            0,
+        ),
         AGE,
         CONTAINERS,
         IMAGES,
@@ -280,7 +282,11 @@ fn statefulset_columns() -> Vec<Column> {
 fn statefulset_cells(o: &Value) -> Vec<Value> {
     vec![
         name(o),
-        json!(format!("{}/{}", o["status"]["readyReplicas"].as_i64().unwrap_or(0), o["spec"]["replicas"].as_i64().unwrap_or(0))),
+        json!(format!(
+            "{}/{}",
+            o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+            o["spec"]["replicas"].as_i64().unwrap_or(0)
+        )),
         age(o),
         containers(o),
         images(o),

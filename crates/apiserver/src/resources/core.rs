@@ -1,8 +1,6 @@
 //! The legacy core group, `/api/v1`.
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use serde_json::{json, Value};
 
 use super::{check_name, no_update_rules, no_validation, nothing_to_prepare, typed, NameRule, Resource};
@@ -332,7 +330,11 @@ pub(super) fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
     }
     let restart = spec["restartPolicy"].as_str().unwrap_or("Always");
     if !["Always", "OnFailure", "Never"].contains(&restart) {
-        errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), restart, &["Always", "OnFailure", "Never"]));
+        errs.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            restart,
+            &["Always", "OnFailure", "Never"],
+        ));
     }
     errs
 }
@@ -463,7 +465,11 @@ fn validate_service(svc: &Value) -> Vec<FieldError> {
         }
         let port = p["port"].as_i64().unwrap_or(0);
         if !(1..=65535).contains(&port) {
-            errs.push(FieldError::invalid_value(format!("{path}.port"), &p["port"], "must be between 1 and 65535, inclusive"));
+            errs.push(FieldError::invalid_value(
+                format!("{path}.port"),
+                &p["port"],
+                "must be between 1 and 65535, inclusive",
+            ));
         }
         let proto = p["protocol"].as_str().unwrap_or("TCP");
         if !["SCTP", "TCP", "UDP"].contains(&proto) {
@@ -484,7 +490,11 @@ fn validate_service(svc: &Value) -> Vec<FieldError> {
 /// registry copies it from the stored object when an update leaves it out.
 fn service_update_rules(old: &Value, new: &Value) -> Vec<FieldError> {
     if old["spec"]["clusterIP"] != new["spec"]["clusterIP"] {
-        return vec![FieldError::invalid_value("spec.clusterIPs[0]", &new["spec"]["clusterIPs"], "may not change once set")];
+        return vec![FieldError::invalid_value(
+            "spec.clusterIPs[0]",
+            &new["spec"]["clusterIPs"],
+            "may not change once set",
+        )];
     }
     Vec::new()
 }
@@ -505,9 +515,11 @@ mod tests {
 
     #[test]
     fn image_pull_policy_defaults_by_tag() {
-        let mut spec = json!({"containers": [{"image": "nginx"}, {"image": "nginx:1.27"}, {"image": "reg:5000/x:latest"}]});
+        let mut spec =
+            json!({"containers": [{"image": "nginx"}, {"image": "nginx:1.27"}, {"image": "reg:5000/x:latest"}]});
         default_pod_spec(&mut spec);
-        let got: Vec<&str> = spec["containers"].as_array().unwrap().iter().map(|c| c["imagePullPolicy"].as_str().unwrap()).collect();
+        let got: Vec<&str> =
+            spec["containers"].as_array().unwrap().iter().map(|c| c["imagePullPolicy"].as_str().unwrap()).collect();
         assert_eq!(got, ["Always", "IfNotPresent", "Always"]);
     }
 
@@ -518,6 +530,9 @@ mod tests {
         assert!(validate_service(&json!({"spec": {"clusterIP": "None"}})).is_empty());
         let old = json!({"spec": {"clusterIP": "10.0.0.5", "clusterIPs": ["10.0.0.5"]}});
         let new = json!({"spec": {"clusterIP": "10.0.0.6", "clusterIPs": ["10.0.0.6"]}});
-        assert_eq!(service_update_rules(&old, &new)[0].detail, r#"Invalid value: ["10.0.0.6"]: may not change once set"#);
+        assert_eq!(
+            service_update_rules(&old, &new)[0].detail,
+            r#"Invalid value: ["10.0.0.6"]: may not change once set"#
+        );
     }
 }

@@ -98,7 +98,13 @@ fn endpointslice_cells(o: &Value) -> Vec<Value> {
         .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
         .filter_map(|a| a.as_str().map(str::to_string))
         .collect();
-    vec![name(o), json!(o["addressType"].as_str().unwrap_or("")), json!(first_three(ports)), json!(first_three(addrs)), age(o)]
+    vec![
+        name(o),
+        json!(o["addressType"].as_str().unwrap_or("")),
+        json!(first_three(ports)),
+        json!(first_three(addrs)),
+        age(o),
+    ]
 }
 
 #[cfg(test)]

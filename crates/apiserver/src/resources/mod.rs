@@ -201,7 +201,11 @@ fn validate_workload_selector(obj: &Value, empty_msg: &str) -> Vec<FieldError> {
         && sel["matchExpressions"].as_array().is_none_or(|a| a.is_empty());
     let labels = &obj["spec"]["template"]["metadata"]["labels"];
     let mismatch = || {
-        FieldError::invalid_value("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
+        FieldError::invalid_value(
+            "spec.template.metadata.labels",
+            labels,
+            "`selector` does not match template `labels`",
+        )
     };
     // The typed round trip turns a missing selector into `{}`: both count as not given, and
     // (as upstream's nil selector, which selects nothing) match no template either.
@@ -270,10 +274,10 @@ mod tests {
 
     #[test]
     fn workload_selectors_must_match_the_template() {
-        let d = |sel: Value, labels: Value| {
-            json!({"spec": {"selector": sel, "template": {"metadata": {"labels": labels}}}})
-        };
-        assert!(validate_workload_selector(&d(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"})), "").is_empty());
+        let d = |sel: Value, labels: Value| json!({"spec": {"selector": sel, "template": {"metadata": {"labels": labels}}}});
+        assert!(
+            validate_workload_selector(&d(json!({"matchLabels": {"app": "a"}}), json!({"app": "a"})), "").is_empty()
+        );
         let errs = validate_workload_selector(&d(json!({"matchLabels": {"app": "a"}}), json!({"app": "b"})), "");
         assert_eq!(errs[0].field, "spec.template.metadata.labels");
         assert_eq!(errs[0].detail, r#"Invalid value: {"app":"b"}: `selector` does not match template `labels`"#);

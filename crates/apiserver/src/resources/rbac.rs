@@ -95,10 +95,16 @@ fn validate_rules(obj: &Value, namespaced: bool) -> Vec<FieldError> {
             continue;
         }
         if len(&r["apiGroups"]) == 0 {
-            errs.push(FieldError::required(format!("{path}.apiGroups"), "resource rules must supply at least one api group"));
+            errs.push(FieldError::required(
+                format!("{path}.apiGroups"),
+                "resource rules must supply at least one api group",
+            ));
         }
         if len(&r["resources"]) == 0 {
-            errs.push(FieldError::required(format!("{path}.resources"), "resource rules must supply at least one resource"));
+            errs.push(FieldError::required(
+                format!("{path}.resources"),
+                "resource rules must supply at least one resource",
+            ));
         }
     }
     errs
@@ -160,7 +166,16 @@ fn role_ref_unchanged(old: &Value, new: &Value) -> Vec<FieldError> {
 }
 
 fn role_columns() -> Vec<Column> {
-    vec![NAME, col("Created At", "date", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0)]
+    vec![
+        NAME,
+        col(
+            "Created At",
+            "date",
+            "",
+            "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            0,
+        ),
+    ]
 }
 
 fn role_cells(o: &Value) -> Vec<Value> {
@@ -192,7 +207,8 @@ fn binding_cells(o: &Value) -> Vec<Value> {
             .collect();
         json!(names.join(", "))
     };
-    let role = format!("{}/{}", o["roleRef"]["kind"].as_str().unwrap_or(""), o["roleRef"]["name"].as_str().unwrap_or(""));
+    let role =
+        format!("{}/{}", o["roleRef"]["kind"].as_str().unwrap_or(""), o["roleRef"]["name"].as_str().unwrap_or(""));
     vec![name(o), json!(role), crate::table::age(o), of("User"), of("Group"), of("ServiceAccount")]
 }
 
@@ -212,6 +228,9 @@ mod tests {
         assert!(validate_role_binding(&b).is_empty());
         assert_eq!(validate_cluster_role_binding(&b)[0].field, "roleRef.kind");
         let cells = binding_cells(&b);
-        assert_eq!((cells[1].as_str().unwrap(), cells[3].as_str().unwrap(), cells[5].as_str().unwrap()), ("Role/r", "jane", "ns/robot"));
+        assert_eq!(
+            (cells[1].as_str().unwrap(), cells[3].as_str().unwrap(), cells[5].as_str().unwrap()),
+            ("Role/r", "jane", "ns/robot")
+        );
     }
 }

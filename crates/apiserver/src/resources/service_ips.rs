@@ -167,10 +167,7 @@ pub fn check_requested(range: &ServiceRange, svc: &Value, ip: &str) -> Result<()
         return Err(refused(
             svc,
             ip,
-            &format!(
-                "the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}",
-                range.cidr
-            ),
+            &format!("the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}", range.cidr),
         ));
     }
     Ok(())
