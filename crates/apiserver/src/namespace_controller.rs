@@ -33,22 +33,99 @@ async fn sweep(storage: &Storage) -> ApiResult<()> {
     let all = storage.list(namespaces, None, &ListOptions::default()).await?;
     for ns in all.items.iter().filter(|n| n["metadata"]["deletionTimestamp"].is_string()) {
         let name = ns["metadata"]["name"].as_str().unwrap_or("");
-        if empty_namespace(storage, name).await? {
+        let left = empty_namespace(storage, name).await?;
+        if left.is_empty() {
             finalize(storage, namespaces, ns).await?;
+        } else {
+            report_remaining(storage, namespaces, ns, &left).await?;
         }
     }
     Ok(())
 }
 
-/// Deletes everything in the namespace; true once nothing is left (objects with finalizers
-/// of their own stay, marked, until those are removed).
-async fn empty_namespace(storage: &Storage, ns: &str) -> ApiResult<bool> {
-    let mut empty = true;
+/// Deletes everything in the namespace; returns what is left, by resource (objects with
+/// finalizers of their own stay, marked, until those are removed).
+async fn empty_namespace(storage: &Storage, ns: &str) -> ApiResult<Vec<(&'static Resource, Vec<Value>)>> {
+    let mut left = Vec::new();
     for res in resources::all().filter(|r| r.namespaced) {
-        let left = storage.delete_collection(res, Some(ns), &ListOptions::default(), &DeleteOptions::default()).await?;
-        empty &= left.is_empty();
+        let items =
+            storage.delete_collection(res, Some(ns), &ListOptions::default(), &DeleteOptions::default()).await?;
+        if !items.is_empty() {
+            left.push((res, items));
+        }
     }
-    Ok(empty)
+    Ok(left)
+}
+
+/// Upstream's deletion conditions on a namespace whose content is still there, so
+/// `kubectl describe ns` says what it waits for.
+async fn report_remaining(
+    storage: &Storage,
+    namespaces: &'static Resource,
+    ns: &Value,
+    left: &[(&'static Resource, Vec<Value>)],
+) -> ApiResult<()> {
+    let mut resources: Vec<String> = left
+        .iter()
+        .map(|(r, items)| format!("{} has {} resource instances", r.qualified_plural(), items.len()))
+        .collect();
+    resources.sort();
+    let mut finalizers = std::collections::BTreeMap::<String, usize>::new();
+    for item in left.iter().flat_map(|(_, items)| items) {
+        for f in item["metadata"]["finalizers"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            *finalizers.entry(f.to_string()).or_default() += 1;
+        }
+    }
+    let finalizers: Vec<String> = finalizers.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
+    let old = ns["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let condition = |ty: &str, status: &str, reason: &str, message: String| {
+        // The transition time stays while the condition does not change.
+        let same = old.iter().find(|c| {
+            c["type"] == ty && c["status"] == status && c["reason"] == reason && c["message"] == message.as_str()
+        });
+        let since =
+            same.map(|c| c["lastTransitionTime"].clone()).unwrap_or_else(|| json!(crate::storage::now_rfc3339()));
+        json!({"type": ty, "status": status, "lastTransitionTime": since, "reason": reason, "message": message})
+    };
+    let mut conditions = vec![
+        condition(
+            "NamespaceDeletionDiscoveryFailure",
+            "False",
+            "ResourcesDiscovered",
+            "All resources successfully discovered".into(),
+        ),
+        condition(
+            "NamespaceDeletionGroupVersionParsingFailure",
+            "False",
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed".into(),
+        ),
+        condition(
+            "NamespaceDeletionContentFailure",
+            "False",
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization".into(),
+        ),
+        condition(
+            "NamespaceContentRemaining",
+            "True",
+            "SomeResourcesRemain",
+            format!("Some resources are remaining: {}", resources.join(", ")),
+        ),
+    ];
+    if !finalizers.is_empty() {
+        conditions.push(condition(
+            "NamespaceFinalizersRemaining",
+            "True",
+            "SomeFinalizersRemain",
+            format!("Some content in the namespace has finalizers remaining: {}", finalizers.join(", ")),
+        ));
+    }
+    let mut body = ns.clone();
+    body["status"]["conditions"] = json!(conditions);
+    body["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+    let name = ns["metadata"]["name"].as_str().unwrap_or("");
+    storage.update_part(namespaces, None, name, body, Part::Status).await.map(|_| ())
 }
 
 /// Removes the `kubernetes` finalizer (upstream's `PUT .../finalize`), then deletes the

@@ -479,8 +479,11 @@ fn auth_and_health(flavor: Flavor) {
     // The admin (CN=kubernetes-admin, O=system:masters) may do everything; kubectl finds the
     // resources through aggregated discovery.
     let resources = api.ok(&["api-resources"]);
-    assert!(resources.starts_with("NAME                  SHORTNAMES   APIVERSION                     NAMESPACED   KIND\n"));
-    assert!(resources.contains("\nconfigmaps            cm           v1                             true         ConfigMap\n"));
+    assert!(
+        resources.starts_with("NAME                  SHORTNAMES   APIVERSION                     NAMESPACED   KIND\n")
+    );
+    assert!(resources
+        .contains("\nconfigmaps            cm           v1                             true         ConfigMap\n"));
     assert_eq!(json(&api.ok(&["get", "--raw", "/api"]))["versions"], json(r#"["v1"]"#));
 
     store.kill(1);

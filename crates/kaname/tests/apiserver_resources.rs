@@ -174,7 +174,12 @@ fn workloads(flavor: Flavor) {
         "service/web\ndaemonset.apps/agent\ndeployment.apps/web\nreplicaset.apps/cache\nstatefulset.apps/db\n"
     );
     let all = api.ok(&["get", "all"]);
-    assert!(all.contains("NAME          TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)   AGE\nservice/web   ClusterIP   10.0.0."), "{all}");
+    assert!(
+        all.contains(
+            "NAME          TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)   AGE\nservice/web   ClusterIP   10.0.0."
+        ),
+        "{all}"
+    );
     assert!(all.contains("NAME                  READY   UP-TO-DATE   AVAILABLE   AGE\ndeployment.apps/web   0/1     0            0           "), "{all}");
 
     // Tables: upstream's columns per kind, -o wide extras.
@@ -185,7 +190,10 @@ fn workloads(flavor: Flavor) {
         ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!((row[0], row[1], row[5], row[6], row[7]), ("web", "0/1", "nginx,sidecar", "nginx:1.27,busybox", "app=web"));
+    assert_eq!(
+        (row[0], row[1], row[5], row[6], row[7]),
+        ("web", "0/1", "nginx,sidecar", "nginx:1.27,busybox", "app=web")
+    );
     let header = |args: &[&str]| api.ok(args).lines().next().unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
     assert_eq!(header(&["get", "sts"]), "NAME READY AGE");
     assert_eq!(header(&["get", "ds"]), "NAME DESIRED CURRENT READY UP-TO-DATE AVAILABLE NODE SELECTOR AGE");
@@ -203,7 +211,10 @@ fn workloads(flavor: Flavor) {
     assert_eq!((rb[1][0], rb[1][1], rb[1][3], rb[1][4]), ("read-pods", "Role/reader", "jane", "default/robot"));
     assert!(api.ok(&["get", "clusterrolebinding", "health", "-o", "wide"]).contains("ClusterRole/system:health"));
     let nodes = api.ok(&["get", "no"]);
-    assert!(nodes.starts_with("NAME     STATUS    ROLES           AGE   VERSION\nnode-a   Unknown   control-plane   "), "{nodes}");
+    assert!(
+        nodes.starts_with("NAME     STATUS    ROLES           AGE   VERSION\nnode-a   Unknown   control-plane   "),
+        "{nodes}"
+    );
 
     // Discovery as kubectl shows it: new groups, short names, scope and kind.
     let resources = api.ok(&["api-resources"]);
@@ -227,7 +238,10 @@ fn workloads(flavor: Flavor) {
     ] {
         assert!(rows.contains(want), "{want:?} missing from\n{resources}");
     }
-    assert_eq!(api.ok(&["api-resources", "--api-group=apps", "-o", "name"]), "daemonsets.apps\ndeployments.apps\nreplicasets.apps\nstatefulsets.apps\n");
+    assert_eq!(
+        api.ok(&["api-resources", "--api-group=apps", "-o", "name"]),
+        "daemonsets.apps\ndeployments.apps\nreplicasets.apps\nstatefulsets.apps\n"
+    );
     let apps = json(&api.ok(&["get", "--raw", "/apis/apps/v1"]));
     let names: Vec<&str> = apps["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"deployments/scale") && names.contains(&"statefulsets/status"), "{names:?}");
@@ -254,11 +268,17 @@ fn workloads(flavor: Flavor) {
     assert_eq!(d["spec"]["template"]["spec"]["containers"][1]["imagePullPolicy"], "Always");
 
     // Typed `kubectl create` commands send protobuf.
-    assert_eq!(api.ok(&["create", "deployment", "api", "--image=api:1", "--replicas=2", "--port=8080"]), "deployment.apps/api created\n");
+    assert_eq!(
+        api.ok(&["create", "deployment", "api", "--image=api:1", "--replicas=2", "--port=8080"]),
+        "deployment.apps/api created\n"
+    );
     let d = json(&api.ok(&["get", "deploy", "api", "-o", "json"]));
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
     assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "api");
-    assert_eq!(api.ok(&["create", "role", "pod-reader", "--verb=get", "--resource=pods"]), "role.rbac.authorization.k8s.io/pod-reader created\n");
+    assert_eq!(
+        api.ok(&["create", "role", "pod-reader", "--verb=get", "--resource=pods"]),
+        "role.rbac.authorization.k8s.io/pod-reader created\n"
+    );
     api.ok(&["create", "clusterrolebinding", "admins", "--clusterrole=cluster-admin", "--user=ops"]);
 
     // Validation errors as kubectl prints them; nothing is written.
@@ -288,21 +308,36 @@ fn workloads(flavor: Flavor) {
         "error: failed to create deployment: namespaces \"missing\" not found\n"
     );
     // The selector is immutable; a role binding's roleRef too.
-    let patched = api.fails(&["patch", "deploy", "web", "--type=merge", "-p", r#"{"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}}"#]);
-    assert!(patched.contains("spec.selector: Invalid value: {\"matchLabels\":{\"app\":\"x\"}}: field is immutable"), "{patched}");
-    let patched = api.fails(&["patch", "rolebinding", "read-pods", "--type=merge", "-p", r#"{"roleRef":{"name":"other"}}"#]);
+    let patched = api.fails(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}}"#,
+    ]);
+    assert!(
+        patched.contains("spec.selector: Invalid value: {\"matchLabels\":{\"app\":\"x\"}}: field is immutable"),
+        "{patched}"
+    );
+    let patched =
+        api.fails(&["patch", "rolebinding", "read-pods", "--type=merge", "-p", r#"{"roleRef":{"name":"other"}}"#]);
     assert!(patched.contains("cannot change roleRef"), "{patched}");
 
     // pods/binding: what a scheduler calls; a second binding is a conflict.
     api.ok(&["run", "one", "--image=nginx"]);
-    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"one"},"target":{"kind":"Node","name":"node-a"}}"#;
+    let binding =
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"one"},"target":{"kind":"Node","name":"node-a"}}"#;
     let (code, st) = raw(&api, "POST", "/api/v1/namespaces/default/pods/one/binding", binding);
     assert_eq!((code, st["status"].as_str()), (201, Some("Success")), "{st}");
     assert_eq!(api.ok(&["get", "pod", "one", "-o", "jsonpath={.spec.nodeName}"]), "node-a");
     assert_eq!(api.ok(&["get", "pods", "--field-selector", "spec.nodeName=node-a", "-o", "name"]), "pod/one\n");
     let (code, st) = raw(&api, "POST", "/api/v1/namespaces/default/pods/one/binding", binding);
     assert_eq!(code, 409);
-    assert_eq!(st["message"], "Operation cannot be fulfilled on pods/binding \"one\": pod one is already assigned to node \"node-a\"");
+    assert_eq!(
+        st["message"],
+        "Operation cannot be fulfilled on pods/binding \"one\": pod one is already assigned to node \"node-a\""
+    );
 }
 
 #[test]
@@ -412,7 +447,14 @@ fn deletion(flavor: Flavor) {
     let held = json(&api.ok(&["get", "cm", "held", "-o", "json"]));
     assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
     assert_eq!(held["metadata"]["deletionGracePeriodSeconds"], 0);
-    let added = api.fails(&["patch", "cm", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":["example.com/hold","x/y"]}}"#]);
+    let added = api.fails(&[
+        "patch",
+        "cm",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold","x/y"]}}"#,
+    ]);
     assert!(
         added.contains("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [\"x/y\"]"),
         "{added}"
@@ -426,7 +468,16 @@ fn deletion(flavor: Flavor) {
     api.ok(&["-n", "team", "create", "deployment", "web", "--image=nginx"]);
     api.ok(&["-n", "team", "create", "service", "clusterip", "web", "--tcp=80"]);
     api.ok(&["-n", "team", "create", "configmap", "stuck"]);
-    api.ok(&["-n", "team", "patch", "cm", "stuck", "--type=merge", "-p", r#"{"metadata":{"finalizers":["example.com/hold"]}}"#]);
+    api.ok(&[
+        "-n",
+        "team",
+        "patch",
+        "cm",
+        "stuck",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
     assert_eq!(api.ok(&["delete", "ns", "team", "--wait=false"]), "namespace \"team\" deleted\n");
     assert!(api.ok(&["get", "ns", "team"]).contains("team   Terminating   "));
     assert_eq!(
@@ -436,7 +487,14 @@ fn deletion(flavor: Flavor) {
     eventually("the namespace's contents to go", || {
         api.ok(&["-n", "team", "get", "cm,deploy,svc", "-o", "name"]) == "configmap/stuck\n"
     });
-    assert!(api.ok(&["get", "ns", "team", "-o", "jsonpath={.status.phase}"]) == "Terminating");
+    assert_eq!(api.ok(&["get", "ns", "team", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    eventually("the namespace to say what remains", || {
+        let d = api.ok(&["describe", "ns", "team"]);
+        d.contains("Some resources are remaining: configmaps has 1 resource instances")
+            && d.contains(
+                "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances",
+            )
+    });
     api.ok(&["-n", "team", "patch", "cm", "stuck", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
     let waited = api.kubectl(&["wait", "--for=delete", "ns/team", "--timeout=30s"]);
     assert!(waited.success(), "{}{}", waited.stdout, waited.stderr);
