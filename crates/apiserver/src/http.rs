@@ -609,6 +609,14 @@ mod tests {
     }
 
     #[test]
+    fn forbidden_messages_name_the_api_group() {
+        let d = describe(&Method::GET, "/apis/apps/v1/namespaces/dev/deployments", "");
+        assert_eq!(d, ("list", "deployments".to_string(), Some("dev".to_string()), "apps".to_string()));
+        let d = describe(&Method::DELETE, "/api/v1/namespaces/dev", "");
+        assert_eq!(d, ("delete", "namespaces".to_string(), None, String::new()));
+    }
+
+    #[test]
     fn unknown_fields_are_found() {
         let input = json!({"metadata": {"name": "a", "bogus": 1}, "data": {"k": "v"}, "x": null});
         let typed = json!({"metadata": {"name": "a"}, "data": {"k": "v"}});

@@ -1,10 +1,12 @@
 //! `kaname apiserver`: the Kubernetes REST API over any etcd v3 endpoint (kaname's or real
 //! etcd), served over TLS with client-certificate authentication.
 //!
-//! Layers, top to bottom: `http` (routes, authn/authz, verbs, discovery) → `storage` and
-//! `watch` (the generic registry, parameterized by `resources`) → `etcd` (the v3 gRPC client).
-//! `pki` makes the certificates and the TLS config; `table`, `selector`, `patch` and `status`
-//! are the pieces of API machinery the verbs share.
+//! Layers, top to bottom: `http` (routes, authn/authz, verbs), `discovery` and
+//! `subresources` (scale, binding) → `storage` and `watch` (the generic registry,
+//! parameterized by `resources`, one module per API group) → `etcd` (the v3 gRPC client).
+//! `namespace_controller` empties and removes terminating namespaces. `pki` makes the
+//! certificates and the TLS config; `table`, `selector`, `patch` and `status` are the pieces
+//! of API machinery the verbs share.
 
 pub mod discovery;
 pub mod etcd;
