@@ -73,8 +73,7 @@ async fn authenticate(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> 
         }
         return ApiError::unauthorized().into_response();
     };
-    let is_resource = path.starts_with("/api/v1/") || path.starts_with("/apis/");
-    if is_resource && !user.is_master() {
+    if is_resource_path(&path) && !user.is_master() {
         let (verb, plural, ns, group) = describe(req.method(), &path, req.uri().query().unwrap_or(""));
         let scope = match ns {
             Some(ns) => format!("in the namespace \"{ns}\""),
@@ -96,6 +95,13 @@ async fn authenticate(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> 
         _ => None,
     };
     next.run(req).await
+}
+
+/// Whether a path is a resource (not discovery, which every authenticated user may read):
+/// below `/api/v1/` or `/apis/<group>/<version>/`.
+fn is_resource_path(path: &str) -> bool {
+    path.starts_with("/api/v1/")
+        || path.strip_prefix("/apis/").is_some_and(|r| r.split('/').filter(|s| !s.is_empty()).count() > 2)
 }
 
 /// The verb, resource, namespace and API group of a request, for Forbidden messages.
@@ -614,6 +620,8 @@ mod tests {
         assert_eq!(d, ("list", "deployments".to_string(), Some("dev".to_string()), "apps".to_string()));
         let d = describe(&Method::DELETE, "/api/v1/namespaces/dev", "");
         assert_eq!(d, ("delete", "namespaces".to_string(), None, String::new()));
+        assert!(is_resource_path("/apis/apps/v1/deployments") && is_resource_path("/api/v1/pods"));
+        assert!(!is_resource_path("/apis/apps/v1") && !is_resource_path("/apis/apps") && !is_resource_path("/apis"));
     }
 
     #[test]
