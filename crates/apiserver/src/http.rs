@@ -1,6 +1,7 @@
 //! The HTTP surface: health, version and discovery, then the REST verbs of every resource in
-//! [`crate::resources::CORE_V1`] under `/api/v1`, with authentication and authorization in
-//! front (client certificates; `system:masters` may do everything).
+//! [`crate::resources::GROUPS`] under `/api/v1` and `/apis/<group>/<version>`, with
+//! authentication and authorization in front (client certificates; `system:masters` may do
+//! everything).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +16,12 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::discovery::{aggregated, aggregated_group, wants_aggregated};
 use crate::pki::User;
-use crate::resources::{by_plural, Resource, CORE_V1};
+use crate::resources::{Resource, GROUPS};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{ListOptions, Storage};
+use crate::storage::{DeleteOptions, ListOptions, Storage};
 
 /// The Kubernetes release whose API this server speaks (kubectl picks its skew from it).
 pub const KUBE_MINOR: &str = "33";
@@ -30,6 +32,8 @@ pub struct Ctx {
     pub inflight: Option<Arc<tokio::sync::Semaphore>>,
     /// Host:port clients are told to use in `/api` (the advertise address).
     pub server_address: String,
+    /// Wakes the namespace controller when a namespace is marked for deletion here.
+    pub namespace_deleted: Arc<tokio::sync::Notify>,
 }
 
 /// The identity of the connection a request came on (set per TLS connection).
@@ -43,11 +47,14 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/readyz", get(readyz))
         .route("/version", get(version))
         .route("/api", get(api_versions))
-        .route("/apis", get(api_groups))
-        .route("/api/v1", get(core_resources))
+        .route("/apis", get(|headers: HeaderMap| async move { crate::discovery::groups(&headers) }))
+        .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/api/v1", get(|| async { group_version_resources("", "v1") }))
         .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &crate::openapi::root()) }))
         .route("/openapi/v3/api/v1", get(|| async { json_response(StatusCode::OK, &crate::openapi::core_v1()) }))
-        .route("/api/v1/{*rest}", axum::routing::any(resource))
+        .route("/api/v1/{*rest}", axum::routing::any(core_resource))
+        .route("/apis/{group}/{version}/{*rest}", axum::routing::any(group_resource))
         .fallback(|| async { ApiError::not_found_path() })
         .layer(middleware::from_fn_with_state(ctx.clone(), authenticate))
         .with_state(ctx)
@@ -66,15 +73,15 @@ async fn authenticate(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> 
         }
         return ApiError::unauthorized().into_response();
     };
-    let is_resource = path.starts_with("/api/v1/") || path.starts_with("/apis/");
-    if is_resource && !user.is_master() {
-        let (verb, plural, ns) = describe(req.method(), &path, req.uri().query().unwrap_or(""));
+    if is_resource_path(&path) && !user.is_master() {
+        let (verb, plural, ns, group) = describe(req.method(), &path, req.uri().query().unwrap_or(""));
         let scope = match ns {
             Some(ns) => format!("in the namespace \"{ns}\""),
             None => "at the cluster scope".to_string(),
         };
+        let qualified = if group.is_empty() { plural.clone() } else { format!("{plural}.{group}") };
         return ApiError::forbidden(format!(
-            "{plural} is forbidden: User \"{}\" cannot {verb} resource \"{plural}\" in API group \"\" {scope}",
+            "{qualified} is forbidden: User \"{}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}",
             user.name
         ))
         .into_response();
@@ -90,9 +97,24 @@ async fn authenticate(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
-/// The verb, resource and namespace of a request, for Forbidden messages.
-fn describe(method: &Method, path: &str, query: &str) -> (&'static str, String, Option<String>) {
-    let segs: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+/// Whether a path is a resource (not discovery, which every authenticated user may read):
+/// below `/api/v1/` or `/apis/<group>/<version>/`.
+fn is_resource_path(path: &str) -> bool {
+    path.starts_with("/api/v1/")
+        || path.strip_prefix("/apis/").is_some_and(|r| r.split('/').filter(|s| !s.is_empty()).count() > 2)
+}
+
+/// The verb, resource, namespace and API group of a request, for Forbidden messages.
+fn describe(method: &Method, path: &str, query: &str) -> (&'static str, String, Option<String>, String) {
+    let (group, rest) = match path.strip_prefix("/apis/") {
+        Some(r) => {
+            let mut parts = r.splitn(3, '/');
+            let group = parts.next().unwrap_or("").to_string();
+            (group, parts.nth(1).unwrap_or(""))
+        }
+        None => (String::new(), path.trim_start_matches("/api/v1/")),
+    };
+    let segs: Vec<&str> = rest.split('/').collect();
     let (ns, rest) = match segs.as_slice() {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest.to_vec()),
         s => (None, s.to_vec()),
@@ -110,7 +132,7 @@ fn describe(method: &Method, path: &str, query: &str) -> (&'static str, String, 
         Method::DELETE => "deletecollection",
         _ => "access",
     };
-    (verb, rest.first().unwrap_or(&"").to_string(), ns)
+    (verb, rest.first().unwrap_or(&"").to_string(), ns, group)
 }
 
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
@@ -121,7 +143,7 @@ async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
     }
 }
 
-fn json_response(code: StatusCode, v: &Value) -> Response {
+pub fn json_response(code: StatusCode, v: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
@@ -142,59 +164,9 @@ async fn version() -> Response {
     )
 }
 
-const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-
-/// Whether the client asked for aggregated discovery (apidiscovery.k8s.io/v2), which lists
-/// every resource in one response instead of one request per group-version.
-fn wants_aggregated(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|m| m.contains("g=apidiscovery.k8s.io") && m.contains("v=v2;") && m.contains("as=APIGroupDiscoveryList"))
-}
-
-fn aggregated(items: Vec<Value>) -> Response {
-    let body = json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items});
-    (StatusCode::OK, [(header::CONTENT_TYPE, AGGREGATED)], body.to_string()).into_response()
-}
-
-const VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
-const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
-
 async fn api_versions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
     if wants_aggregated(&headers) {
-        let resources: Vec<Value> = CORE_V1
-            .iter()
-            .map(|r| {
-                let mut v = json!({
-                    "resource": r.plural,
-                    "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-                    "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                    "singularResource": r.singular,
-                    "verbs": VERBS,
-                });
-                if !r.short_names.is_empty() {
-                    v["shortNames"] = json!(r.short_names);
-                }
-                if !r.categories.is_empty() {
-                    v["categories"] = json!(r.categories);
-                }
-                if r.has_status {
-                    v["subresources"] = json!([{
-                        "subresource": "status",
-                        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-                        "verbs": STATUS_VERBS,
-                    }]);
-                }
-                v
-            })
-            .collect();
-        return aggregated(vec![json!({
-            "metadata": {"creationTimestamp": null},
-            "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
-        })]);
+        return aggregated(GROUPS.iter().filter(|g| g.group.is_empty()).map(aggregated_group).collect());
     }
     json_response(
         StatusCode::OK,
@@ -206,87 +178,100 @@ async fn api_versions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Respon
     )
 }
 
-/// No API groups yet (only the legacy core group under /api).
-async fn api_groups(headers: HeaderMap) -> Response {
-    if wants_aggregated(&headers) {
-        return aggregated(Vec::new());
+async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
+    match crate::discovery::find_group(&group) {
+        Some(g) => json_response(StatusCode::OK, &crate::discovery::group(g)),
+        None => ApiError::not_found_path().into_response(),
     }
-    json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
 }
 
-async fn core_resources() -> Response {
-    let resources: Vec<Value> = CORE_V1
-        .iter()
-        .map(|r| {
-            let mut v = json!({
-                "name": r.plural,
-                "singularName": r.singular,
-                "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": VERBS,
-            });
-            if !r.short_names.is_empty() {
-                v["shortNames"] = json!(r.short_names);
-            }
-            if !r.categories.is_empty() {
-                v["categories"] = json!(r.categories);
-            }
-            v
-        })
-        .collect();
-    let mut resources = resources;
-    for r in CORE_V1.iter().filter(|r| r.has_status) {
-        resources.push(json!({
-            "name": format!("{}/status", r.plural),
-            "singularName": "",
-            "namespaced": r.namespaced,
-            "kind": r.kind,
-            "verbs": STATUS_VERBS,
-        }));
-    }
-    json_response(StatusCode::OK, &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}))
+async fn group_resources(axum::extract::Path((group, version)): axum::extract::Path<(String, String)>) -> Response {
+    group_version_resources(&group, &version)
 }
 
-/// Where a `/api/v1/...` path points.
+fn group_version_resources(group: &str, version: &str) -> Response {
+    match crate::discovery::find_group_version(group, version) {
+        Some(gv) => json_response(StatusCode::OK, &crate::discovery::resource_list(gv)),
+        None => ApiError::not_found_path().into_response(),
+    }
+}
+
+/// Where a resource path (below `/api/v1` or `/apis/<group>/<version>`) points.
 struct Target {
     res: &'static Resource,
     ns: Option<String>,
     name: Option<String>,
-    /// The `/status` subresource of the named object.
-    status: bool,
+    sub: Sub,
 }
 
-fn route(rest: &str) -> ApiResult<Target> {
+/// The subresource a path names, if any.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sub {
+    None,
+    Status,
+    Scale,
+    Binding,
+    Finalize,
+}
+
+impl Sub {
+    fn parse(s: &str) -> Option<Sub> {
+        match s {
+            "status" => Some(Sub::Status),
+            "scale" => Some(Sub::Scale),
+            "binding" => Some(Sub::Binding),
+            "finalize" => Some(Sub::Finalize),
+            _ => None,
+        }
+    }
+
+    fn served_by(self, r: &Resource) -> bool {
+        let core = |plural: &str| r.group.is_empty() && r.plural == plural;
+        match self {
+            Sub::None => true,
+            Sub::Status => r.has_status,
+            Sub::Scale => r.has_scale,
+            Sub::Binding => core("pods"),
+            Sub::Finalize => core("namespaces"),
+        }
+    }
+}
+
+fn route(group: &str, version: &str, rest: &str) -> ApiResult<Target> {
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let find = |p: &str| by_plural(p).ok_or_else(ApiError::not_found_path);
-    let t = |res, ns: Option<&str>, name: Option<&str>, status| Target {
+    let find = |p: &str| crate::resources::find(group, version, p).ok_or_else(ApiError::not_found_path);
+    let t = |res, ns: Option<&str>, name: Option<&str>, sub| Target {
         res,
         ns: ns.map(str::to_string),
         name: name.map(str::to_string),
-        status,
+        sub,
     };
+    let sub = |s: &str| Sub::parse(s).ok_or_else(ApiError::not_found_path);
     let t = match segs.as_slice() {
-        [plural] => t(find(plural)?, None, None, false),
-        // Before the namespaced collection pattern: `namespaces/<name>/status`.
-        [plural, name, "status"] => t(find(plural)?, None, Some(name), true),
-        ["namespaces", ns, plural] => t(find(plural)?, Some(ns), None, false),
-        ["namespaces", ns, plural, name] => t(find(plural)?, Some(ns), Some(name), false),
-        ["namespaces", ns, plural, name, "status"] => t(find(plural)?, Some(ns), Some(name), true),
-        [plural, name] => t(find(plural)?, None, Some(name), false),
+        [plural] => t(find(plural)?, None, None, Sub::None),
+        // Before the namespaced collection pattern: `namespaces/<name>/status|finalize`.
+        ["namespaces", name, s] if group.is_empty() && Sub::parse(s).is_some() => {
+            t(find("namespaces")?, None, Some(name), sub(s)?)
+        }
+        ["namespaces", ns, plural] => t(find(plural)?, Some(ns), None, Sub::None),
+        ["namespaces", ns, plural, name] => t(find(plural)?, Some(ns), Some(name), Sub::None),
+        ["namespaces", ns, plural, name, s] => t(find(plural)?, Some(ns), Some(name), sub(s)?),
+        [plural, name] => t(find(plural)?, None, Some(name), Sub::None),
+        [plural, name, s] => t(find(plural)?, None, Some(name), sub(s)?),
         _ => return Err(ApiError::not_found_path()),
     };
     // A namespaced resource named without its namespace (`/api/v1/pods/x`) is no URL; a
-    // cluster-scoped one has no namespace segment; only some kinds have a status.
+    // cluster-scoped one has no namespace segment; only some kinds have each subresource.
     if (t.res.namespaced && t.ns.is_none() && t.name.is_some())
         || (!t.res.namespaced && t.ns.is_some())
-        || (t.status && !t.res.has_status)
+        || !t.sub.served_by(t.res)
     {
         return Err(ApiError::not_found_path());
     }
     Ok(t)
 }
 
-async fn resource(
+async fn core_resource(
     State(ctx): State<Arc<Ctx>>,
     axum::extract::Path(rest): axum::extract::Path<String>,
     method: Method,
@@ -294,7 +279,21 @@ async fn resource(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match serve(&ctx, &rest, method, &q, &headers, body).await {
+    match serve(&ctx, route("", "v1", &rest), method, &q, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn group_resource(
+    State(ctx): State<Arc<Ctx>>,
+    axum::extract::Path((group, version, rest)): axum::extract::Path<(String, String, String)>,
+    method: Method,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match serve(&ctx, route(&group, &version, &rest), method, &q, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -311,18 +310,49 @@ fn wants_table(headers: &HeaderMap) -> bool {
 
 async fn serve(
     ctx: &Ctx,
-    rest: &str,
+    target: ApiResult<Target>,
     method: Method,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let t = route(rest)?;
+    let t = target?;
     let st = &ctx.storage;
     let ns = t.ns.as_deref();
     if q.get("dryRun").is_some_and(|d| !d.is_empty()) {
         return Err(ApiError::bad_request("dryRun is not supported by this server yet"));
     }
+    if let Some(name) = t.name.as_deref() {
+        match (t.sub, &method) {
+            (Sub::Scale, &Method::GET) => {
+                return Ok(json_response(StatusCode::OK, &crate::subresources::get_scale(st, t.res, ns, name).await?))
+            }
+            (Sub::Scale, &Method::PUT) => {
+                let scale: Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+                let out = crate::subresources::put_scale(st, t.res, ns, name, &scale).await?;
+                return Ok(json_response(StatusCode::OK, &out));
+            }
+            (Sub::Scale, &Method::PATCH) => {
+                let out = crate::subresources::patch_scale(st, t.res, ns, name, headers, &body).await?;
+                return Ok(json_response(StatusCode::OK, &out));
+            }
+            (Sub::Binding, &Method::POST) => {
+                crate::subresources::bind(st, t.res, ns, name, &body).await?;
+                let ok =
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+                return Ok(json_response(StatusCode::CREATED, &ok));
+            }
+            (Sub::Finalize, &Method::PUT) => {
+                let (body, warnings) = decode_body(t.res, headers, &body, q)?;
+                let obj = st.update_part(t.res, ns, name, body, crate::storage::Part::Finalize).await?;
+                return Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings));
+            }
+            (Sub::Scale | Sub::Binding | Sub::Finalize, _) => return Err(ApiError::method_not_allowed()),
+            (Sub::None | Sub::Status, _) => {}
+        }
+    }
+    let status = t.sub == Sub::Status;
     match (method, &t.name) {
         (Method::POST, Some(_)) => Err(ApiError::method_not_allowed()),
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => watch(ctx, &t, q, headers),
@@ -359,47 +389,75 @@ async fn serve(
         }
         (Method::PUT, Some(name)) => {
             let (body, warnings) = decode_body(t.res, headers, &body, q)?;
-            let obj = st.update(t.res, ns, name, body, t.status).await?;
+            let obj = st.update(t.res, ns, name, body, status).await?;
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let (obj, warnings) = crate::patch::apply(
-                st,
-                crate::patch::Target { res: t.res, ns, name, status: t.status },
-                headers,
-                &body,
-                q,
-            )
-            .await?;
+            let (obj, warnings) =
+                crate::patch::apply(st, crate::patch::Target { res: t.res, ns, name, status }, headers, &body, q)
+                    .await?;
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
-        (Method::DELETE, Some(_)) if t.status => Err(ApiError::method_not_allowed()),
+        (Method::DELETE, Some(_)) if status => Err(ApiError::method_not_allowed()),
         (Method::DELETE, Some(name)) => {
-            let opts: Value = if body.is_empty() {
-                json!({})
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
-            };
-            let pre_rv = match opts["preconditions"]["resourceVersion"].as_str() {
-                Some(s) => Some(s.parse().map_err(|_| ApiError::bad_request("invalid precondition resourceVersion"))?),
-                None => None,
-            };
-            let pre_uid = opts["preconditions"]["uid"].as_str().map(str::to_string);
-            let old = st.delete(t.res, ns, name, pre_rv, pre_uid).await?;
+            let opts = delete_options(q, &body)?;
+            let deleted = st.delete(t.res, ns, name, &opts).await?;
+            if t.res.group.is_empty() && t.res.plural == "namespaces" {
+                ctx.namespace_deleted.notify_one();
+            }
+            // Upstream answers with the object while it waits (finalizers, a pod's grace
+            // period) and for kinds that return what they deleted (pods); otherwise Status.
+            if !deleted.gone || (t.res.group.is_empty() && t.res.plural == "pods") {
+                return Ok(json_response(StatusCode::OK, &deleted.object));
+            }
+            let mut details = json!({"name": name, "kind": t.res.plural, "uid": deleted.object["metadata"]["uid"]});
+            if !t.res.group.is_empty() {
+                details["group"] = json!(t.res.group);
+            }
             Ok(json_response(
                 StatusCode::OK,
-                &json!({
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "details": {"name": name, "kind": t.res.plural, "uid": old["metadata"]["uid"]},
-                }),
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
             ))
+        }
+        (Method::DELETE, None) => {
+            let list = list_options(t.res, q)?;
+            let opts = delete_options(q, &body)?;
+            let items = st.delete_collection(t.res, ns, &list, &opts).await?;
+            if t.res.group.is_empty() && t.res.plural == "namespaces" {
+                ctx.namespace_deleted.notify_one();
+            }
+            let out = json!({
+                "kind": format!("{}List", t.res.kind),
+                "apiVersion": t.res.api_version(),
+                "metadata": {},
+                "items": items,
+            });
+            Ok(json_response(StatusCode::OK, &out))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// DeleteOptions from the body (kubectl sends one) and the `gracePeriodSeconds` parameter.
+fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteOptions> {
+    let opts: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let resource_version = match opts["preconditions"]["resourceVersion"].as_str() {
+        Some(s) => Some(s.parse().map_err(|_| ApiError::bad_request("invalid precondition resourceVersion"))?),
+        None => None,
+    };
+    let grace_period = match (opts["gracePeriodSeconds"].as_i64(), q.get("gracePeriodSeconds")) {
+        (Some(g), _) => Some(g),
+        (None, Some(s)) => {
+            Some(s.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {s:?}")))?)
+        }
+        (None, None) => None,
+    };
+    let uid = opts["preconditions"]["uid"].as_str().map(str::to_string);
+    Ok(DeleteOptions { resource_version, uid, grace_period })
 }
 
 fn list_options(res: &Resource, q: &HashMap<String, String>) -> ApiResult<ListOptions> {
@@ -533,6 +591,7 @@ mod tests {
 
     #[test]
     fn routes() {
+        let route = |rest: &str| super::route("", "v1", rest);
         let t = route("namespaces/default/configmaps/x").unwrap();
         assert_eq!((t.res.plural, t.ns.as_deref(), t.name.as_deref()), ("configmaps", Some("default"), Some("x")));
         let t = route("namespaces/default").unwrap();
@@ -541,9 +600,28 @@ mod tests {
         assert!(route("configmaps/x").is_err());
         assert!(route("namespaces/a/namespaces").is_err());
         assert!(route("bogus").is_err());
-        assert!(route("namespaces/a/pods/p/status").unwrap().status);
-        assert!(route("namespaces/a/status").unwrap().status);
+        assert_eq!(route("namespaces/a/pods/p/status").unwrap().sub, Sub::Status);
+        assert_eq!(route("namespaces/a/status").unwrap().sub, Sub::Status);
+        assert_eq!(route("namespaces/a/finalize").unwrap().sub, Sub::Finalize);
+        assert_eq!(route("namespaces/a/pods/p/binding").unwrap().sub, Sub::Binding);
         assert!(route("namespaces/a/configmaps/c/status").is_err());
+        assert!(route("namespaces/a/deployments").is_err(), "deployments are in apps/v1");
+        let t = super::route("apps", "v1", "namespaces/a/deployments/d/scale").unwrap();
+        assert_eq!((t.res.kind, t.sub), ("Deployment", Sub::Scale));
+        assert!(super::route("apps", "v1", "namespaces/a/daemonsets/d/scale").is_err());
+        let t = super::route("rbac.authorization.k8s.io", "v1", "clusterroles/admin").unwrap();
+        assert_eq!((t.res.kind, t.ns.as_deref()), ("ClusterRole", None));
+        assert!(super::route("apps", "v2", "deployments").is_err());
+    }
+
+    #[test]
+    fn forbidden_messages_name_the_api_group() {
+        let d = describe(&Method::GET, "/apis/apps/v1/namespaces/dev/deployments", "");
+        assert_eq!(d, ("list", "deployments".to_string(), Some("dev".to_string()), "apps".to_string()));
+        let d = describe(&Method::DELETE, "/api/v1/namespaces/dev", "");
+        assert_eq!(d, ("delete", "namespaces".to_string(), None, String::new()));
+        assert!(is_resource_path("/apis/apps/v1/deployments") && is_resource_path("/api/v1/pods"));
+        assert!(!is_resource_path("/apis/apps/v1") && !is_resource_path("/apis/apps") && !is_resource_path("/apis"));
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! `kaname apiserver`: the Kubernetes REST API over any etcd v3 endpoint (kaname's or real
 //! etcd), served over TLS with client-certificate authentication.
 //!
-//! Layers, top to bottom: `http` (routes, authn/authz, verbs, discovery) → `storage` and
-//! `watch` (the generic registry, parameterized by `resources`) → `etcd` (the v3 gRPC client).
-//! `pki` makes the certificates and the TLS config; `table`, `selector`, `patch` and `status`
-//! are the pieces of API machinery the verbs share.
+//! Layers, top to bottom: `http` (routes, authn/authz, verbs), `discovery` and
+//! `subresources` (scale, binding) → `storage` and `watch` (the generic registry,
+//! parameterized by `resources`, one module per API group) → `etcd` (the v3 gRPC client).
+//! `namespace_controller` empties and removes terminating namespaces. `pki` makes the
+//! certificates and the TLS config; `table`, `selector`, `patch` and `status` are the pieces
+//! of API machinery the verbs share.
 
+pub mod discovery;
 pub mod etcd;
 pub mod http;
+pub mod namespace_controller;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
@@ -16,6 +20,7 @@ pub mod resources;
 pub mod selector;
 pub mod status;
 pub mod storage;
+pub mod subresources;
 pub mod table;
 pub mod watch;
 
@@ -86,7 +91,13 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
         key_file: flags.etcd_keyfile.clone(),
     };
     let etcd = etcd::Etcd::connect(&flags.etcd_servers, &tls)?;
-    let storage = storage::Storage { etcd, prefix: flags.etcd_prefix.trim_end_matches('/').to_string() };
+    let service_range =
+        resources::service_ips::ServiceRange::parse(&flags.service_cluster_ip_range).map_err(|e| anyhow::anyhow!(e))?;
+    let storage = storage::Storage {
+        etcd,
+        prefix: flags.etcd_prefix.trim_end_matches('/').to_string(),
+        service_range: Arc::new(service_range),
+    };
 
     let host = flags
         .advertise_address
@@ -114,9 +125,11 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
     let tls_config = pki::server_config(&cert, &key, client_ca.as_deref())?;
 
     tokio::spawn(create_system_namespaces(storage.clone()));
+    let namespace_deleted = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(namespace_controller::run(storage.clone(), namespace_deleted.clone()));
     let inflight =
         (flags.max_requests_inflight > 0).then(|| Arc::new(tokio::sync::Semaphore::new(flags.max_requests_inflight)));
-    let ctx = Arc::new(http::Ctx { storage, inflight, server_address });
+    let ctx = Arc::new(http::Ctx { storage, inflight, server_address, namespace_deleted });
     let router = http::router(ctx);
 
     let addr = SocketAddr::new(flags.bind_address, flags.secure_port);

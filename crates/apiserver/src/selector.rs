@@ -88,6 +88,33 @@ impl LabelSelector {
         self.0.is_empty()
     }
 
+    /// A `metav1.LabelSelector` object (matchLabels and matchExpressions, ANDed), as upstream's
+    /// `LabelSelectorAsSelector` converts it.
+    pub fn from_api(sel: &Value) -> Result<LabelSelector, String> {
+        let mut reqs = Vec::new();
+        if let Some(m) = sel["matchLabels"].as_object() {
+            for (k, v) in m {
+                reqs.push((k.clone(), Op::Eq(v.as_str().unwrap_or("").to_string())));
+            }
+        }
+        for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+            let key = e["key"].as_str().unwrap_or("").to_string();
+            let values: Vec<String> =
+                e["values"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
+            let op = match e["operator"].as_str().unwrap_or("") {
+                "In" => Op::In(values),
+                "NotIn" => Op::NotIn(values),
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::NotExists,
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            };
+            reqs.push((key, op));
+        }
+        // Upstream sorts requirements by key, which is the order its String() prints.
+        reqs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(LabelSelector(reqs))
+    }
+
     pub fn matches(&self, labels: &Value) -> bool {
         self.0.iter().all(|(k, op)| {
             let v = labels.get(k).and_then(Value::as_str);
@@ -102,6 +129,32 @@ impl LabelSelector {
             }
         })
     }
+}
+
+/// The selector as upstream's `labels.Selector.String()` prints it (`app=web,tier in (a,b)`),
+/// e.g. in a Scale's `status.selector` and the SELECTOR column of `-o wide`.
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, op)| match op {
+                Op::Exists => k.clone(),
+                Op::NotExists => format!("!{k}"),
+                Op::Eq(v) => format!("{k}={v}"),
+                Op::NotEq(v) => format!("{k}!={v}"),
+                Op::In(vs) => format!("{k} in ({})", sorted(vs).join(",")),
+                Op::NotIn(vs) => format!("{k} notin ({})", sorted(vs).join(",")),
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+fn sorted(vs: &[String]) -> Vec<String> {
+    let mut v = vs.to_vec();
+    v.sort();
+    v
 }
 
 fn split_set_op(p: &str, op: &str) -> Option<(String, String)> {
@@ -186,6 +239,15 @@ mod tests {
         assert!(m(""));
         assert!(LabelSelector::parse("app in web").is_err());
         assert!(LabelSelector::parse("a b=c").is_err());
+    }
+
+    #[test]
+    fn api_label_selectors() {
+        let sel = json!({"matchLabels": {"tier": "front", "app": "web"}, "matchExpressions": [{"key": "env", "operator": "In", "values": ["b", "a"]}]});
+        let s = LabelSelector::from_api(&sel).unwrap();
+        assert_eq!(s.to_string(), "app=web,env in (a,b),tier=front");
+        assert!(s.matches(&json!({"app": "web", "tier": "front", "env": "a"})));
+        assert!(!s.matches(&json!({"app": "web", "tier": "front"})));
     }
 
     #[test]

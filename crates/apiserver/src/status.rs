@@ -24,6 +24,19 @@ impl FieldError {
             detail: format!("Invalid value: {}: {why}", serde_json::to_string(value).unwrap_or_default()),
         }
     }
+    /// An invalid value that is not a string (a list, a number), printed as JSON as
+    /// upstream's field errors print non-string values.
+    pub fn invalid_value(field: impl Into<String>, value: &Value, why: &str) -> Self {
+        FieldError { kind: "FieldValueInvalid", field: field.into(), detail: format!("Invalid value: {value}: {why}") }
+    }
+    pub fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Self {
+        let quoted: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        FieldError {
+            kind: "FieldValueNotSupported",
+            field: field.into(),
+            detail: format!("Unsupported value: {value:?}: supported values: {}", quoted.join(", ")),
+        }
+    }
     pub fn required(field: impl Into<String>, why: &str) -> Self {
         let detail = if why.is_empty() { "Required value".to_string() } else { format!("Required value: {why}") };
         FieldError { kind: "FieldValueRequired", field: field.into(), detail }
@@ -42,26 +55,26 @@ pub struct ApiError {
     pub details: Option<Value>,
 }
 
+/// Upstream's StatusDetails for a `resource.group` (or `Kind.group`) and a name: the group
+/// is reported apart from the kind.
+fn details(qualified: &str, name: &str) -> Value {
+    match qualified.split_once('.') {
+        Some((kind, group)) => json!({"name": name, "group": group, "kind": kind}),
+        None => json!({"name": name, "kind": qualified}),
+    }
+}
+
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
         ApiError { code, reason, message, details }
     }
-    /// `configmaps "x" not found`; `resource` is the plural (upstream's GroupResource).
+    /// `configmaps "x" not found`; `resource` is the plural, qualified by its group for named
+    /// groups (`deployments.apps`), as upstream's GroupResource prints.
     pub fn not_found(resource: &str, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{resource} \"{name}\" not found"),
-            Some(json!({"name": name, "kind": resource})),
-        )
+        Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"), Some(details(resource, name)))
     }
     pub fn already_exists(resource: &str, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{resource} \"{name}\" already exists"),
-            Some(json!({"name": name, "kind": resource})),
-        )
+        Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"), Some(details(resource, name)))
     }
     /// The optimistic-concurrency failure of an update whose resourceVersion is stale.
     pub fn conflict(resource: &str, name: &str, why: &str) -> Self {
@@ -69,7 +82,7 @@ impl ApiError {
             409,
             "Conflict",
             format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
-            Some(json!({"name": name, "kind": resource})),
+            Some(details(resource, name)),
         )
     }
     pub fn stale(resource: &str, name: &str) -> Self {
@@ -82,7 +95,8 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into(), None)
     }
-    /// 422 with upstream's aggregate message: one error as is, several in `[a, b]`.
+    /// 422 with upstream's aggregate message: one error as is, several in `[a, b]`; `kind`
+    /// is qualified by its group for named groups (`Deployment.apps`).
     pub fn invalid(kind: &str, name: &str, errs: &[FieldError]) -> Self {
         let texts: Vec<String> = errs.iter().map(|e| format!("{}: {}", e.field, e.detail)).collect();
         let agg = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
@@ -92,7 +106,11 @@ impl ApiError {
             422,
             "Invalid",
             format!("{kind} \"{name}\" is invalid: {agg}"),
-            Some(json!({"name": name, "kind": kind, "causes": causes})),
+            Some({
+                let mut d = details(kind, name);
+                d["causes"] = json!(causes);
+                d
+            }),
         )
     }
     pub fn method_not_allowed() -> Self {
@@ -107,7 +125,7 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?}; protobuf only for Namespace, ConfigMap, Secret and ServiceAccount)"),
+            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?}; protobuf only for the kinds `kubectl create <kind>` sends)"),
             None,
         )
     }
@@ -116,6 +134,10 @@ impl ApiError {
     }
     pub fn forbidden(message: String) -> Self {
         Self::new(403, "Forbidden", message, None)
+    }
+    /// Upstream's `NewForbidden(resource, name, err)`: `<resource> "<name>" is forbidden: <why>`.
+    pub fn forbidden_object(resource: &str, name: &str, why: &str) -> Self {
+        Self::new(403, "Forbidden", format!("{resource} \"{name}\" is forbidden: {why}"), Some(details(resource, name)))
     }
     /// The body of a 410 for a compacted resourceVersion (watch ERROR events carry it too).
     pub fn expired(message: String) -> Self {

@@ -6,13 +6,16 @@
 //! updates and deletes are transactions comparing it, and a list's resourceVersion is the etcd
 //! revision it was read at (so a watch can start right after it).
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+
 use base64::Engine;
-use kaname_proto::etcdserverpb::TxnRequest;
+use kaname_proto::etcdserverpb::{RequestOp, TxnRequest};
 use kaname_proto::mvccpb::KeyValue;
 use serde_json::{json, Value};
 
 use crate::etcd::{self, Etcd};
-use crate::resources::{check_name, Resource};
+use crate::resources::{check_name, service_ips, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult, FieldError};
 
@@ -21,6 +24,8 @@ pub struct Storage {
     pub etcd: Etcd,
     /// `--etcd-prefix`, without a trailing slash.
     pub prefix: String,
+    /// `--service-cluster-ip-range`, where services' cluster IPs come from.
+    pub service_range: std::sync::Arc<service_ips::ServiceRange>,
 }
 
 #[derive(Default)]
@@ -62,25 +67,48 @@ impl Storage {
     pub async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         match self.etcd.get(&self.key(res, ns, name)).await? {
             Some(kv) => decode(&kv),
-            None => Err(ApiError::not_found(res.plural, name)),
+            None => Err(ApiError::not_found(&res.qualified_plural(), name)),
         }
     }
 
     pub async fn create(&self, res: &'static Resource, ns: Option<&str>, body: Value) -> ApiResult<Value> {
         let mut obj = prepare_body(res, ns, body)?;
         let meta = &mut obj["metadata"];
-        for server_owned in ["resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "selfLink"] {
-            if let Some(m) = meta.as_object_mut() {
+        if let Some(m) = meta.as_object_mut() {
+            for server_owned in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "selfLink",
+            ] {
                 m.remove(server_owned);
             }
         }
         meta["uid"] = json!(new_uid());
         meta["creationTimestamp"] = json!(now_rfc3339());
+        if res.generation {
+            meta["generation"] = json!(1);
+        }
         (res.prepare_create)(&mut obj);
         let generate = obj["metadata"]["name"].as_str().unwrap_or("").is_empty();
         let generate_prefix = obj["metadata"]["generateName"].as_str().unwrap_or("").to_string();
-        // A generated name that collides is retried, as upstream's registry does.
-        for _attempt in 0..5 {
+        let is_service = res.group.is_empty() && res.plural == "services";
+        let requested_ip =
+            obj["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty() && *s != "None").map(str::to_string);
+        if is_service && !service_ips::needs_ip(&obj) {
+            let family = self.service_range.family();
+            if obj["spec"]["clusterIP"] == "None" {
+                obj["spec"]["clusterIPs"] = json!(["None"]);
+                obj["spec"]["ipFamilies"] = json!([family]);
+                obj["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+            }
+        }
+        // Retried when a generated name or a picked cluster IP collides, or the namespace
+        // changed between reading it and writing, as upstream's registry retries.
+        for _attempt in 0..16 {
             if generate && !generate_prefix.is_empty() {
                 let suffix: String =
                     (0..5).map(|_| NAME_CHARS[rand::random::<usize>() % NAME_CHARS.len()] as char).collect();
@@ -91,14 +119,48 @@ impl Storage {
             let key = self.key(res, ns, &name);
             let mut compare = vec![etcd::cmp_absent(&key)];
             let mut failure = vec![etcd::op_get(&key)];
-            let ns_key = ns.filter(|_| res.namespaced).map(|ns| format!("{}/namespaces/{ns}", self.prefix));
-            if let Some(k) = &ns_key {
-                // The namespace must exist, checked in the same transaction as the write.
-                compare.push(etcd::cmp_present(k));
-                failure.push(etcd::op_get(k));
+            let mut success = Vec::new();
+            if let Some(ns) = ns.filter(|_| res.namespaced) {
+                // Upstream's NamespaceLifecycle admission: the namespace must exist and not be
+                // terminating, and stay so until the write (compared by mod revision).
+                let ns_key = format!("{}/namespaces/{ns}", self.prefix);
+                let Some(kv) = self.etcd.get(&ns_key).await? else { return Err(ApiError::not_found("namespaces", ns)) };
+                if decode(&kv)?["metadata"]["deletionTimestamp"].is_string() {
+                    return Err(ApiError::forbidden_object(
+                        &res.qualified_plural(),
+                        &name,
+                        &format!("unable to create new content in namespace {ns} because it is being terminated"),
+                    ));
+                }
+                compare.push(etcd::cmp_mod(&ns_key, kv.mod_revision));
+            }
+            let mut ip_key = None;
+            if is_service && service_ips::needs_ip(&obj) {
+                let range = &self.service_range;
+                let ip = match &requested_ip {
+                    Some(ip) => {
+                        service_ips::check_requested(range, &obj, ip)?;
+                        ip.clone()
+                    }
+                    None => {
+                        let taken = self.allocated_ips().await?;
+                        range
+                            .pick(&taken)
+                            .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
+                            .to_string()
+                    }
+                };
+                service_ips::set(&mut obj, &ip, range.family());
+                let k = service_ips::key(&self.prefix, &ip);
+                let rec = service_ips::record(&ip, range.family(), ns.unwrap_or(""), &name);
+                compare.push(etcd::cmp_absent(&k));
+                success.push(etcd::op_put(&k, rec.to_string().into_bytes()));
+                failure.push(etcd::op_get(&k));
+                ip_key = Some(ip);
             }
             let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
-            let r = self.etcd.txn(TxnRequest { compare, success: vec![etcd::op_put(&key, value)], failure }).await?;
+            success.insert(0, etcd::op_put(&key, value));
+            let r = self.etcd.txn(TxnRequest { compare, success, failure }).await?;
             if r.succeeded {
                 let rev = r.header.map(|h| h.revision).unwrap_or(0);
                 obj["metadata"]["resourceVersion"] = json!(rev.to_string());
@@ -109,11 +171,23 @@ impl Storage {
                 if generate && !generate_prefix.is_empty() {
                     continue;
                 }
-                return Err(ApiError::already_exists(res.plural, &name));
+                return Err(ApiError::already_exists(&res.qualified_plural(), &name));
             }
-            return Err(ApiError::not_found("namespaces", ns.unwrap_or("")));
+            if let Some(ip) = ip_key {
+                if got.get(1).is_some_and(Option::is_some) && requested_ip.is_some() {
+                    return Err(service_ips::refused(&obj, &ip, "provided IP is already allocated"));
+                }
+            }
+            // A picked address was taken meanwhile, or the namespace changed: go round again.
         }
-        Err(ApiError::already_exists(res.plural, obj["metadata"]["name"].as_str().unwrap_or("")))
+        Err(ApiError::internal("too many concurrent changes; try again"))
+    }
+
+    /// The cluster IPs held by services now.
+    async fn allocated_ips(&self) -> ApiResult<HashSet<IpAddr>> {
+        let prefix = service_ips::key(&self.prefix, "");
+        let r = self.etcd.range(&prefix, &prefix, 0, 0).await?;
+        Ok(r.kvs.iter().filter_map(|kv| String::from_utf8_lossy(&kv.key)[prefix.len()..].parse().ok()).collect())
     }
 
     pub async fn list(&self, res: &Resource, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
@@ -166,6 +240,18 @@ impl Storage {
         body: Value,
         status: bool,
     ) -> ApiResult<Value> {
+        let part = if status { Part::Status } else { Part::Main };
+        self.update_part(res, ns, name, body, part).await
+    }
+
+    pub async fn update_part(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        part: Part,
+    ) -> ApiResult<Value> {
         let obj = prepare_body(res, ns, body)?;
         let body_name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         if body_name != name {
@@ -179,34 +265,47 @@ impl Storage {
         };
         let key = self.key(res, ns, name);
         loop {
-            let Some(kv) = self.etcd.get(&key).await? else { return Err(ApiError::not_found(res.plural, name)) };
+            let Some(kv) = self.etcd.get(&key).await? else {
+                return Err(ApiError::not_found(&res.qualified_plural(), name));
+            };
             let old = decode(&kv)?;
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
-                return Err(ApiError::stale(res.plural, name));
+                return Err(ApiError::stale(&res.qualified_plural(), name));
             }
-            let mut new = if status {
-                let mut n = old.clone();
-                n["status"] = obj["status"].clone();
-                n["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
-                n
-            } else {
-                obj.clone()
+            let mut new = match part {
+                Part::Main => obj.clone(),
+                Part::Status | Part::Finalize => {
+                    let field = if part == Part::Status { "status" } else { "spec" };
+                    let mut n = old.clone();
+                    n[field] = obj[field].clone();
+                    n["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
+                    n
+                }
             };
-            // What clients may not change: identity, creation time, and (for resources with a
-            // status subresource) the status.
-            for f in ["uid", "creationTimestamp", "deletionTimestamp"] {
+            // What clients may not change: identity, creation, deletion and generation, and
+            // (for resources with a status subresource) the status.
+            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
                 new["metadata"][f] = old["metadata"][f].clone();
             }
-            if res.has_status && !status {
+            if res.has_status && part == Part::Main {
                 new["status"] = old["status"].clone();
             }
-            if res.plural == "namespaces" && !status {
+            if res.plural == "namespaces" && part != Part::Finalize {
+                // A namespace's finalizers change only through `/finalize`.
                 new["spec"] = old["spec"].clone();
             }
+            if res.plural == "services" && part == Part::Main {
+                keep_allocated_ip(&old, &mut new);
+            }
             strip_nulls(&mut new["metadata"]);
+            let mut errs = finalizer_errors(&old, &new);
+            errs.extend((res.validate_update)(&old, &new));
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(&res.qualified_kind(), name, &errs));
+            }
             validate(res, &new)?;
-            if res.plural == "pods" {
-                check_pod_update(&old, &new)?;
+            if res.generation && old["spec"] != new["spec"] {
+                new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
             }
             new["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
             let mut stored_old = old.clone();
@@ -215,44 +314,50 @@ impl Storage {
                 // Upstream skips writing an unchanged object: the resourceVersion stays.
                 return Ok(old);
             }
-            let value = serde_json::to_vec(&new).map_err(ApiError::internal)?;
+            // The last finalizer of an object being deleted is gone: the object goes too.
+            let remove = new["metadata"]["deletionTimestamp"].is_string() && !has_finalizers(res, &new);
+            let success = if remove {
+                let mut ops = vec![etcd::op_delete(&key)];
+                ops.extend(self.release_ops(res, &old));
+                ops
+            } else {
+                vec![etcd::op_put(&key, serde_json::to_vec(&new).map_err(ApiError::internal)?)]
+            };
             let r = self
                 .etcd
-                .txn(TxnRequest {
-                    compare: vec![etcd::cmp_mod(&key, kv.mod_revision)],
-                    success: vec![etcd::op_put(&key, value)],
-                    failure: vec![],
-                })
+                .txn(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
                 .await?;
             if r.succeeded {
                 new["metadata"]["resourceVersion"] = json!(r.header.map(|h| h.revision).unwrap_or(0).to_string());
                 return Ok(new);
             }
             if precondition.is_some() {
-                return Err(ApiError::stale(res.plural, name));
+                return Err(ApiError::stale(&res.qualified_plural(), name));
             }
             // Unconditional update raced with another write: read again and retry.
         }
     }
 
-    /// Deletes one object (with optional resourceVersion/uid preconditions from DeleteOptions)
-    /// and returns it as it was. A namespace takes its contents with it, in one transaction:
-    /// there is no namespace controller yet to finalize it asynchronously.
+    /// Deletes one object as upstream's registry does: with finalizers (or, for a pod on a
+    /// node, a grace period) it is only marked (`deletionTimestamp`; a namespace also turns
+    /// `Terminating`) and goes when the last finalizer is removed; otherwise it is removed
+    /// now, with what it holds (a service's cluster IP) in the same transaction.
     pub async fn delete(
         &self,
         res: &Resource,
         ns: Option<&str>,
         name: &str,
-        pre_rv: Option<i64>,
-        pre_uid: Option<String>,
-    ) -> ApiResult<Value> {
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
         let key = self.key(res, ns, name);
         loop {
-            let Some(kv) = self.etcd.get(&key).await? else { return Err(ApiError::not_found(res.plural, name)) };
+            let Some(kv) = self.etcd.get(&key).await? else {
+                return Err(ApiError::not_found(&res.qualified_plural(), name));
+            };
             let old = decode(&kv)?;
-            if let Some(rv) = pre_rv.filter(|rv| *rv != kv.mod_revision) {
+            if let Some(rv) = opts.resource_version.filter(|rv| *rv != kv.mod_revision) {
                 return Err(ApiError::conflict(
-                    res.plural,
+                    &res.qualified_plural(),
                     name,
                     &format!(
                         "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
@@ -260,9 +365,9 @@ impl Storage {
                     ),
                 ));
             }
-            if let Some(uid) = pre_uid.as_deref().filter(|u| Some(*u) != old["metadata"]["uid"].as_str()) {
+            if let Some(uid) = opts.uid.as_deref().filter(|u| Some(*u) != old["metadata"]["uid"].as_str()) {
                 return Err(ApiError::conflict(
-                    res.plural,
+                    &res.qualified_plural(),
                     name,
                     &format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
@@ -270,21 +375,185 @@ impl Storage {
                     ),
                 ));
             }
-            let mut success = vec![etcd::op_delete(&key)];
-            if res.plural == "namespaces" {
-                for r in crate::resources::CORE_V1.iter().filter(|r| r.namespaced) {
-                    success.push(etcd::op_delete_prefix(&self.collection(r, Some(name))));
+            let grace =
+                if res.group.is_empty() && res.plural == "pods" { pod_grace(&old, opts.grace_period) } else { 0 };
+            let deleting = old["metadata"]["deletionTimestamp"].is_string();
+            let (success, marked) = if !has_finalizers(res, &old) && grace == 0 {
+                let mut ops = vec![etcd::op_delete(&key)];
+                ops.extend(self.release_ops(res, &old));
+                (ops, None)
+            } else if deleting {
+                return Ok(Deleted { object: old, gone: false });
+            } else {
+                let mut m = old.clone();
+                let when = time::OffsetDateTime::now_utc() + time::Duration::seconds(grace);
+                m["metadata"]["deletionTimestamp"] = json!(rfc3339(when));
+                m["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                if let Some(g) = m["metadata"]["generation"].as_i64().filter(|g| *g > 0) {
+                    m["metadata"]["generation"] = json!(g + 1);
                 }
-            }
+                if res.plural == "namespaces" {
+                    m["status"]["phase"] = json!("Terminating");
+                }
+                m["metadata"].as_object_mut().map(|x| x.remove("resourceVersion"));
+                (vec![etcd::op_put(&key, serde_json::to_vec(&m).map_err(ApiError::internal)?)], Some(m))
+            };
             let r = self
                 .etcd
                 .txn(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
                 .await?;
             if r.succeeded {
-                return Ok(old);
+                return Ok(match marked {
+                    Some(mut m) => {
+                        m["metadata"]["resourceVersion"] = json!(r.header.map(|h| h.revision).unwrap_or(0).to_string());
+                        Deleted { object: m, gone: false }
+                    }
+                    None => Deleted { object: old, gone: true },
+                });
             }
         }
     }
+
+    /// `deletecollection`: every listed object deleted (or marked) as [`Storage::delete`]
+    /// does; objects that vanish meanwhile are skipped.
+    pub async fn delete_collection(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        list: &ListOptions,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Vec<Value>> {
+        let items = self.list(res, ns, list).await?.items;
+        let mut out = Vec::new();
+        for o in items {
+            let name = o["metadata"]["name"].as_str().unwrap_or("");
+            match self.delete(res, o["metadata"]["namespace"].as_str(), name, opts).await {
+                Ok(d) => out.push(d.object),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `obj` as is if the stored object is still at `mod_revision` (false if not):
+    /// for subresources that change what an update may not (a binding sets a pod's node).
+    pub async fn write_if_unchanged(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        mod_revision: i64,
+        mut obj: Value,
+    ) -> ApiResult<bool> {
+        let key = self.key(res, ns, name);
+        obj["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+        let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
+        let r = self
+            .etcd
+            .txn(TxnRequest {
+                compare: vec![etcd::cmp_mod(&key, mod_revision)],
+                success: vec![etcd::op_put(&key, value)],
+                failure: vec![],
+            })
+            .await?;
+        Ok(r.succeeded)
+    }
+
+    /// What goes with an object when it is removed: a service's cluster IP.
+    fn release_ops(&self, res: &Resource, obj: &Value) -> Vec<RequestOp> {
+        if !(res.group.is_empty() && res.plural == "services") {
+            return Vec::new();
+        }
+        service_ips::held(obj).iter().map(|ip| etcd::op_delete(&service_ips::key(&self.prefix, ip))).collect()
+    }
+}
+
+/// Which part of an object an update replaces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Everything the client owns (not the status of a resource with a status subresource).
+    Main,
+    /// Only the status (the `/status` subresource).
+    Status,
+    /// Only a namespace's `spec.finalizers` (`/finalize`).
+    Finalize,
+}
+
+/// The parts of upstream's DeleteOptions the registry honours.
+#[derive(Default)]
+pub struct DeleteOptions {
+    pub resource_version: Option<i64>,
+    pub uid: Option<String>,
+    pub grace_period: Option<i64>,
+}
+
+/// The outcome of a delete: the object as it was removed, or as it now waits (marked).
+pub struct Deleted {
+    pub object: Value,
+    pub gone: bool,
+}
+
+/// Upstream's `patchAllocatedValues` and `normalizeClusterIPs`: an update that leaves the
+/// cluster IP out keeps the allocated one, and `clusterIPs` follows `clusterIP`.
+fn keep_allocated_ip(old: &Value, new: &mut Value) {
+    let spec = &mut new["spec"];
+    if spec["clusterIP"].as_str().unwrap_or("").is_empty() {
+        for f in ["clusterIP", "clusterIPs"] {
+            spec[f] = old["spec"][f].clone();
+        }
+    } else if spec["clusterIPs"].as_array().is_none_or(|a| a.is_empty()) {
+        spec["clusterIPs"] = json!([spec["clusterIP"]]);
+    }
+    for f in ["ipFamilies", "ipFamilyPolicy"] {
+        if spec[f].is_null() {
+            spec[f] = old["spec"][f].clone();
+        }
+    }
+}
+
+/// Upstream's pod grace period: only a pod on a node (with a kubelet to stop it) waits; the
+/// request's period, else the pod's `terminationGracePeriodSeconds`.
+fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
+    let on_node = !pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty();
+    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !on_node || finished {
+        return 0;
+    }
+    requested.or(pod["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30).max(0)
+}
+
+/// Whether something still holds the object back from removal: its finalizers, or for a
+/// namespace also its `spec.finalizers` (the namespace controller's).
+fn has_finalizers(res: &Resource, obj: &Value) -> bool {
+    let any = |v: &Value| v.as_array().is_some_and(|a| !a.is_empty());
+    any(&obj["metadata"]["finalizers"]) || (res.plural == "namespaces" && any(&obj["spec"]["finalizers"]))
+}
+
+/// Upstream's `ValidateObjectMetaUpdate` rule: no new finalizers once deletion has started.
+fn finalizer_errors(old: &Value, new: &Value) -> Vec<FieldError> {
+    if !old["metadata"]["deletionTimestamp"].is_string() {
+        return Vec::new();
+    }
+    let had: HashSet<&str> =
+        old["metadata"]["finalizers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let added: Vec<&str> = new["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|f| !had.contains(f))
+        .collect();
+    if added.is_empty() {
+        return Vec::new();
+    }
+    vec![FieldError::forbidden(
+        "metadata.finalizers",
+        &format!(
+            "no new finalizers can be added if the object is being deleted, found new finalizers {}",
+            json!(added)
+        ),
+    )]
 }
 
 /// Turns an etcd value into the API object: the resourceVersion is the key's mod_revision.
@@ -356,30 +625,8 @@ fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::invalid(res.kind, name, &errs))
+        Err(ApiError::invalid(&res.qualified_kind(), name, &errs))
     }
-}
-
-/// Upstream lets a pod's spec change only in a few fields once created; here: images.
-fn check_pod_update(old: &Value, new: &Value) -> ApiResult<()> {
-    let blank = |spec: &Value| {
-        let mut s = spec.clone();
-        if let Some(cs) = s["containers"].as_array_mut() {
-            for c in cs {
-                c["image"] = json!("");
-            }
-        }
-        s
-    };
-    if blank(&old["spec"]) != blank(&new["spec"]) {
-        let name = new["metadata"]["name"].as_str().unwrap_or("");
-        return Err(ApiError::invalid(
-            "Pod",
-            name,
-            &[FieldError::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`")],
-        ));
-    }
-    Ok(())
 }
 
 /// A random (version 4) UUID, as upstream's `uuid.NewUUID` gives every object.
@@ -393,7 +640,11 @@ fn new_uid() -> String {
 
 /// RFC 3339 in UTC with second precision, as `metav1.Time` serializes.
 pub fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 

@@ -13,7 +13,7 @@ pub struct Column {
     pub priority: i32,
 }
 
-const fn col(
+pub const fn col(
     name: &'static str,
     kind: &'static str,
     format: &'static str,
@@ -23,14 +23,14 @@ const fn col(
     Column { name, kind, format, description, priority }
 }
 
-const NAME: Column = col(
+pub const NAME: Column = col(
     "Name",
     "string",
     "name",
     "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
     0,
 );
-const AGE: Column = col(
+pub const AGE: Column = col(
     "Age",
     "string",
     "",
@@ -145,7 +145,202 @@ pub fn event_cells(o: &Value) -> Vec<Value> {
     ]
 }
 
-fn name(o: &Value) -> Value {
+pub fn service_columns() -> Vec<Column> {
+    vec![
+        NAME,
+        col("Type", "string", "", "The type of the service", 0),
+        col("Cluster-IP", "string", "", "The cluster IP of the service", 0),
+        col("External-IP", "string", "", "The external IP of the service", 0),
+        col("Port(s)", "string", "", "The ports of the service", 0),
+        AGE,
+        col("Selector", "string", "", "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/", 1),
+    ]
+}
+
+/// Upstream's `printService`: EXTERNAL-IP by type (`<pending>` for a load balancer without
+/// ingress), PORT(S) as `port[:nodePort]/protocol`.
+pub fn service_cells(o: &Value) -> Vec<Value> {
+    let spec = &o["spec"];
+    let ty = spec["type"].as_str().unwrap_or("ClusterIP");
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_string)).collect()
+    };
+    let external_ips = strings(&spec["externalIPs"]);
+    let external = match ty {
+        "ExternalName" => spec["externalName"].as_str().unwrap_or("").to_string(),
+        "LoadBalancer" => {
+            let mut ips: Vec<String> = o["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(str::to_string))
+                .collect();
+            ips.extend(external_ips);
+            if ips.is_empty() {
+                "<pending>".to_string()
+            } else {
+                ips.join(",")
+            }
+        }
+        _ if !external_ips.is_empty() => external_ips.join(","),
+        _ => "<none>".to_string(),
+    };
+    let ports: Vec<String> = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64().filter(|n| *n > 0) {
+                Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                None => format!("{}/{proto}", p["port"]),
+            }
+        })
+        .collect();
+    let or_none = |s: String| json!(if s.is_empty() { "<none>".to_string() } else { s });
+    vec![
+        name(o),
+        json!(ty),
+        or_none(spec["clusterIP"].as_str().unwrap_or("").to_string()),
+        json!(external),
+        or_none(ports.join(",")),
+        age(o),
+        or_none(format_labels(&spec["selector"])),
+    ]
+}
+
+/// Upstream's `labels.FormatLabels` without the `<none>`: `k=v` pairs sorted by key.
+pub fn format_labels(m: &Value) -> String {
+    m.as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+pub fn node_columns() -> Vec<Column> {
+    vec![
+        NAME,
+        col("Status", "string", "", "The status of the node", 0),
+        col("Roles", "string", "", "The roles of the node", 0),
+        AGE,
+        col("Version", "string", "", "Kubelet Version reported by the node.", 0),
+        col(
+            "Internal-IP",
+            "string",
+            "",
+            "List of addresses reachable to the node. Queried from cloud provider, if available.",
+            1,
+        ),
+        col(
+            "External-IP",
+            "string",
+            "",
+            "List of addresses reachable to the node. Queried from cloud provider, if available.",
+            1,
+        ),
+        col(
+            "OS-Image",
+            "string",
+            "",
+            "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+            1,
+        ),
+        col(
+            "Kernel-Version",
+            "string",
+            "",
+            "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+            1,
+        ),
+        col(
+            "Container-Runtime",
+            "string",
+            "",
+            "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+            1,
+        ),
+    ]
+}
+
+/// Upstream's `printNode`: STATUS from the Ready condition (plus SchedulingDisabled), ROLES
+/// from the `node-role.kubernetes.io/<role>` labels.
+pub fn node_cells(o: &Value) -> Vec<Value> {
+    let ready = o["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
+    let mut status = match ready.and_then(|c| c["status"].as_str()) {
+        Some("True") => "Ready".to_string(),
+        Some("False") => "NotReady".to_string(),
+        _ => "Unknown".to_string(),
+    };
+    if o["spec"]["unschedulable"].as_bool() == Some(true) {
+        status.push_str(",SchedulingDisabled");
+    }
+    let mut roles: Vec<String> = o["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| match k.strip_prefix("node-role.kubernetes.io/") {
+            Some(role) if !role.is_empty() => Some(role.to_string()),
+            _ if k == "kubernetes.io/role" => v.as_str().map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    roles.sort();
+    let address = |ty: &str| {
+        o["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["type"] == ty)
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    let info = &o["status"]["nodeInfo"];
+    let or_unknown = |v: &Value| json!(v.as_str().filter(|s| !s.is_empty()).unwrap_or("<unknown>"));
+    vec![
+        name(o),
+        json!(status),
+        json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
+        age(o),
+        json!(info["kubeletVersion"].as_str().unwrap_or("")),
+        json!(address("InternalIP")),
+        json!(address("ExternalIP")),
+        or_unknown(&info["osImage"]),
+        or_unknown(&info["kernelVersion"]),
+        or_unknown(&info["containerRuntimeVersion"]),
+    ]
+}
+
+pub fn endpoints_columns() -> Vec<Column> {
+    vec![NAME, col("Endpoints", "string", "", "Endpoints of the service", 0), AGE]
+}
+
+/// Upstream's `formatEndpoints`: `ip:port` pairs, at most three, then `+ N more...`.
+pub fn endpoints_cells(o: &Value) -> Vec<Value> {
+    let mut pairs = Vec::new();
+    for subset in o["subsets"].as_array().into_iter().flatten() {
+        let ports: Vec<i64> =
+            subset["ports"].as_array().into_iter().flatten().filter_map(|p| p["port"].as_i64()).collect();
+        for a in subset["addresses"].as_array().into_iter().flatten() {
+            let ip = a["ip"].as_str().unwrap_or("");
+            if ports.is_empty() {
+                pairs.push(ip.to_string());
+            }
+            for p in &ports {
+                pairs.push(format!("{ip}:{p}"));
+            }
+        }
+    }
+    let text = if pairs.is_empty() {
+        "<none>".to_string()
+    } else if pairs.len() > 3 {
+        format!("{} + {} more...", pairs[..3].join(","), pairs.len() - 3)
+    } else {
+        pairs.join(",")
+    };
+    vec![name(o), json!(text), age(o)]
+}
+
+pub fn name(o: &Value) -> Value {
     json!(o["metadata"]["name"].as_str().unwrap_or(""))
 }
 
@@ -153,7 +348,7 @@ fn count(v: &Value) -> usize {
     v.as_object().map(|m| m.len()).unwrap_or(0)
 }
 
-fn age(o: &Value) -> Value {
+pub fn age(o: &Value) -> Value {
     match o["metadata"]["creationTimestamp"].as_str() {
         Some(ts) => json!(since(ts)),
         None => json!("<unknown>"),
@@ -246,7 +441,7 @@ pub fn table(res: &crate::resources::Resource, objs: &[Value], list_meta: Value)
 
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
+    use super::*;
 
     #[test]
     fn human_durations_match_upstream() {
@@ -259,5 +454,16 @@ mod tests {
         assert_eq!(human_duration(3 * 86400 + 3600), "3d1h");
         assert_eq!(human_duration(30 * 86400), "30d");
         assert_eq!(human_duration(-5), "<invalid>");
+    }
+
+    #[test]
+    fn service_rows() {
+        let svc = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "clusterIP": "10.0.0.7",
+            "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}], "selector": {"app": "web"}}});
+        let c = service_cells(&svc);
+        assert_eq!(&c[1..5], &[json!("NodePort"), json!("10.0.0.7"), json!("<none>"), json!("80:30080/TCP,53/UDP")]);
+        assert_eq!(c[6], "app=web");
+        let lb = json!({"spec": {"type": "LoadBalancer", "ports": []}});
+        assert_eq!(service_cells(&lb)[3], "<pending>");
     }
 }

