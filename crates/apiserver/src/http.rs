@@ -503,15 +503,6 @@ pub fn check_fields(res: &Resource, v: &Value, q: &HashMap<String, String>) -> A
     }
 }
 
-/// The fields of `v` the resource's type does not declare (dotted paths).
-pub fn unknown_field_paths(res: &Resource, v: &Value) -> Vec<String> {
-    let mut unknown = Vec::new();
-    if let Ok(normalized) = (res.normalize)(v.clone()) {
-        unknown_fields(v, &normalized, "", &mut unknown);
-    }
-    unknown
-}
-
 /// The manager a write is recorded under in managedFields.
 fn field_manager(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");

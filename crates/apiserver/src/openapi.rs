@@ -79,18 +79,39 @@ fn gv_id(r: &Resource) -> String {
     out
 }
 
+/// The patch formats a PATCH accepts (kubectl's client-side apply computes a strategic merge
+/// patch from these schemas only if the operation lists that format).
+const PATCH_TYPES: &[&str] = &[
+    "application/apply-patch+yaml",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+];
+
 fn op(r: &Resource, action: &str, query: &[&str], id: String, schema: Option<&str>) -> Value {
     let mut ok = json!({"description": "OK"});
     if let Some(name) = schema {
         ok["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}});
     }
-    json!({
+    let mut body = Map::new();
+    if action == "patch" {
+        for t in PATCH_TYPES {
+            body.insert(t.to_string(), json!({"schema": {"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."}}));
+        }
+    } else if let (Some(name), "post" | "put") = (schema, action) {
+        body.insert("*/*".into(), json!({"schema": {"$ref": format!("#/components/schemas/{name}")}}));
+    }
+    let mut o = json!({
         "operationId": id,
         "parameters": query.iter().map(|q| param(q, "query")).collect::<Vec<_>>(),
         "responses": {"200": ok},
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
-    })
+    });
+    if !body.is_empty() {
+        o["requestBody"] = json!({"content": body, "required": true});
+    }
+    o
 }
 
 const WRITE_PARAMS: &[&str] = &["dryRun", "fieldManager", "fieldValidation"];

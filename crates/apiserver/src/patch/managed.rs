@@ -154,12 +154,15 @@ fn without_managed_fields(obj: &Value) -> Value {
 }
 
 /// The object a create starts from, as upstream's zero value of the kind serializes: the
-/// metadata, spec and status structs exist (empty), so owning them is implied, not recorded.
+/// metadata, spec and status structs exist with their required fields null, so a create
+/// does not own those containers themselves (no `.` in their fieldsV1 entries), as upstream.
 fn zero_object(node: Node, new: &Value) -> Value {
     let mut o = Map::new();
     for f in ["metadata", "spec", "status"] {
-        if node.declares(f) && node.field(f).is_struct() {
-            o.insert(f.into(), json!({}));
+        let part = node.field(f);
+        if node.declares(f) && part.is_struct() {
+            let zero: Map<String, Value> = part.required().into_iter().map(|r| (r.to_string(), Value::Null)).collect();
+            o.insert(f.into(), Value::Object(zero));
         }
     }
     for f in ["apiVersion", "kind"] {
@@ -168,6 +171,14 @@ fn zero_object(node: Node, new: &Value) -> Value {
         }
     }
     Value::Object(o)
+}
+
+/// The zero object's null placeholders are for comparing only, not for storing.
+fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect()),
+        other => other,
+    }
 }
 
 fn schema(res: &Resource) -> Node {
@@ -239,7 +250,7 @@ pub fn apply(
 
     let mut applied = fieldset::from_object(&config, node);
     ignored(res, status, &mut applied);
-    let mut merged = merge(Some(&live_plain), &config, node);
+    let mut merged = merge(Some(&without_nulls(live_plain.clone())), &config, node);
     let previous = managers.iter().position(|m| m.same_entry(manager, "Apply", subresource));
     let last = previous.map(|i| managers[i].fields.clone()).unwrap_or_default();
 

@@ -68,7 +68,7 @@ pub async fn apply(
     };
     check_options(kind, q.get("fieldManager").map(String::as_str).unwrap_or(""), force.is_some())?;
     if kind == Kind::Apply {
-        return server_side_apply(st, res, ns, name, status, body, q, &manager, force.unwrap_or(false)).await;
+        return server_side_apply(st, res, ns, name, status, body, &manager, force.unwrap_or(false)).await;
     }
     let patch = decode_patch(kind, body)?;
     // The patch may pin a resourceVersion itself (then a stale one is a 409); otherwise it
@@ -250,7 +250,6 @@ async fn server_side_apply(
     name: &str,
     status: bool,
     body: &[u8],
-    q: &HashMap<String, String>,
     manager: &str,
     force: bool,
 ) -> ApiResult<Patched> {
@@ -262,7 +261,9 @@ async fn server_side_apply(
         ));
     }
     check_applied_identity(res, &config, name)?;
-    let unknown = crate::http::unknown_field_paths(res, &config);
+    let schema = schema::Node::kind(res.group, res.version, res.kind).unwrap_or_else(schema::Node::unknown);
+    let mut unknown = Vec::new();
+    schema::undeclared_fields(&config, schema, "", &mut unknown);
     if let Some(first) = unknown.first() {
         return Err(ApiError::bad_request(format!(
             "failed to create typed patch object ({}, Kind={}): .{first}: field not declared in schema",
@@ -270,7 +271,6 @@ async fn server_side_apply(
             res.kind
         )));
     }
-    let warnings = crate::http::check_fields(res, &config, q)?;
     loop {
         let live = match st.get(res, ns, name).await {
             Ok(v) => Some(v),
@@ -284,7 +284,7 @@ async fn server_side_apply(
         };
         match r {
             Err(e) if e.reason == "Conflict" || (live.is_none() && e.reason == "AlreadyExists") => continue,
-            r => return r.map(|object| Patched { object, warnings: warnings.clone(), created: live.is_none() }),
+            r => return r.map(|object| Patched { object, warnings: Vec::new(), created: live.is_none() }),
         }
     }
 }

@@ -178,6 +178,14 @@ fn build() -> Definitions {
     let mut schemas = gen.take_definitions(true);
     for (group, version, kind, name) in &kinds {
         if let Some(s) = schemas.get_mut(name).and_then(Value::as_object_mut) {
+            // k8s-openapi marks a kind's metadata required; upstream's schemas do not (a
+            // generateName is enough), and `kubectl explain` shows what the schema says.
+            if let Some(Value::Array(required)) = s.get_mut("required") {
+                required.retain(|f| f != "metadata");
+            }
+            if s.get("required").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+                s.remove("required");
+            }
             s.insert(
                 "x-kubernetes-group-version-kind".into(),
                 json!([{"group": group, "version": version, "kind": kind}]),
@@ -285,6 +293,12 @@ impl Node {
         self.resolved.get("properties").is_some_and(|p| p.get(name).is_some())
     }
 
+    /// The struct's required fields.
+    pub fn required(&self) -> Vec<&'static str> {
+        let r = self.resolved.get("required").and_then(Value::as_array);
+        r.map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    }
+
     pub fn is_map(&self) -> bool {
         self.resolved.get("additionalProperties").is_some_and(Value::is_object) && !self.is_struct()
     }
@@ -333,6 +347,35 @@ impl Node {
     }
 }
 
+/// Fields of `v` its schema does not declare, as dotted paths (a partial object, as an
+/// applied configuration is, may leave out required fields, so decoding it through the typed
+/// struct is no way to find them).
+pub fn undeclared_fields(v: &Value, node: Node, path: &str, out: &mut Vec<String>) {
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match v {
+        Value::Object(m) if node.is_struct() => {
+            for (k, child) in m {
+                if node.declares(k) {
+                    undeclared_fields(child, node.field(k), &join(k), out);
+                } else {
+                    out.push(join(k));
+                }
+            }
+        }
+        Value::Object(m) if node.is_map() => {
+            for (k, child) in m {
+                undeclared_fields(child, node.field(k), &join(k), out);
+            }
+        }
+        Value::Array(items) if node.is_list() => {
+            for (i, item) in items.iter().enumerate() {
+                undeclared_fields(item, node.items(), &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +396,16 @@ mod tests {
         assert!(pod.field("spec").is_struct());
         assert_eq!(pod.field("spec").field("tolerations").list_type(), "atomic");
         assert_eq!(pod.field("spec").field("tolerations").merge_key(), None);
+    }
+
+    #[test]
+    fn undeclared_fields_are_found_in_partial_objects() {
+        let pod = Node::kind("", "v1", "Pod").unwrap();
+        let v = json!({"apiVersion": "v1", "metadata": {"name": "p", "labels": {"any": "x"}, "bogus": 1},
+            "spec": {"containers": [{"name": "c", "imagePullPolice": "x"}]}});
+        let mut out = Vec::new();
+        undeclared_fields(&v, pod, "", &mut out);
+        assert_eq!(out, ["metadata.bogus", "spec.containers[0].imagePullPolice"]);
     }
 
     #[test]
