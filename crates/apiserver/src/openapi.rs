@@ -246,6 +246,9 @@ mod tests {
         for r in refs {
             assert!(schemas.contains_key(&r), "dangling $ref {r}");
         }
-        assert!(root()["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
+        assert!(root()["paths"]["api/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("/openapi/v3/api/v1?hash="));
     }
 }

@@ -64,7 +64,13 @@ fn patch_types(flavor: Flavor) {
     // Strategic merge patch: the containers list merges by name, so naming one container
     // changes only that one (a merge patch would replace the list, dropping nginx).
     assert_eq!(
-        api.ok(&["patch", "pod", "web", "-p", r#"{"spec":{"containers":[{"name":"sidecar","image":"busybox:1.37"}]}}"#]),
+        api.ok(&[
+            "patch",
+            "pod",
+            "web",
+            "-p",
+            r#"{"spec":{"containers":[{"name":"sidecar","image":"busybox:1.37"}]}}"#
+        ]),
         "pod/web patched\n"
     );
     let images = api.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[*].image}"]);
@@ -80,18 +86,39 @@ fn patch_types(flavor: Flavor) {
         json(r#"{".": {}, "f:name": {}}"#)
     );
     // A merge patch replaces the list: without nginx the pod update is refused.
-    let err = api.fails(&["patch", "pod", "web", "--type=merge", "-p", r#"{"spec":{"containers":[{"name":"sidecar","image":"busybox:1"}]}}"#]);
+    let err = api.fails(&[
+        "patch",
+        "pod",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"sidecar","image":"busybox:1"}]}}"#,
+    ]);
     assert!(err.starts_with("The Pod \"web\" is invalid: spec: Forbidden: pod updates may not change fields"), "{err}");
 
     // JSON patch, then a failing `test` operation and a path that is not there.
     api.ok(&["create", "configmap", "settings", "--from-literal=color=blue"]);
     assert_eq!(
-        api.ok(&["patch", "cm", "settings", "--type=json", "-p", r#"[{"op":"test","path":"/data/color","value":"blue"},{"op":"add","path":"/data/size","value":"L"}]"#]),
+        api.ok(&[
+            "patch",
+            "cm",
+            "settings",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/data/color","value":"blue"},{"op":"add","path":"/data/size","value":"L"}]"#
+        ]),
         "configmap/settings patched\n"
     );
     assert_eq!(api.ok(&["get", "cm", "settings", "-o", "jsonpath={.data}"]), r#"{"color":"blue","size":"L"}"#);
     assert_eq!(
-        api.fails(&["patch", "cm", "settings", "--type=json", "-p", r#"[{"op":"test","path":"/data/color","value":"red"}]"#]),
+        api.fails(&[
+            "patch",
+            "cm",
+            "settings",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/data/color","value":"red"}]"#
+        ]),
         "The request is invalid: : testing value /data/color failed: test failed\n"
     );
     assert_eq!(
@@ -159,10 +186,7 @@ fn apply(flavor: Flavor) {
     assert_eq!(api.ok(&["apply", "-f", f]), "pod/web created\n");
     std::fs::write(&file, TWO_CONTAINERS.replace("nginx:1.27", "nginx:1.28")).unwrap();
     assert_eq!(api.ok(&["apply", "-f", f]), "pod/web configured\n");
-    assert_eq!(
-        api.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[*].image}"]),
-        "nginx:1.28 busybox:1.36"
-    );
+    assert_eq!(api.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[*].image}"]), "nginx:1.28 busybox:1.36");
     assert_eq!(api.ok(&["apply", "-f", f]), "pod/web unchanged\n");
     let p = json(&api.ok(&["get", "pod", "web", "-o", "json", "--show-managed-fields"]));
     assert_eq!(managers(&p), [("kubectl-client-side-apply".to_string(), "Update".to_string())]);
@@ -213,9 +237,18 @@ fn apply(flavor: Flavor) {
 
     // Raw requests for what kubectl does not send: apply without a field manager, and an
     // unknown field in an applied configuration.
-    let (code, st) = raw(&api, "PATCH", "/api/v1/namespaces/default/configmaps/ssa", "application/apply-patch+yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n");
+    let (code, st) = raw(
+        &api,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/ssa",
+        "application/apply-patch+yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n",
+    );
     assert_eq!(code, "422");
-    assert_eq!(st["message"], "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch");
+    assert_eq!(
+        st["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
     let (code, st) = raw(
         &api,
         "PATCH",
@@ -224,7 +257,10 @@ fn apply(flavor: Flavor) {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\nbogus: 1\n",
     );
     assert_eq!(code, "400");
-    assert_eq!(st["message"], "failed to create typed patch object (/v1, Kind=ConfigMap): .bogus: field not declared in schema");
+    assert_eq!(
+        st["message"],
+        "failed to create typed patch object (/v1, Kind=ConfigMap): .bogus: field not declared in schema"
+    );
     let (code, st) = raw(&api, "PATCH", "/api/v1/namespaces/default/configmaps/ssa", "text/plain", "{}");
     assert_eq!((code.as_str(), st["reason"].as_str()), ("415", Some("UnsupportedMediaType")));
 }
@@ -256,7 +292,11 @@ fn explain_and_validate(flavor: Flavor) {
     assert_eq!(err, "error: field \"nope\" does not exist\n");
 
     let file = api.dir.path().join("bad.yaml");
-    std::fs::write(&file, TWO_CONTAINERS.replace("    image: nginx:1.27\n", "    image: nginx:1.27\n    imagePullPolice: Always\n")).unwrap();
+    std::fs::write(
+        &file,
+        TWO_CONTAINERS.replace("    image: nginx:1.27\n", "    image: nginx:1.27\n    imagePullPolice: Always\n"),
+    )
+    .unwrap();
     let f = file.to_str().unwrap();
     assert_eq!(
         api.fails(&["create", "-f", f]),

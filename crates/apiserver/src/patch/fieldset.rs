@@ -346,10 +346,19 @@ mod tests {
         let changed: Vec<String> = c.changed.paths().iter().map(|p| display_path(p)).collect();
         assert_eq!(
             changed,
-            [".metadata.labels.b", ".metadata.labels.c", ".spec.containers[name=\"y\"]", ".spec.containers[name=\"y\"].image", ".spec.containers[name=\"y\"].name"]
+            [
+                ".metadata.labels.b",
+                ".metadata.labels.c",
+                ".spec.containers[name=\"y\"]",
+                ".spec.containers[name=\"y\"].image",
+                ".spec.containers[name=\"y\"].name"
+            ]
         );
         let removed: Vec<String> = c.removed.paths().iter().map(|p| display_path(p)).collect();
-        assert_eq!(removed, [".spec.containers[name=\"x\"]", ".spec.containers[name=\"x\"].image", ".spec.containers[name=\"x\"].name"]);
+        assert_eq!(
+            removed,
+            [".spec.containers[name=\"x\"]", ".spec.containers[name=\"x\"].image", ".spec.containers[name=\"x\"].name"]
+        );
     }
 
     #[test]

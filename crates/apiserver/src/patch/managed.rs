@@ -132,9 +132,16 @@ fn ignored(res: &Resource, status: bool, set: &mut FieldSet) {
     set.children.remove("f:kind");
     if let Some(meta) = set.children.get_mut("f:metadata") {
         meta.member = false;
-        for f in
-            ["name", "namespace", "creationTimestamp", "selfLink", "uid", "generation", "managedFields", "resourceVersion"]
-        {
+        for f in [
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "selfLink",
+            "uid",
+            "generation",
+            "managedFields",
+            "resourceVersion",
+        ] {
             if let Some(c) = meta.children.get_mut(&format!("f:{f}")) {
                 c.member = false;
             }
@@ -176,7 +183,9 @@ fn zero_object(node: Node, new: &Value) -> Value {
 /// The zero object's null placeholders are for comparing only, not for storing.
 fn without_nulls(v: Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+        }
         other => other,
     }
 }
@@ -211,7 +220,8 @@ pub fn record_update(res: &Resource, old: Option<&Value>, new: &mut Value, manag
     }
     if !changed.is_empty() {
         let api_version = res.api_version();
-        match managers.iter_mut().find(|m| m.same_entry(manager, "Update", subresource) && m.api_version == api_version) {
+        match managers.iter_mut().find(|m| m.same_entry(manager, "Update", subresource) && m.api_version == api_version)
+        {
             Some(m) => {
                 m.fields.union(&changed);
                 m.time = Some(now());
@@ -320,7 +330,9 @@ fn conflict_error(managers: &[Manager], conflicts: &[(usize, FieldSet)]) -> ApiE
         let who = managers[*i].describe();
         for p in set.paths() {
             let path = display_path(&p);
-            causes.push(json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": path}));
+            causes.push(
+                json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": path}),
+            );
             listed.push((who.clone(), path));
         }
     }
@@ -433,7 +445,10 @@ mod tests {
         let b = apply(res, Some(&a), &cm(json!({"k": "1"})), "bob", false, false).unwrap();
         assert_eq!(b["metadata"]["managedFields"].as_array().unwrap().len(), 2);
         let e = apply(res, Some(&b), &cm(json!({"k": "2"})), "bob", false, false).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (409, "Apply failed with 1 conflict: conflict with \"alice\": .data.k"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (409, "Apply failed with 1 conflict: conflict with \"alice\": .data.k")
+        );
         let forced = apply(res, Some(&b), &cm(json!({"k": "2"})), "bob", true, false).unwrap();
         assert_eq!(forced["data"], json!({"k": "2", "x": "1"}));
         let alice = read(&forced).into_iter().find(|m| m.manager == "alice").unwrap();
@@ -455,7 +470,11 @@ mod tests {
         assert_eq!(ms.len(), 1, "{edited}");
         assert_eq!((ms[0].manager.as_str(), ms[0].operation.as_str()), ("kubectl-edit", "Update"));
         let e = apply(res, Some(&edited), &cm(json!({"k": "1"})), "alice", false, false).unwrap_err();
-        assert!(e.message.starts_with("Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1 at "), "{}", e.message);
+        assert!(
+            e.message.starts_with("Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1 at "),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn check_options(kind: Kind, field_manager: &str, force_given: bool) -> ApiResul
         errs.push(crate::status::FieldError {
             kind: "FieldValueTooLong",
             field: "fieldManager".into(),
-            detail: format!("Too long: may not be more than 128 bytes"),
+            detail: "Too long: may not be more than 128 bytes".to_string(),
         });
     }
     if errs.is_empty() {
@@ -185,7 +185,8 @@ fn json_patch(cur: &Value, ops: &Value) -> ApiResult<Value> {
             return Err(patch_rejected(format!("Unexpected kind: {kind}")));
         }
     }
-    let patch: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops.clone()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut doc = cur.clone();
     if let Err(e) = json_patch::patch(&mut doc, &patch) {
         let op = &list[e.operation];
@@ -194,7 +195,9 @@ fn json_patch(cur: &Value, ops: &Value) -> ApiResult<Value> {
         let last = path.rsplit('/').next().unwrap_or("");
         let why = match op["op"].as_str().unwrap_or("") {
             "test" => format!("testing value {path} failed: test failed"),
-            "remove" => format!("error in remove for path: '{path}': Unable to remove nonexistent key: {last}: missing value"),
+            "remove" => {
+                format!("error in remove for path: '{path}': Unable to remove nonexistent key: {last}: missing value")
+            }
             "replace" => format!("replace operation does not apply: doc is missing key: {path}: missing value"),
             "add" => format!("add operation does not apply: doc is missing path: \"{path}\": missing value"),
             "move" => format!("move operation does not apply: doc is missing from path: {from}: missing value"),
@@ -253,8 +256,8 @@ async fn server_side_apply(
     manager: &str,
     force: bool,
 ) -> ApiResult<Patched> {
-    let config: Value = serde_norway::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let config: Value =
+        serde_norway::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     if !config.is_object() {
         return Err(ApiError::bad_request(
             "error decoding patch: json: cannot unmarshal into Go value of type map[string]interface {}",
@@ -336,7 +339,10 @@ mod tests {
             e.details.unwrap()["causes"][0]["message"],
             "error in remove for path: '/data/b': Unable to remove nonexistent key: b: missing value"
         );
-        let ok = json_patch(&cur, &json!([{"op": "add", "path": "/data/b", "value": "2"}, {"op": "remove", "path": "/data/a"}]));
+        let ok = json_patch(
+            &cur,
+            &json!([{"op": "add", "path": "/data/b", "value": "2"}, {"op": "remove", "path": "/data/a"}]),
+        );
         assert_eq!(ok.unwrap(), json!({"data": {"b": "2"}}));
         assert_eq!(decode_patch(Kind::Json, b"{}").unwrap_err().code, 400);
     }

@@ -24,7 +24,11 @@ pub fn apply(original: &Value, patch: &Value, schema: Node) -> Result<Value, Str
     merge_map(o.clone(), p, schema).map(Value::Object)
 }
 
-fn merge_map(mut original: Map<String, Value>, patch: &Map<String, Value>, schema: Node) -> Result<Map<String, Value>, String> {
+fn merge_map(
+    mut original: Map<String, Value>,
+    patch: &Map<String, Value>,
+    schema: Node,
+) -> Result<Map<String, Value>, String> {
     match patch.get(DIRECTIVE) {
         Some(Value::String(d)) if d == "replace" => return Ok(without_directives(patch)),
         Some(Value::String(d)) if d == "delete" => return Ok(Map::new()),
@@ -106,7 +110,12 @@ fn display(v: &Value) -> String {
     v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
 }
 
-fn merge_list(original: Vec<Value>, patch: &[Value], schema: Node, order: Option<&Vec<Value>>) -> Result<Value, String> {
+fn merge_list(
+    original: Vec<Value>,
+    patch: &[Value],
+    schema: Node,
+    order: Option<&Vec<Value>>,
+) -> Result<Value, String> {
     let merging = schema.patch_strategy().split(',').any(|s| s == "merge");
     // `$patch: replace` as an element replaces the whole list with the other elements.
     let replace = patch.iter().any(|e| e.get(DIRECTIVE).and_then(Value::as_str) == Some("replace"));
@@ -240,7 +249,8 @@ mod tests {
         let o = json!({"spec": {"containers": [{"name": "a"}, {"name": "s"}, {"name": "b"}]}});
         let p = json!({"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}], "containers": [{"name": "b", "image": "n"}]}});
         let r = apply(&o, &p, pod()).unwrap();
-        let names: Vec<&str> = r["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            r["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         // Upstream's mergeSortedSlice: s stood before b on the server, so it still does.
         assert_eq!(names, ["s", "b", "a"]);
     }
