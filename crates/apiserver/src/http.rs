@@ -52,7 +52,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/apis/{group}/{version}", get(group_resources))
         .route("/api/v1", get(|| async { group_version_resources("", "v1") }))
         .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &crate::openapi::root()) }))
-        .route("/openapi/v3/api/v1", get(|| async { json_response(StatusCode::OK, &crate::openapi::core_v1()) }))
+        .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/api/v1/{*rest}", axum::routing::any(core_resource))
         .route("/apis/{group}/{version}/{*rest}", axum::routing::any(group_resource))
         .fallback(|| async { ApiError::not_found_path() })
@@ -133,6 +133,14 @@ fn describe(method: &Method, path: &str, query: &str) -> (&'static str, String, 
         _ => "access",
     };
     (verb, rest.first().unwrap_or(&"").to_string(), ns, group)
+}
+
+/// One group-version's OpenAPI document (`api/v1`, `apis/<group>/<version>`).
+async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    match crate::openapi::DOCUMENTS.get(path.trim_end_matches('/')) {
+        Some(d) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], d.body.clone()).into_response(),
+        None => ApiError::not_found_path().into_response(),
+    }
 }
 
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
@@ -383,20 +391,25 @@ async fn serve(
             Ok(json_response(StatusCode::OK, &obj))
         }
         (Method::POST, None) => {
-            let (body, warnings) = decode_body(t.res, headers, &body, q)?;
+            let (mut body, warnings) = decode_body(t.res, headers, &body, q)?;
+            crate::patch::managed::record_update(t.res, None, &mut body, &field_manager(q, headers), false);
             let obj = st.create(t.res, ns, body).await?;
             Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings))
         }
         (Method::PUT, Some(name)) => {
-            let (body, warnings) = decode_body(t.res, headers, &body, q)?;
+            let (mut body, warnings) = decode_body(t.res, headers, &body, q)?;
+            // The managers are computed against the object read here; a write in between
+            // fails the body's resourceVersion precondition, if it has one.
+            let old = st.get(t.res, ns, name).await?;
+            crate::patch::managed::record_update(t.res, Some(&old), &mut body, &field_manager(q, headers), status);
             let obj = st.update(t.res, ns, name, body, status).await?;
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let (obj, warnings) =
-                crate::patch::apply(st, crate::patch::Target { res: t.res, ns, name, status }, headers, &body, q)
-                    .await?;
-            Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
+            let target = crate::patch::Target { res: t.res, ns, name, status: status };
+            let p = crate::patch::apply(st, target, headers, &body, q).await?;
+            let code = if p.created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(with_warnings(json_response(code, &p.object), &p.warnings))
         }
         (Method::DELETE, Some(_)) if status => Err(ApiError::method_not_allowed()),
         (Method::DELETE, Some(name)) => {
@@ -551,6 +564,12 @@ pub fn check_fields(res: &Resource, v: &Value, q: &HashMap<String, String>) -> A
             "fieldValidation parameter unsupported: {other}; must be one of Ignore, Warn, Strict"
         ))),
     }
+}
+
+/// The manager a write is recorded under in managedFields.
+fn field_manager(q: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    crate::patch::managed::manager_name(q.get("fieldManager").map(String::as_str), user_agent)
 }
 
 /// Paths present (non-null) in `input` that the typed round trip dropped.

@@ -9,8 +9,8 @@
 //! Run: `cargo test -p kaname --test apiserver_resources`. Needs scripts/install-test-deps.sh
 //! (etcd) and kubectl.
 //!
-//! `create -f` of the non-core kinds passes `--validate=false`: kubectl's schema check reads
-//! /openapi/v3, which does not describe the named groups yet (see openapi.rs).
+//! `create -f` runs with kubectl's default `--validate=strict`, which reads /openapi/v3: the
+//! named groups' documents must be there too.
 
 mod apiserver_support;
 mod support;
@@ -156,7 +156,7 @@ fn workloads(flavor: Flavor) {
     let store = Cluster::start(flavor, 1);
     let api = Apiserver::start(&store.member_endpoint(1));
 
-    let out = create_yaml(&api, "all.yaml", WORKLOADS, &["--validate=false"]);
+    let out = create_yaml(&api, "all.yaml", WORKLOADS, &[]);
     assert!(out.success(), "{}{}\n{}", out.stdout, out.stderr, api.log());
     assert_eq!(
         out.stdout,
@@ -283,13 +283,13 @@ fn workloads(flavor: Flavor) {
 
     // Validation errors as kubectl prints them; nothing is written.
     let bad = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  selector: {matchLabels: {app: one}}\n  template:\n    metadata: {labels: {app: two}}\n    spec: {containers: [{name: c}]}\n";
-    let out = create_yaml(&api, "bad.yaml", bad, &["--validate=false"]);
+    let out = create_yaml(&api, "bad.yaml", bad, &[]);
     assert_eq!(
         out.stderr,
         "The Deployment \"bad\" is invalid: \n* spec.template.metadata.labels: Invalid value: {\"app\":\"two\"}: `selector` does not match template `labels`\n* spec.template.spec.containers[0].image: Required value\n"
     );
     let no_selector = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: nosel}\nspec:\n  template:\n    spec: {containers: [{name: c, image: x}]}\n";
-    let out = create_yaml(&api, "nosel.yaml", no_selector, &["--validate=false"]);
+    let out = create_yaml(&api, "nosel.yaml", no_selector, &[]);
     assert_eq!(
         out.stderr,
         "The StatefulSet \"nosel\" is invalid: \n* spec.selector: Required value\n* spec.template.metadata.labels: Invalid value: null: `selector` does not match template `labels`\n"
