@@ -46,6 +46,35 @@ const LEARNER_READY_FRACTION: f64 = 0.9;
 const MAX_LEARNERS: usize = 1;
 /// etcd's `HealthInterval`: a peer counts as connected once it has answered for this long.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often every member says hello to every other one (see [`probe_peers`]).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps [`crate::raft::network::PeerChannels::active_since`] meaning what etcd's
+/// `ActiveSince` means. etcd's members hold streams to every peer whatever their role, so
+/// after an election the new leader has long known which peers are reachable. Ours talk mostly
+/// leader to follower, so a new leader's view of the other followers started at the election,
+/// and the strict reconfiguration checks refused membership changes as "unhealthy cluster" for
+/// `HEALTH_INTERVAL` and more after every leader change (`kaname chaos --faults membership`
+/// found it: etcd took the same MemberAdd at the first try). A hello to every other member
+/// each second keeps the view current from any role; a failed one ends the peer's active
+/// stretch, as a broken etcd stream does.
+pub async fn probe_peers(server: std::sync::Arc<EtcdServer>) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let others: Vec<MemberNode> = {
+            let metrics = server.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            membership.nodes().filter(|(id, _)| **id != server.member_id).map(|(_, n)| n.clone()).collect()
+        };
+        let hellos = others
+            .iter()
+            .map(|node| server.peers.call::<(), ClusterView>(node, PeerRpc::Hello, &(), PROBE_INTERVAL));
+        futures::future::join_all(hellos).await;
+    }
+}
 
 fn quorum(voters: usize) -> usize {
     voters / 2 + 1
