@@ -614,3 +614,41 @@ fn survives_a_member_failure_on_etcd() {
 fn survives_a_member_failure_on_kaname() {
     survives_a_member_failure(Flavor::Kaname);
 }
+
+/// `kubectl wait` as a script waits for a controller: for a condition and for a jsonpath value
+/// that another client (here a second kubectl, as a kubelet would) writes through `/status`
+/// while kubectl watches; and a wait that cannot succeed times out with kubectl's error.
+fn wait_for_condition(flavor: Flavor) {
+    let store = Cluster::start(flavor, 1);
+    let api = Apiserver::start(&store.member_endpoint(1));
+    api.ok(&["run", "web", "--image=nginx"]);
+    let timed_out = api.kubectl(&["wait", "--for=condition=Ready", "pod/web", "--timeout=2s"]);
+    assert!(!timed_out.success());
+    assert_eq!(timed_out.stderr, "error: timed out waiting for the condition on pods/web\n");
+
+    let status = r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(2));
+            api.ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", status]);
+        });
+        assert_eq!(
+            api.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]),
+            "pod/web condition met\n"
+        );
+    });
+    assert_eq!(
+        api.ok(&["wait", "--for=jsonpath={.status.phase}=Running", "pod/web", "--timeout=30s"]),
+        "pod/web condition met\n"
+    );
+}
+
+#[test]
+fn wait_for_condition_on_etcd() {
+    wait_for_condition(Flavor::Etcd);
+}
+
+#[test]
+fn wait_for_condition_on_kaname() {
+    wait_for_condition(Flavor::Kaname);
+}
