@@ -55,10 +55,7 @@ fn validate_endpointslice(s: &Value) -> Vec<FieldError> {
 }
 
 fn address_type_unchanged(old: &Value, new: &Value) -> Vec<FieldError> {
-    if old["addressType"] != new["addressType"] {
-        return vec![FieldError::invalid_value("addressType", &new["addressType"], "field is immutable")];
-    }
-    Vec::new()
+    super::immutable(old, new, "addressType", "field is immutable")
 }
 
 fn endpointslice_columns() -> Vec<Column> {

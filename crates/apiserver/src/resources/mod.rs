@@ -226,12 +226,20 @@ fn validate_workload_selector(obj: &Value, empty_msg: &str) -> Vec<FieldError> {
     errs
 }
 
-/// A workload's selector cannot change once created (apps/v1).
-fn selector_unchanged(old: &Value, new: &Value) -> Vec<FieldError> {
-    if old["spec"]["selector"] != new["spec"]["selector"] {
-        return vec![FieldError::invalid_value("spec.selector", &new["spec"]["selector"], "field is immutable")];
+/// The error for a field at dotted `path` that an update changed though it may not, with
+/// upstream's per-field `message` ("field is immutable", "cannot change roleRef").
+fn immutable(old: &Value, new: &Value, path: &str, message: &str) -> Vec<FieldError> {
+    let at = |v: &Value| path.split('.').fold(v.clone(), |v, k| v[k].clone());
+    let (before, after) = (at(old), at(new));
+    if before != after {
+        return vec![FieldError::invalid_value(path, &after, message)];
     }
     Vec::new()
+}
+
+/// A workload's selector cannot change once created (apps/v1).
+fn selector_unchanged(old: &Value, new: &Value) -> Vec<FieldError> {
+    immutable(old, new, "spec.selector", "field is immutable")
 }
 
 /// `spec.replicas` must not be negative (upstream's `ValidateNonnegativeField`).

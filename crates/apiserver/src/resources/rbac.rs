@@ -159,10 +159,7 @@ fn validate_cluster_role_binding(b: &Value) -> Vec<FieldError> {
 }
 
 fn role_ref_unchanged(old: &Value, new: &Value) -> Vec<FieldError> {
-    if old["roleRef"] != new["roleRef"] {
-        return vec![FieldError::invalid_value("roleRef", &new["roleRef"], "cannot change roleRef")];
-    }
-    Vec::new()
+    super::immutable(old, new, "roleRef", "cannot change roleRef")
 }
 
 fn role_columns() -> Vec<Column> {
