@@ -406,7 +406,7 @@ async fn serve(
             Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let target = crate::patch::Target { res: t.res, ns, name, status: status };
+            let target = crate::patch::Target { res: t.res, ns, name, status };
             let p = crate::patch::apply(st, target, headers, &body, q).await?;
             let code = if p.created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(with_warnings(json_response(code, &p.object), &p.warnings))
