@@ -19,7 +19,7 @@ pub struct Apiserver {
     /// What it was started with, for [`Apiserver::restart`].
     args: Vec<String>,
     /// Where its certificates are (its own, or those of the instance it shares them with).
-    pki: PathBuf,
+    pub pki: PathBuf,
 }
 
 impl Apiserver {
@@ -73,6 +73,23 @@ impl Apiserver {
             assert!(Instant::now() < deadline, "apiserver not ready: {code} {body}\n{}", a.log());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A request as the admin (client certificate of `system:masters`): (status, body).
+    pub fn admin_curl(&self, method: &str, path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+            .arg(self.pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(self.pki.join("admin.crt"))
+            .arg("--key")
+            .arg(self.pki.join("admin.key"))
+            .arg(format!("https://127.0.0.1:{}{path}", self.port.port))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     pub fn url(&self) -> String {
