@@ -181,3 +181,41 @@ fn many_watchers_one_etcd_watch_on_etcd() {
 fn many_watchers_one_etcd_watch_on_kaname() {
     many_watchers_one_etcd_watch(Flavor::Kaname);
 }
+
+/// A store restart breaks the caches' etcd watches: they resume from the last revision they
+/// saw, so an HTTP watch open across the restart misses nothing and repeats nothing.
+fn survives_a_store_restart(flavor: Flavor) {
+    let mut store = Cluster::start(flavor, 1);
+    let api = Apiserver::start(&store.member_endpoint(1));
+    let rv = get(&api, CMS).1["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let path = format!("{CMS}?watch=true&resourceVersion={rv}&timeoutSeconds=25");
+    let watch = std::thread::scope(|s| {
+        let w = s.spawn(|| watch_lines(&api, &path).0);
+        api.ok(&["create", "configmap", "before", "--from-literal=k=1"]);
+        store.kill(1);
+        std::thread::sleep(Duration::from_secs(1));
+        store.restart(1);
+        store.wait_healthy();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !api.kubectl(&["create", "configmap", "after", "--from-literal=k=2"]).success() {
+            assert!(Instant::now() < deadline, "no write after the store restart\n{}", api.log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        w.join().unwrap()
+    });
+    let names: Vec<(&str, &str)> = watch
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["object"]["metadata"]["name"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(names, [("ADDED", "before"), ("ADDED", "after")], "{watch:?}");
+}
+
+#[test]
+fn survives_a_store_restart_on_etcd() {
+    survives_a_store_restart(Flavor::Etcd);
+}
+
+#[test]
+fn survives_a_store_restart_on_kaname() {
+    survives_a_store_restart(Flavor::Kaname);
+}
