@@ -134,6 +134,10 @@ impl ApiError {
             })),
         )
     }
+    /// A watch cache that has not (re)listed yet (upstream's cacher answers the same).
+    pub fn storage_initializing() -> Self {
+        Self::new(429, "TooManyRequests", "storage is (re)initializing".into(), Some(json!({"retryAfterSeconds": 1})))
+    }
     pub fn too_many_requests() -> Self {
         Self::new(429, "TooManyRequests", "Too many requests, please try again later.".into(), None)
     }

@@ -162,7 +162,10 @@ impl WatchCache {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(ApiError::internal("watch cache stopped")),
                 Err(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(ApiError::too_large_resource_version(rev, current))
+                    if !self.lock().ready {
+                        return Err(ApiError::storage_initializing());
+                    }
+                    return Err(ApiError::too_large_resource_version(rev, current));
                 }
                 Err(_) => {}
             }
@@ -342,6 +345,9 @@ impl WatchCache {
                 Follow::Broken(why) => {
                     tracing::debug!("watch cache {}: etcd watch ended: {why}", self.res.plural);
                     tokio::time::sleep(Duration::from_millis(300)).await;
+                    // A read moves the client to a member that answers (the watch stays on the
+                    // one in use), so a dead member is not watched again.
+                    let _ = storage.etcd.revision().await;
                 }
             }
         }
