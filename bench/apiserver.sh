@@ -10,7 +10,7 @@ kaname=${KANAME:-$(dirname "$0")/../target/release/kaname}
 base=${BASEPORT:-23400}
 dir=$(mktemp -d /tmp/kaname-bench-apiserver.XXXXXX)
 # 1,000 watchers are 1,000 TLS connections on each side.
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
