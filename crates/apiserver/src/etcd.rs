@@ -155,6 +155,23 @@ impl Etcd {
         .await
     }
 
+    /// Whether etcd has compacted `revision` away: a one-key read at it (etcd checks the
+    /// compaction before looking at keys, so this costs no scan).
+    pub async fn is_compacted(&self, revision: i64) -> Result<bool, tonic::Status> {
+        let req = RangeRequest { key: b"/".to_vec(), revision, count_only: true, ..Default::default() };
+        let r = self
+            .with_kv(|mut kv| {
+                let req = req.clone();
+                async move { kv.range(req).await }
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(false),
+            Err(s) if s.code() == tonic::Code::OutOfRange && s.message().contains("compacted") => Ok(true),
+            Err(s) => Err(s),
+        }
+    }
+
     /// The store's current revision (a cheap count-only range), also the readiness probe.
     pub async fn revision(&self) -> Result<i64, tonic::Status> {
         let req = RangeRequest { key: b"/".to_vec(), count_only: true, limit: 1, ..Default::default() };

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -19,15 +19,16 @@ use serde_json::{json, Value};
 use crate::discovery::{aggregated, aggregated_group, wants_aggregated};
 use crate::pki::User;
 use crate::resources::{Resource, GROUPS};
-use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{DeleteOptions, ListOptions, Storage};
+use crate::storage::{DeleteOptions, Storage};
 
 /// The Kubernetes release whose API this server speaks (kubectl picks its skew from it).
 pub const KUBE_MINOR: &str = "33";
 
 pub struct Ctx {
     pub storage: Storage,
+    /// One watch cache per resource: feeds watches and resourceVersion="0"/NotOlderThan lists.
+    pub caches: Arc<crate::watch_cache::Caches>,
     /// `--max-requests-inflight` (None = unlimited); watches are not counted, as upstream.
     pub inflight: Option<Arc<tokio::sync::Semaphore>>,
     /// Host:port clients are told to use in `/api` (the advertise address).
@@ -363,10 +364,12 @@ async fn serve(
     let status = t.sub == Sub::Status;
     match (method, &t.name) {
         (Method::POST, Some(_)) => Err(ApiError::method_not_allowed()),
-        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => watch(ctx, &t, q, headers),
+        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            let opts = crate::consistency::watch_options(t.res, q, wants_table(headers))?;
+            crate::consistency::watch(st, &ctx.caches, t.res, ns, opts).await
+        }
         (Method::GET, None) => {
-            let opts = list_options(t.res, q)?;
-            let l = st.list(t.res, ns, &opts).await?;
+            let l = crate::consistency::list(st, &ctx.caches, t.res, ns, q).await?;
             let mut meta = json!({"resourceVersion": l.revision.to_string()});
             if let Some(c) = l.continue_token {
                 meta["continue"] = json!(c);
@@ -433,7 +436,7 @@ async fn serve(
             ))
         }
         (Method::DELETE, None) => {
-            let list = list_options(t.res, q)?;
+            let list = crate::consistency::selectors(t.res, q)?;
             let opts = delete_options(q, &body)?;
             let items = st.delete_collection(t.res, ns, &list, &opts).await?;
             if t.res.group.is_empty() && t.res.plural == "namespaces" {
@@ -471,53 +474,6 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteO
     };
     let uid = opts["preconditions"]["uid"].as_str().map(str::to_string);
     Ok(DeleteOptions { resource_version, uid, grace_period })
-}
-
-fn list_options(res: &Resource, q: &HashMap<String, String>) -> ApiResult<ListOptions> {
-    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), res.selectable)
-        .map_err(ApiError::bad_request)?;
-    let limit = match q.get("limit").filter(|s| !s.is_empty()) {
-        Some(s) => s.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit {s:?}")))?.max(0),
-        None => 0,
-    };
-    let exact_rv = match (q.get("resourceVersionMatch").map(String::as_str), q.get("resourceVersion")) {
-        (Some("Exact"), Some(rv)) => {
-            Some(rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?)
-        }
-        _ => None,
-    };
-    let continue_token = q.get("continue").filter(|s| !s.is_empty()).cloned();
-    Ok(ListOptions { labels, fields, limit, continue_token, exact_rv })
-}
-
-fn watch(ctx: &Ctx, t: &Target, q: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<Response> {
-    let list = list_options(t.res, q)?;
-    let from = match q.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => None,
-        Some(rv) => {
-            Some(rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?)
-        }
-    };
-    // Upstream bounds a watch without timeoutSeconds by a random 30–60 minutes.
-    let timeout = match q.get("timeoutSeconds") {
-        Some(s) => {
-            Duration::from_secs(s.parse().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {s:?}")))?)
-        }
-        None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
-    };
-    let opts = crate::watch::WatchOptions { list, from, timeout, as_table: wants_table(headers) };
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
-    tokio::spawn(crate::watch::run(ctx.storage.clone(), t.res, t.ns.clone(), opts, tx));
-    let stream = futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |line| {
-        Ok::<_, std::convert::Infallible>(Bytes::from(line))
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(stream))
-        .map_err(ApiError::internal)
 }
 
 /// A create/update body: JSON only; unknown fields per `fieldValidation` (Strict: 400,

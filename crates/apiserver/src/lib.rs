@@ -8,6 +8,7 @@
 //! certificates and the TLS config; `table`, `selector`, `patch` and `status` are the pieces
 //! of API machinery the verbs share.
 
+pub mod consistency;
 pub mod discovery;
 pub mod etcd;
 pub mod http;
@@ -23,6 +24,7 @@ pub mod storage;
 pub mod subresources;
 pub mod table;
 pub mod watch;
+pub mod watch_cache;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -129,7 +131,8 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
     tokio::spawn(namespace_controller::run(storage.clone(), namespace_deleted.clone()));
     let inflight =
         (flags.max_requests_inflight > 0).then(|| Arc::new(tokio::sync::Semaphore::new(flags.max_requests_inflight)));
-    let ctx = Arc::new(http::Ctx { storage, inflight, server_address, namespace_deleted });
+    let caches = Arc::new(watch_cache::Caches::start(&storage));
+    let ctx = Arc::new(http::Ctx { storage, caches: caches.clone(), inflight, server_address, namespace_deleted });
     let router = http::router(ctx);
 
     let addr = SocketAddr::new(flags.bind_address, flags.secure_port);
@@ -141,7 +144,10 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
     loop {
         let (tcp, peer) = tokio::select! {
             a = listener.accept() => a?,
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                caches.shutdown();
+                return Ok(());
+            }
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();

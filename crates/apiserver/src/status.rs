@@ -143,6 +143,23 @@ impl ApiError {
     pub fn expired(message: String) -> Self {
         Self::new(410, "Expired", message, None)
     }
+    /// A read or watch for a revision the cache has not reached within its wait (upstream's
+    /// `NewTooLargeResourceVersionError`, served as a 504 the client retries).
+    pub fn too_large_resource_version(wanted: i64, current: i64) -> Self {
+        Self::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {wanted}, current: {current}"),
+            Some(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            })),
+        )
+    }
+    /// A watch cache that has not (re)listed yet (upstream's cacher answers the same).
+    pub fn storage_initializing() -> Self {
+        Self::new(429, "TooManyRequests", "storage is (re)initializing".into(), Some(json!({"retryAfterSeconds": 1})))
+    }
     pub fn too_many_requests() -> Self {
         Self::new(429, "TooManyRequests", "Too many requests, please try again later.".into(), None)
     }

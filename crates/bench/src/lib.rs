@@ -2,6 +2,7 @@
 //! etcd's own `benchmark` tool (same subcommands, flags and report), so both systems are
 //! measured by the same client code.
 
+mod apiserver;
 mod report;
 mod watch;
 
@@ -103,6 +104,9 @@ pub enum BenchCommand {
     },
     /// Benchmark the latency from a put to its event at many watchers.
     Watch(watch::WatchFlags),
+    /// Benchmark a Kubernetes API server (`kaname apiserver`) through kube-rs: request latency
+    /// at fixed rates, a 10,000-pod list, 1,000 watchers, memory.
+    Apiserver(apiserver::ApiserverFlags),
     /// Benchmark lease keep-alives (one lease per client, renewed over a keep-alive stream).
     LeaseKeepalive {
         #[command(flatten)]
@@ -223,6 +227,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             .await?
         }
         BenchCommand::Watch(flags) => watch::run(flags).await?,
+        // Prints its own report: several runs, as markdown tables.
+        BenchCommand::Apiserver(flags) => return apiserver::run(flags).await,
         BenchCommand::LeaseKeepalive { common } => lease_keepalive(common).await?,
     };
     results.print();

@@ -16,6 +16,10 @@ pub struct Apiserver {
     pub port: PortClaim,
     pub kubeconfig: PathBuf,
     pub dir: tempfile::TempDir,
+    /// What it was started with, for [`Apiserver::restart`].
+    args: Vec<String>,
+    /// Where its certificates are (its own, or those of the instance it shares them with).
+    pub pki: PathBuf,
 }
 
 impl Apiserver {
@@ -26,25 +30,40 @@ impl Apiserver {
     /// Starts with `args` (at least `--etcd-servers`) on a claimed port and its own cert dir.
     pub fn start_args(args: &[String]) -> Apiserver {
         let dir = tempfile::Builder::new().prefix("kaname-apiserver-it-").tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        Apiserver::start_in(dir, pki, args.to_vec())
+    }
+
+    /// A second instance that uses this one's certificates (so one kubeconfig's client
+    /// certificate works on both, as behind a load balancer), on its own port.
+    pub fn start_sibling(&self) -> Apiserver {
+        let dir = tempfile::Builder::new().prefix("kaname-apiserver-it-").tempdir().unwrap();
+        Apiserver::start_in(dir, self.pki.clone(), self.args.clone())
+    }
+
+    fn start_in(dir: tempfile::TempDir, pki: PathBuf, args: Vec<String>) -> Apiserver {
         let port = claim_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kaname"))
-            .arg("apiserver")
-            .args(args)
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", port.port))
-            .arg(format!("--cert-dir={}", dir.path().join("pki").display()))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("apiserver.log")).unwrap())
-            .spawn()
-            .expect("start kaname apiserver");
-        // The first line printed is where the admin kubeconfig was written.
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // Keep reading so the server's later lines never meet a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let kubeconfig = PathBuf::from(line.trim().strip_prefix("admin kubeconfig: ").expect("kubeconfig path line"));
-        let a = Apiserver { child, port, kubeconfig, dir };
+        let (child, kubeconfig) = spawn(&dir, &pki, &args, port.port);
+        let a = Apiserver { child, port, kubeconfig, dir, args, pki };
+        a.wait_ready();
+        a
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and certificates.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, _) = spawn(&self.dir, &self.pki, &self.args, self.port.port);
+        self.child = child;
+        self.wait_ready();
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_ready(&self) {
+        let a = self;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (code, body) = a.curl("/readyz", false);
@@ -54,7 +73,27 @@ impl Apiserver {
             assert!(Instant::now() < deadline, "apiserver not ready: {code} {body}\n{}", a.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        a
+    }
+
+    /// A request as the admin (client certificate of `system:masters`): (status, body).
+    pub fn admin_curl(&self, method: &str, path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+            .arg(self.pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(self.pki.join("admin.crt"))
+            .arg("--key")
+            .arg(self.pki.join("admin.key"))
+            .arg(format!("https://127.0.0.1:{}{path}", self.port.port))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port.port)
     }
 
     pub fn log(&self) -> String {
@@ -107,7 +146,7 @@ impl Apiserver {
         let mut cmd = Command::new("curl");
         cmd.args(["-s", "--max-time", "5", "-w", "\n%{http_code}"]);
         if with_ca {
-            cmd.arg("--cacert").arg(self.dir.path().join("pki/ca.crt"));
+            cmd.arg("--cacert").arg(self.pki.join("ca.crt"));
         } else {
             cmd.arg("-k");
         }
@@ -116,6 +155,32 @@ impl Apiserver {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
+}
+
+/// Starts `kaname apiserver` with `args` on `port`, its certificates in `pki`; returns the
+/// child and the admin kubeconfig it wrote (the first line it prints).
+fn spawn(dir: &tempfile::TempDir, pki: &std::path::Path, args: &[String], port: u16) -> (Child, PathBuf) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("apiserver.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaname"))
+        .arg("apiserver")
+        .args(args)
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg(format!("--cert-dir={}", pki.display()))
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start kaname apiserver");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading so the server's later lines never meet a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let written = PathBuf::from(line.trim().strip_prefix("admin kubeconfig: ").expect("kubeconfig path line"));
+    // Siblings share the cert dir and each writes its own address into it: keep this one's.
+    let kubeconfig = dir.path().join("admin.conf");
+    std::fs::copy(&written, &kubeconfig).unwrap();
+    (child, kubeconfig)
 }
 
 impl Drop for Apiserver {
@@ -128,4 +193,3 @@ impl Drop for Apiserver {
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
-
