@@ -84,12 +84,29 @@ impl EtcdServer {
                 LeaseCall::TimeToLive { id, keys } => {
                     return ForwardReply::Done(0, LeaseAnswer::Status(lessor.status(id, keys)))
                 }
-                LeaseCall::Renew(id) => match lessor.renew(id) {
+                LeaseCall::Renew(id) => {
+                    // etcd's ensureLeadership before a renewal (its fix of etcd#15247): a
+                    // leader cut off from the others believes it leads until it hears a higher
+                    // term, and a renewal it answered meanwhile is one the real leader never
+                    // saw, which then expires the lease while its client thinks it renewed
+                    // (`kaname chaos --seed 5007 --faults all` caught an isolated leader doing
+                    // this for 2 s). A quorum round in this term first, then the renewal.
+                    let term = self.raft.metrics().borrow().current_term;
+                    match self.read_index_as_leader().await {
+                        ForwardReply::Done(..) => {}
+                        ForwardReply::NotLeader(l) => return ForwardReply::NotLeader(l),
+                        ForwardReply::Failed(e) => return ForwardReply::Failed(e),
+                    }
+                    if self.raft.metrics().borrow().current_term != term {
+                        continue;
+                    }
+                    match lessor.renew(id) {
                     Ok(RenewOutcome::Renewed(ttl)) => return ForwardReply::Done(0, LeaseAnswer::Renewed(ttl)),
                     // etcd waits for the pending revoke and then reports the lease as gone.
-                    Ok(RenewOutcome::Expired) | Ok(RenewOutcome::NotPrimary) => tokio::time::sleep(POLL).await,
-                    Err(e) => return ForwardReply::Failed(e),
-                },
+                        Ok(RenewOutcome::Expired) | Ok(RenewOutcome::NotPrimary) => tokio::time::sleep(POLL).await,
+                        Err(e) => return ForwardReply::Failed(e),
+                    }
+                }
             }
         }
     }
