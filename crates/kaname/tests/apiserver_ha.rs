@@ -22,16 +22,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 
-fn client(rt: &tokio::runtime::Runtime, api: &Apiserver) -> kube::Client {
-    rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    })
-}
-
 /// `kubectl get -w` on `b` sees what is written through `a`.
 fn watch_across(flavor: Flavor) {
     let store = Cluster::start(flavor, 1);
@@ -108,7 +98,7 @@ fn no_lost_updates(flavor: Flavor) {
     let b = a.start_sibling();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (ca, cb) = (client(&rt, &a), client(&rt, &b));
+    let (ca, cb) = (a.kube_client(&rt), b.kube_client(&rt));
     let (api_a, api_b): (Api<ConfigMap>, Api<ConfigMap>) = (Api::default_namespaced(ca), Api::default_namespaced(cb));
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("counter".into());

@@ -36,16 +36,6 @@ struct Reflector {
     inits: Arc<AtomicUsize>,
 }
 
-fn client(rt: &tokio::runtime::Runtime, api: &Apiserver) -> kube::Client {
-    rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    })
-}
-
 fn start_reflector(
     rt: &tokio::runtime::Runtime,
     client: kube::Client,
@@ -134,7 +124,7 @@ fn stays_in_sync(flavor: Flavor) {
     let mut api = Apiserver::start(&endpoint);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = client(&rt, &api);
+    let client = api.kube_client(&rt);
     for i in 0..5 {
         put(&rt, &client, &format!("cm-{i}"), "0");
     }

@@ -146,10 +146,9 @@ fn many_watchers_one_etcd_watch(flavor: Flavor) {
     let before = etcd_watchers(&endpoint);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = api.kube_client(&rt);
     let received = rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-        let cms: Api<ConfigMap> = Api::default_namespaced(kube::Client::try_from(config).unwrap());
+        let cms: Api<ConfigMap> = Api::default_namespaced(client);
         let mut streams = Vec::new();
         for _ in 0..100 {
             streams.push(cms.watch(&WatchParams::default().timeout(30), "0").await.unwrap().boxed());

@@ -23,6 +23,16 @@ pub struct Apiserver {
 }
 
 impl Apiserver {
+    /// A kube-rs client on this server's admin kubeconfig (client certificate auth).
+    pub fn kube_client(&self, rt: &tokio::runtime::Runtime) -> kube::Client {
+        rt.block_on(async {
+            let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+            let options = kube::config::KubeConfigOptions::default();
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.unwrap();
+            kube::Client::try_from(config).unwrap()
+        })
+    }
+
     pub fn start(etcd_endpoint: &str) -> Apiserver {
         Apiserver::start_args(&[format!("--etcd-servers=http://{etcd_endpoint}")])
     }
