@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, EtcdConfig};
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, DataDirError};
 use crate::grpc::{
     cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService, watch::WatchService,
 };
@@ -105,20 +105,22 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let early_tls = if crate::tls::writes_data_dir(&cfg) { None } else { Some(crate::tls::setup(&cfg)?) };
     let dir = DataDir::new(&cfg.data_dir);
     let (member_id, cluster_id, joined) = match dir.inspect()? {
-        // A member with data keeps the identity it was created with: etcd too ignores
-        // --initial-cluster and --initial-cluster-token once a member has data (a member that
-        // joined got its ID from `member add`, and after membership changes the flags of a
-        // restart often list the current members rather than the first ones).
+        // A member that joined a running cluster got its ID from `member add`; etcd too ignores
+        // --initial-cluster once a member has data.
+        Some(marker) if marker.joined => (marker.member_id, marker.cluster_id, true),
         Some(marker) => {
-            if !marker.joined && (marker.member_id != me.id || marker.cluster_id != flag_cluster_id) {
-                tracing::warn!(
-                    data_dir = %cfg.data_dir.display(),
-                    member = %format!("{:x}", marker.member_id),
-                    cluster = %format!("{:x}", marker.cluster_id),
-                    "the data dir's member and cluster IDs differ from what --name/--initial-cluster/--initial-cluster-token describe; using the data dir's, as etcd ignores those flags on restart"
-                );
+            if marker.member_id != me.id || marker.cluster_id != flag_cluster_id {
+                return Err(DataDirError::IdentityMismatch {
+                    path: cfg.data_dir.clone(),
+                    name: marker.name,
+                    stored: marker.member_id,
+                    flag_name: cfg.name.clone(),
+                    flag: me.id,
+                    flag_cluster: flag_cluster_id,
+                }
+                .into());
             }
-            (marker.member_id, marker.cluster_id, marker.joined)
+            (me.id, flag_cluster_id, false)
         }
         None if cfg.initial_cluster_state == config::ClusterState::Existing => {
             let peer_tls = early_tls.as_ref().and_then(|t| t.peer_client.clone());
