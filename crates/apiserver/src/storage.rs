@@ -564,7 +564,8 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     Ok(obj)
 }
 
-/// Checks the body's type, decodes it through the typed schema and settles its namespace.
+/// Checks the body's type, decodes it through the typed schema, applies the kind's defaults
+/// and settles its namespace.
 fn prepare_body(res: &Resource, ns: Option<&str>, body: Value) -> ApiResult<Value> {
     if !body.is_object() {
         return Err(ApiError::bad_request("the body of the request must be a JSON object"));
@@ -582,6 +583,7 @@ fn prepare_body(res: &Resource, ns: Option<&str>, body: Value) -> ApiResult<Valu
         }
     }
     let mut obj = (res.normalize)(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+    (res.defaults)(&mut obj);
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(res.kind);
     if !obj["metadata"].is_object() {

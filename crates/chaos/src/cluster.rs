@@ -323,8 +323,7 @@ impl Cluster {
 
     /// Members hear only the members of their own groups (needs namespaces).
     pub fn partition(&self, groups: &[Vec<usize>]) -> anyhow::Result<()> {
-        let slots: Vec<Vec<usize>> =
-            groups.iter().map(|g| g.iter().map(|&i| self.members[i].slot).collect()).collect();
+        let slots: Vec<Vec<usize>> = groups.iter().map(|g| g.iter().map(|&i| self.members[i].slot).collect()).collect();
         match &self.net {
             Some(net) => net.partition(&slots),
             None => bail!("partitions need the members in network namespaces"),

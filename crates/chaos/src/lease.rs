@@ -207,11 +207,25 @@ pub async fn lease_client(
         };
         if fate == Fate::KeepAlive {
             kept += 1;
-            tokio::spawn(keep_alive(idx, lease_id, ttl, endpoints.clone(), member, epoch, stops.keep.clone(), leases.clone()));
+            tokio::spawn(keep_alive(
+                idx,
+                lease_id,
+                ttl,
+                endpoints.clone(),
+                member,
+                epoch,
+                stops.keep.clone(),
+                leases.clone(),
+            ));
         }
         for j in 0..rng.gen_range(1..=2) {
             let key = format!("{LEASE_PREFIX}c{id}-{n}-{j}");
-            let req = PutRequest { key: key.clone().into_bytes(), value: b"l".to_vec(), lease: lease_id, ..Default::default() };
+            let req = PutRequest {
+                key: key.clone().into_bytes(),
+                value: b"l".to_vec(),
+                lease: lease_id,
+                ..Default::default()
+            };
             let r = tokio::time::timeout(op_timeout, KvClient::new(endpoints.pick(member)).put(req)).await;
             let acked = matches!(r, Ok(Ok(_))).then(|| secs(epoch));
             leases.lock().unwrap()[idx].keys.push((key, acked));
@@ -383,8 +397,13 @@ pub async fn check(
                 }
             }
             for l in &must_stay {
-                let missing: Vec<&String> =
-                    l.keys.iter().filter(|(_, acked)| acked.is_some()).map(|(k, _)| k).filter(|k| !keys.contains(*k)).collect();
+                let missing: Vec<&String> = l
+                    .keys
+                    .iter()
+                    .filter(|(_, acked)| acked.is_some())
+                    .map(|(k, _)| k)
+                    .filter(|k| !keys.contains(*k))
+                    .collect();
                 if !missing.is_empty() {
                     problems.push(format!("{name} lacks {missing:?} of a lease kept alive without a gap: {l}"));
                 }

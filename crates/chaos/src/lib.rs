@@ -3,9 +3,9 @@
 //! See docs/fault-testing.md.
 
 pub mod checker;
+pub mod cluster;
 pub mod lease;
 pub mod membership;
-pub mod cluster;
 pub mod netns;
 pub mod run;
 pub mod schedule;

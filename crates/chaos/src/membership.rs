@@ -84,8 +84,7 @@ impl Cluster {
     /// clientv3 `Sync` uses to follow membership).
     pub async fn client_urls(&self) -> anyhow::Result<Vec<String>> {
         let via = self.via(None).await.context("no member answers")?;
-        let mut urls: Vec<String> =
-            self.member_list(via).await?.into_iter().flat_map(|m| m.client_ur_ls).collect();
+        let mut urls: Vec<String> = self.member_list(via).await?.into_iter().flat_map(|m| m.client_ur_ls).collect();
         urls.sort();
         urls.dedup();
         Ok(urls)

@@ -302,9 +302,8 @@ async fn inject(
         match step.kind {
             FaultKind::Partition => {
                 let groups = schedule::partition_groups(step.target, &targets, n);
-                let names = |g: &Vec<usize>| {
-                    g.iter().map(|&i| cluster.members[i].name.clone()).collect::<Vec<_>>().join(",")
-                };
+                let names =
+                    |g: &Vec<usize>| g.iter().map(|&i| cluster.members[i].name.clone()).collect::<Vec<_>>().join(",");
                 log.push(format!("    groups: {}", groups.iter().map(names).collect::<Vec<_>>().join(" | ")));
                 progress(log);
                 cluster.partition(&groups)?;
@@ -379,7 +378,11 @@ async fn change_membership(
         removed.name,
         removed.request_took.as_secs_f64(),
         removed.refusals,
-        if removed.exited_by_itself { "its process stopped by itself" } else { "its process was still running: killed" },
+        if removed.exited_by_itself {
+            "its process stopped by itself"
+        } else {
+            "its process was still running: killed"
+        },
         removed.exit_took.as_secs_f64()
     ));
     progress(log);

@@ -315,6 +315,78 @@ fn update_conflict_on_kaname() {
     update_conflict(Flavor::Kaname);
 }
 
+/// `kubectl replace -f` of the same minimal manifests that created the objects, with no
+/// resourceVersion (an unconditional update): the server applies the kind's defaults to the
+/// update as it did to the create, so a pod whose only change is its image is replaced, not
+/// refused as a change of defaulted fields (imagePullPolicy, dnsPolicy, ...). A real change of
+/// an immutable pod field is still a 422, and a service keeps its allocated cluster IP.
+fn replace_minimal_manifests(flavor: Flavor) {
+    let store = Cluster::start(flavor, 1);
+    let api = Apiserver::start(&store.member_endpoint(1));
+    let pod = |image: &str, policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  restartPolicy: {policy}\n  initContainers:\n  - name: init\n    image: busybox\n  containers:\n  - name: nginx\n    image: {image}\n"
+        )
+    };
+    let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&pod("nginx:1.27", "Always")));
+    assert!(out.success(), "{}", out.stderr);
+    let created = json(&api.ok(&["get", "pod", "web", "-o", "json"]));
+    let out = api.kubectl_stdin(&["replace", "-f", "-"], Some(&pod("nginx:1.28", "Always")));
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("pod/web replaced\n", ""));
+    let replaced = json(&api.ok(&["get", "pod", "web", "-o", "json"]));
+    assert_eq!(replaced["spec"]["containers"][0]["image"], "nginx:1.28");
+    // Defaults are filled in again, per container, from the new image's tag.
+    assert_eq!(replaced["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(replaced["spec"]["initContainers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(replaced["spec"]["dnsPolicy"], "ClusterFirst");
+    assert_eq!(replaced["metadata"]["uid"], created["metadata"]["uid"]);
+    let out = api.kubectl_stdin(&["replace", "-f", "-"], Some(&pod("nginx:1.28", "Never")));
+    assert!(!out.success());
+    assert!(
+        out.stderr
+            .starts_with("The Pod \"web\" is invalid: spec: Forbidden: pod updates may not change fields other than"),
+        "{}",
+        out.stderr
+    );
+
+    let deploy = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: nginx\n        image: nginx\n"
+        )
+    };
+    assert!(api.kubectl_stdin(&["create", "-f", "-"], Some(&deploy(1))).success());
+    let out = api.kubectl_stdin(&["replace", "-f", "-"], Some(&deploy(1)));
+    assert_eq!(out.stdout, "deployment.apps/web replaced\n", "{}", out.stderr);
+    // Nothing changed once defaulted: the generation stays.
+    assert_eq!(api.ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.generation}"]), "1");
+    assert!(api.kubectl_stdin(&["replace", "-f", "-"], Some(&deploy(3))).success());
+    let d = json(&api.ok(&["get", "deploy", "web", "-o", "json"]));
+    assert_eq!((d["metadata"]["generation"].as_i64(), d["spec"]["replicas"].as_i64()), (Some(2), Some(3)));
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"], "/dev/termination-log");
+
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n";
+    assert!(api.kubectl_stdin(&["create", "-f", "-"], Some(svc)).success());
+    let ip = api.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let out = api.kubectl_stdin(&["replace", "-f", "-"], Some(svc));
+    assert_eq!(out.stdout, "service/web replaced\n", "{}", out.stderr);
+    let s = json(&api.ok(&["get", "svc", "web", "-o", "json"]));
+    assert_eq!(s["spec"]["clusterIP"].as_str(), Some(ip.as_str()));
+    assert_eq!(
+        (s["spec"]["ports"][0]["protocol"].as_str(), s["spec"]["ports"][0]["targetPort"].as_i64()),
+        (Some("TCP"), Some(80))
+    );
+}
+
+#[test]
+fn replace_minimal_manifests_on_etcd() {
+    replace_minimal_manifests(Flavor::Etcd);
+}
+
+#[test]
+fn replace_minimal_manifests_on_kaname() {
+    replace_minimal_manifests(Flavor::Kaname);
+}
+
 /// Watch from a resourceVersion: every later change as ADDED/MODIFIED/DELETED lines, ending
 /// at timeoutSeconds; `kubectl get -w` rows; from a compacted revision, one ERROR event with
 /// a 410 Expired Status.
@@ -632,10 +704,7 @@ fn wait_for_condition(flavor: Flavor) {
             std::thread::sleep(Duration::from_secs(2));
             api.ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", status]);
         });
-        assert_eq!(
-            api.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]),
-            "pod/web condition met\n"
-        );
+        assert_eq!(api.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]), "pod/web condition met\n");
     });
     assert_eq!(
         api.ok(&["wait", "--for=jsonpath={.status.phase}=Running", "pod/web", "--timeout=30s"]),

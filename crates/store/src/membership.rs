@@ -69,9 +69,8 @@ pub async fn probe_peers(server: std::sync::Arc<EtcdServer>) {
             let membership = m.membership_config.membership();
             membership.nodes().filter(|(id, _)| **id != server.member_id).map(|(_, n)| n.clone()).collect()
         };
-        let hellos = others
-            .iter()
-            .map(|node| server.peers.call::<(), ClusterView>(node, PeerRpc::Hello, &(), PROBE_INTERVAL));
+        let hellos =
+            others.iter().map(|node| server.peers.call::<(), ClusterView>(node, PeerRpc::Hello, &(), PROBE_INTERVAL));
         futures::future::join_all(hellos).await;
     }
 }

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::core::{default_pod_spec, validate_pod_spec};
 use super::{
-    nothing_to_prepare, selector_unchanged, typed, validate_replicas, validate_workload_selector, NameRule, Resource,
+    no_defaults, nothing_to_prepare, selector_unchanged, typed, validate_replicas, validate_workload_selector,
+    NameRule, Resource,
 };
 use crate::status::FieldError;
 use crate::table::{age, col, name, Column, AGE, NAME};
@@ -28,6 +29,7 @@ const WORKLOAD: Resource = Resource {
     normalize: typed::<Deployment>,
     validate: validate_deployment,
     validate_update: selector_unchanged,
+    defaults: no_defaults,
     prepare_create: nothing_to_prepare,
     name_rule: NameRule::Dns1123Subdomain,
     columns: deployment_columns,
@@ -43,6 +45,7 @@ pub static APPS_V1: &[Resource] = &[
         has_scale: false,
         normalize: typed::<DaemonSet>,
         validate: validate_daemonset,
+        defaults: default_daemonset,
         prepare_create: prepare_daemonset,
         columns: daemonset_columns,
         cells: daemonset_cells,
@@ -53,6 +56,7 @@ pub static APPS_V1: &[Resource] = &[
         plural: "deployments",
         singular: "deployment",
         short_names: &["deploy"],
+        defaults: default_deployment,
         prepare_create: prepare_deployment,
         ..WORKLOAD
     },
@@ -63,6 +67,7 @@ pub static APPS_V1: &[Resource] = &[
         short_names: &["rs"],
         normalize: typed::<ReplicaSet>,
         validate: validate_replicaset,
+        defaults: default_replicaset,
         prepare_create: prepare_replicaset,
         columns: replicaset_columns,
         cells: replicaset_cells,
@@ -76,6 +81,7 @@ pub static APPS_V1: &[Resource] = &[
         normalize: typed::<StatefulSet>,
         validate: validate_statefulset,
         validate_update: statefulset_update_rules,
+        defaults: default_statefulset,
         prepare_create: prepare_statefulset,
         columns: statefulset_columns,
         cells: statefulset_cells,
@@ -89,7 +95,7 @@ fn set_default(obj: &mut Value, field: &str, value: Value) {
     }
 }
 
-fn prepare_deployment(d: &mut Value) {
+fn default_deployment(d: &mut Value) {
     let spec = &mut d["spec"];
     set_default(spec, "replicas", json!(1));
     set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
@@ -99,16 +105,22 @@ fn prepare_deployment(d: &mut Value) {
     set_default(spec, "revisionHistoryLimit", json!(10));
     set_default(spec, "progressDeadlineSeconds", json!(600));
     default_pod_spec(&mut spec["template"]["spec"]);
+}
+
+fn prepare_deployment(d: &mut Value) {
     d["status"] = json!({});
 }
 
-fn prepare_replicaset(rs: &mut Value) {
+fn default_replicaset(rs: &mut Value) {
     set_default(&mut rs["spec"], "replicas", json!(1));
     default_pod_spec(&mut rs["spec"]["template"]["spec"]);
+}
+
+fn prepare_replicaset(rs: &mut Value) {
     rs["status"] = json!({"replicas": 0});
 }
 
-fn prepare_statefulset(s: &mut Value) {
+fn default_statefulset(s: &mut Value) {
     let spec = &mut s["spec"];
     set_default(spec, "replicas", json!(1));
     set_default(spec, "podManagementPolicy", json!("OrderedReady"));
@@ -116,10 +128,13 @@ fn prepare_statefulset(s: &mut Value) {
     set_default(spec, "revisionHistoryLimit", json!(10));
     set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
     default_pod_spec(&mut spec["template"]["spec"]);
+}
+
+fn prepare_statefulset(s: &mut Value) {
     s["status"] = json!({"replicas": 0, "availableReplicas": 0});
 }
 
-fn prepare_daemonset(ds: &mut Value) {
+fn default_daemonset(ds: &mut Value) {
     let spec = &mut ds["spec"];
     set_default(
         spec,
@@ -128,6 +143,9 @@ fn prepare_daemonset(ds: &mut Value) {
     );
     set_default(spec, "revisionHistoryLimit", json!(10));
     default_pod_spec(&mut spec["template"]["spec"]);
+}
+
+fn prepare_daemonset(ds: &mut Value) {
     ds["status"] =
         json!({"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0, "numberReady": 0});
 }
@@ -341,6 +359,7 @@ mod tests {
         let mut d = json!({"metadata": {"name": "web"}, "spec": {
             "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}}}});
+        default_deployment(&mut d);
         prepare_deployment(&mut d);
         assert!(validate_deployment(&d).is_empty());
         assert_eq!(d["spec"]["replicas"], 1);

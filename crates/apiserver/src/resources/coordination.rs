@@ -3,7 +3,7 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{json, Value};
 
-use super::{no_update_rules, nothing_to_prepare, typed, NameRule, Resource};
+use super::{no_defaults, no_update_rules, nothing_to_prepare, typed, NameRule, Resource};
 use crate::status::FieldError;
 use crate::table::{age, col, name, Column, AGE, NAME};
 
@@ -23,6 +23,7 @@ pub static COORDINATION_V1: &[Resource] = &[Resource {
     normalize: typed::<Lease>,
     validate: validate_lease,
     validate_update: no_update_rules,
+    defaults: no_defaults,
     prepare_create: nothing_to_prepare,
     name_rule: NameRule::Dns1123Subdomain,
     columns: lease_columns,

@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use serde_json::{json, Value};
 
-use super::{check_name, no_update_rules, no_validation, nothing_to_prepare, typed, NameRule, Resource};
+use super::{check_name, no_defaults, no_update_rules, no_validation, nothing_to_prepare, typed, NameRule, Resource};
 use crate::status::FieldError;
 
 /// Every resource served under `/api/v1`.
@@ -24,6 +24,7 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<Namespace>,
         validate: no_validation,
         validate_update: no_update_rules,
+        defaults: no_defaults,
         prepare_create: prepare_namespace,
         name_rule: NameRule::Dns1123Label,
         columns: crate::table::namespace_columns,
@@ -45,6 +46,7 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<ConfigMap>,
         validate: validate_data_keys,
         validate_update: no_update_rules,
+        defaults: no_defaults,
         prepare_create: nothing_to_prepare,
         name_rule: NameRule::Dns1123Subdomain,
         columns: crate::table::configmap_columns,
@@ -66,7 +68,8 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<Secret>,
         validate: validate_data_keys,
         validate_update: no_update_rules,
-        prepare_create: prepare_secret,
+        defaults: default_secret,
+        prepare_create: nothing_to_prepare,
         name_rule: NameRule::Dns1123Subdomain,
         columns: crate::table::secret_columns,
         cells: crate::table::secret_cells,
@@ -94,6 +97,7 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<Pod>,
         validate: validate_pod,
         validate_update: pod_update_rules,
+        defaults: default_pod,
         prepare_create: prepare_pod,
         name_rule: NameRule::Dns1123Subdomain,
         columns: crate::table::pod_columns,
@@ -115,6 +119,7 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<ServiceAccount>,
         validate: no_validation,
         validate_update: no_update_rules,
+        defaults: no_defaults,
         prepare_create: nothing_to_prepare,
         name_rule: NameRule::Dns1123Subdomain,
         columns: crate::table::name_age_columns,
@@ -137,6 +142,7 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<Service>,
         validate: validate_service,
         validate_update: service_update_rules,
+        defaults: default_service,
         prepare_create: prepare_service,
         name_rule: NameRule::Dns1123Label,
         columns: crate::table::service_columns,
@@ -170,6 +176,7 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<Event>,
         validate: no_validation,
         validate_update: no_update_rules,
+        defaults: no_defaults,
         prepare_create: nothing_to_prepare,
         name_rule: NameRule::Dns1123Subdomain,
         columns: crate::table::event_columns,
@@ -193,6 +200,7 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<Node>,
         validate: no_validation,
         validate_update: no_update_rules,
+        defaults: no_defaults,
         prepare_create: nothing_to_prepare,
         name_rule: NameRule::Dns1123Subdomain,
         columns: crate::table::node_columns,
@@ -214,6 +222,7 @@ pub static CORE_V1: &[Resource] = &[
         normalize: typed::<Endpoints>,
         validate: no_validation,
         validate_update: no_update_rules,
+        defaults: no_defaults,
         prepare_create: nothing_to_prepare,
         name_rule: NameRule::Dns1123Subdomain,
         columns: crate::table::endpoints_columns,
@@ -227,16 +236,19 @@ fn prepare_namespace(obj: &mut Value) {
     obj["status"] = json!({"phase": "Active"});
 }
 
-fn prepare_secret(obj: &mut Value) {
+fn default_secret(obj: &mut Value) {
     if obj.get("type").and_then(Value::as_str).unwrap_or("").is_empty() {
         obj["type"] = json!("Opaque");
     }
 }
 
+fn default_pod(obj: &mut Value) {
+    default_pod_spec(&mut obj["spec"]);
+}
+
 fn prepare_pod(obj: &mut Value) {
     // Upstream's pod strategy: a new pod is Pending, with its QoS class computed from the
     // containers' requests and limits.
-    default_pod_spec(&mut obj["spec"]);
     let qos = pod_qos(obj);
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
 }
@@ -377,22 +389,24 @@ pub(super) fn default_pod_spec(spec: &mut Value) {
             spec[field] = value;
         }
     }
-    for c in spec["containers"].as_array_mut().into_iter().flatten() {
-        if c["terminationMessagePath"].is_null() {
-            c["terminationMessagePath"] = json!("/dev/termination-log");
-        }
-        if c["terminationMessagePolicy"].is_null() {
-            c["terminationMessagePolicy"] = json!("File");
-        }
-        if c["imagePullPolicy"].is_null() {
-            // `:latest` (or no tag) pulls Always, anything else IfNotPresent.
-            let image = c["image"].as_str().unwrap_or("");
-            let tag = image.rsplit('/').next().unwrap_or("");
-            let latest = !image.contains('@') && tag.split_once(':').is_none_or(|(_, t)| t == "latest");
-            c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
-        }
-        if c["resources"].is_null() {
-            c["resources"] = json!({});
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            if c["terminationMessagePath"].is_null() {
+                c["terminationMessagePath"] = json!("/dev/termination-log");
+            }
+            if c["terminationMessagePolicy"].is_null() {
+                c["terminationMessagePolicy"] = json!("File");
+            }
+            if c["imagePullPolicy"].is_null() {
+                // `:latest` (or no tag) pulls Always, anything else IfNotPresent.
+                let image = c["image"].as_str().unwrap_or("");
+                let tag = image.rsplit('/').next().unwrap_or("");
+                let latest = !image.contains('@') && tag.split_once(':').is_none_or(|(_, t)| t == "latest");
+                c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
+            }
+            if c["resources"].is_null() {
+                c["resources"] = json!({});
+            }
         }
     }
 }
@@ -402,7 +416,7 @@ const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "N
 /// Upstream's service defaults (`SetDefaults_Service`): type ClusterIP, session affinity
 /// None, TCP ports whose targetPort is the port. The cluster IP itself is allocated by the
 /// registry (`service_ips`), in the same transaction that stores the service.
-fn prepare_service(svc: &mut Value) {
+fn default_service(svc: &mut Value) {
     let spec = &mut svc["spec"];
     if !spec.is_object() {
         *spec = json!({});
@@ -425,6 +439,9 @@ fn prepare_service(svc: &mut Value) {
             p["targetPort"] = p["port"].clone();
         }
     }
+}
+
+fn prepare_service(svc: &mut Value) {
     svc["status"] = json!({"loadBalancer": {}});
 }
 

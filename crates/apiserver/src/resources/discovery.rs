@@ -3,7 +3,7 @@
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 
-use super::{nothing_to_prepare, typed, NameRule, Resource};
+use super::{no_defaults, nothing_to_prepare, typed, NameRule, Resource};
 use crate::status::FieldError;
 use crate::table::{age, col, name, Column, AGE, NAME};
 
@@ -23,6 +23,7 @@ pub static DISCOVERY_V1: &[Resource] = &[Resource {
     normalize: typed::<EndpointSlice>,
     validate: validate_endpointslice,
     validate_update: address_type_unchanged,
+    defaults: no_defaults,
     prepare_create: nothing_to_prepare,
     name_rule: NameRule::Dns1123Subdomain,
     columns: endpointslice_columns,

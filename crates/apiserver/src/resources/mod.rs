@@ -56,7 +56,12 @@ pub struct Resource {
     pub validate: fn(&Value) -> Vec<FieldError>,
     /// What an update may not change (upstream's `ValidateXUpdate`): `(old, new)`.
     pub validate_update: fn(&Value, &Value) -> Vec<FieldError>,
-    /// Fills in what the server owns on create (upstream's `PrepareForCreate` and defaults).
+    /// Upstream's defaulting (`SetDefaults_<Kind>`): fills in what a client left out, on
+    /// every decoded write (create, update, and the body a patch produces), so a PUT of a
+    /// minimal manifest compares equal to the defaulted object stored at create.
+    pub defaults: fn(&mut Value),
+    /// Fills in what the server owns on create (upstream's `PrepareForCreate`): status and
+    /// the like; runs after `defaults`.
     pub prepare_create: fn(&mut Value),
     pub name_rule: NameRule,
     pub columns: fn() -> Vec<Column>,
@@ -147,6 +152,7 @@ fn no_update_rules(_: &Value, _: &Value) -> Vec<FieldError> {
     Vec::new()
 }
 fn nothing_to_prepare(_: &mut Value) {}
+fn no_defaults(_: &mut Value) {}
 
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";

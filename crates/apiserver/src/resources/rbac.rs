@@ -4,7 +4,7 @@
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::{json, Value};
 
-use super::{no_update_rules, nothing_to_prepare, typed, NameRule, Resource};
+use super::{no_defaults, no_update_rules, nothing_to_prepare, typed, NameRule, Resource};
 use crate::status::FieldError;
 use crate::table::{col, name, Column, NAME};
 
@@ -24,6 +24,7 @@ const RBAC: Resource = Resource {
     normalize: typed::<Role>,
     validate: validate_role,
     validate_update: no_update_rules,
+    defaults: no_defaults,
     prepare_create: nothing_to_prepare,
     name_rule: NameRule::PathSegment,
     columns: role_columns,

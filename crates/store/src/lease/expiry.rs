@@ -92,7 +92,9 @@ fn revoke_expired(server: &Arc<EtcdServer>, term: u64) {
                 Ok(_) => tracing::debug!("revoked expired lease {id:016x}"),
                 // Revoked meanwhile by a client: nothing left to do.
                 Err(EtcdError::LeaseNotFound) => {}
-                Err(EtcdError::NotLeader) => tracing::debug!("lease {id:016x} not revoked: no longer the leader of term {term}"),
+                Err(EtcdError::NotLeader) => {
+                    tracing::debug!("lease {id:016x} not revoked: no longer the leader of term {term}")
+                }
                 Err(e) => tracing::warn!("revoke of expired lease {id:016x} failed: {e}; will retry"),
             }
         });

@@ -101,8 +101,8 @@ impl EtcdServer {
                         continue;
                     }
                     match lessor.renew(id) {
-                    Ok(RenewOutcome::Renewed(ttl)) => return ForwardReply::Done(0, LeaseAnswer::Renewed(ttl)),
-                    // etcd waits for the pending revoke and then reports the lease as gone.
+                        Ok(RenewOutcome::Renewed(ttl)) => return ForwardReply::Done(0, LeaseAnswer::Renewed(ttl)),
+                        // etcd waits for the pending revoke and then reports the lease as gone.
                         Ok(RenewOutcome::Expired) | Ok(RenewOutcome::NotPrimary) => tokio::time::sleep(POLL).await,
                         Err(e) => return ForwardReply::Failed(e),
                     }
