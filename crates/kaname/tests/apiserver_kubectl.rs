@@ -68,6 +68,16 @@ fn crud(flavor: Flavor) {
     let secret = json(&api.ok(&["-n", "team-a", "get", "secret", "creds", "-o", "json"]));
     assert_eq!(secret["data"]["password"], "czNjcmV0", "secret data is base64 of s3cret");
     assert_eq!(api.ok(&["get", "cm", "-A", "-o", "name"]), "configmap/other\nconfigmap/db\nconfigmap/web\n");
+    assert_eq!(
+        api.ok(&[
+            "get",
+            "cm",
+            "-A",
+            "-o",
+            "custom-columns=NS:.metadata.namespace,NAME:.metadata.name,TIER:.metadata.labels.tier"
+        ]),
+        "NS        NAME    TIER\ndefault   other   <none>\nteam-a    db      back\nteam-a    web     front\n"
+    );
 
     // Label selectors: =, !=, in, notin, exists, !exists; field selectors.
     let sel = |s: &str| api.ok(&["get", "cm", "-A", "-l", s, "-o", "name"]);
