@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::discovery::{aggregated, aggregated_group, wants_aggregated};
 use crate::pki::User;
 use crate::resources::{Resource, GROUPS};
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, FieldError};
 use crate::storage::{DeleteOptions, Storage};
 
 /// The Kubernetes release whose API this server speaks (kubectl picks its skew from it).
@@ -326,11 +326,14 @@ async fn serve(
     body: Bytes,
 ) -> ApiResult<Response> {
     let t = target?;
-    let st = &ctx.storage;
+    let dry_storage;
+    let st = if dry_run(&method, q, &body)? {
+        dry_storage = ctx.storage.dry_run();
+        &dry_storage
+    } else {
+        &ctx.storage
+    };
     let ns = t.ns.as_deref();
-    if q.get("dryRun").is_some_and(|d| !d.is_empty()) {
-        return Err(ApiError::bad_request("dryRun is not supported by this server yet"));
-    }
     if let Some(name) = t.name.as_deref() {
         match (t.sub, &method) {
             (Sub::Scale, &Method::GET) => {
@@ -452,6 +455,36 @@ async fn serve(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// Whether a write is a dry run: `dryRun` from the query, or for a delete also from the
+/// DeleteOptions body (client-go sends it there). `All` is the only value upstream knows;
+/// anything else is refused as upstream's options validation refuses it.
+fn dry_run(method: &Method, q: &HashMap<String, String>, body: &[u8]) -> ApiResult<bool> {
+    let options = match *method {
+        Method::POST => "CreateOptions",
+        Method::PUT => "UpdateOptions",
+        Method::PATCH => "PatchOptions",
+        Method::DELETE => "DeleteOptions",
+        _ => return Ok(false),
+    };
+    let mut values: Vec<String> = q.get("dryRun").filter(|v| !v.is_empty()).into_iter().cloned().collect();
+    if *method == Method::DELETE && !body.is_empty() {
+        if let Ok(opts) = serde_json::from_slice::<Value>(body) {
+            let listed = opts["dryRun"].as_array().into_iter().flatten().filter_map(Value::as_str);
+            values.extend(listed.map(str::to_string));
+        }
+    }
+    if values.iter().any(|v| v != "All") {
+        let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+        let err = FieldError {
+            kind: "FieldValueNotSupported",
+            field: "dryRun".into(),
+            detail: format!("Unsupported value: []string{{{}}}: supported values: \"All\"", quoted.join(", ")),
+        };
+        return Err(ApiError::invalid(&format!("{options}.meta.k8s.io"), "", &[err]));
+    }
+    Ok(!values.is_empty())
 }
 
 /// DeleteOptions from the body (kubectl sends one) and the `gracePeriodSeconds` parameter.

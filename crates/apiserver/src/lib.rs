@@ -99,6 +99,7 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
         etcd,
         prefix: flags.etcd_prefix.trim_end_matches('/').to_string(),
         service_range: Arc::new(service_range),
+        dry_run: false,
     };
 
     let host = flags

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use base64::Engine;
-use kaname_proto::etcdserverpb::{RequestOp, TxnRequest};
+use kaname_proto::etcdserverpb::{RequestOp, TxnRequest, TxnResponse};
 use kaname_proto::mvccpb::KeyValue;
 use serde_json::{json, Value};
 
@@ -26,6 +26,8 @@ pub struct Storage {
     pub prefix: String,
     /// `--service-cluster-ip-range`, where services' cluster IPs come from.
     pub service_range: std::sync::Arc<service_ips::ServiceRange>,
+    /// Upstream's `dryRun=All`: see [`Storage::dry_run`].
+    pub dry_run: bool,
 }
 
 #[derive(Default)]
@@ -49,6 +51,23 @@ pub struct ListResult {
 const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 impl Storage {
+    /// The same storage for a dry-run request (`?dryRun=All`, `kubectl --dry-run=server`,
+    /// `kubectl diff`): every read, default, validation and admission check of a write runs
+    /// as usual, and its final transaction is evaluated (so a conflict, an existing name or
+    /// a taken cluster IP is reported as the real write would report it), but nothing is
+    /// written (see [`Storage::commit`]).
+    pub fn dry_run(&self) -> Storage {
+        Storage { dry_run: true, ..self.clone() }
+    }
+
+    /// Runs a write transaction; in a dry run, only its compares and failure reads.
+    async fn commit(&self, req: TxnRequest) -> ApiResult<TxnResponse> {
+        if self.dry_run {
+            return Ok(self.etcd.txn(TxnRequest { success: Vec::new(), ..req }).await?);
+        }
+        Ok(self.etcd.txn(req).await?)
+    }
+
     pub fn key(&self, res: &Resource, ns: Option<&str>, name: &str) -> String {
         match ns {
             Some(ns) if res.namespaced => format!("{}/{}/{ns}/{name}", self.prefix, res.plural),
@@ -160,10 +179,13 @@ impl Storage {
             }
             let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
             success.insert(0, etcd::op_put(&key, value));
-            let r = self.etcd.txn(TxnRequest { compare, success, failure }).await?;
+            let r = self.commit(TxnRequest { compare, success, failure }).await?;
             if r.succeeded {
-                let rev = r.header.map(|h| h.revision).unwrap_or(0);
-                obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                // A dry-run create has no revision of its own; upstream leaves it empty.
+                if !self.dry_run {
+                    let rev = r.header.map(|h| h.revision).unwrap_or(0);
+                    obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                }
                 return Ok(obj);
             }
             let got = etcd::txn_ranges(&r);
@@ -324,11 +346,12 @@ impl Storage {
                 vec![etcd::op_put(&key, serde_json::to_vec(&new).map_err(ApiError::internal)?)]
             };
             let r = self
-                .etcd
-                .txn(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
+                .commit(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
                 .await?;
             if r.succeeded {
-                new["metadata"]["resourceVersion"] = json!(r.header.map(|h| h.revision).unwrap_or(0).to_string());
+                // A dry run leaves the object at the revision it was read at.
+                let rev = if self.dry_run { kv.mod_revision } else { r.header.map(|h| h.revision).unwrap_or(0) };
+                new["metadata"]["resourceVersion"] = json!(rev.to_string());
                 return Ok(new);
             }
             if precondition.is_some() {
@@ -399,13 +422,14 @@ impl Storage {
                 (vec![etcd::op_put(&key, serde_json::to_vec(&m).map_err(ApiError::internal)?)], Some(m))
             };
             let r = self
-                .etcd
-                .txn(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
+                .commit(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
                 .await?;
             if r.succeeded {
                 return Ok(match marked {
                     Some(mut m) => {
-                        m["metadata"]["resourceVersion"] = json!(r.header.map(|h| h.revision).unwrap_or(0).to_string());
+                        let rev =
+                            if self.dry_run { kv.mod_revision } else { r.header.map(|h| h.revision).unwrap_or(0) };
+                        m["metadata"]["resourceVersion"] = json!(rev.to_string());
                         Deleted { object: m, gone: false }
                     }
                     None => Deleted { object: old, gone: true },
@@ -450,8 +474,7 @@ impl Storage {
         obj["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
         let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
         let r = self
-            .etcd
-            .txn(TxnRequest {
+            .commit(TxnRequest {
                 compare: vec![etcd::cmp_mod(&key, mod_revision)],
                 success: vec![etcd::op_put(&key, value)],
                 failure: vec![],
