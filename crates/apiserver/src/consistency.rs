@@ -134,7 +134,7 @@ pub async fn list(
     let items = objects
         .iter()
         .filter(|o| opts.labels.matches(&o["metadata"]["labels"]) && opts.fields.matches(o))
-        .map(|o| (**o).clone())
+        .cloned()
         .collect();
     Ok(ListResult { items, revision, continue_token: None })
 }

@@ -152,8 +152,20 @@ async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
     }
 }
 
-pub fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+pub fn json_response(code: StatusCode, v: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A list as the API returns it, serialized straight from the (possibly cache-shared) objects
+/// instead of being assembled into one more `Value` tree first.
+#[derive(serde::Serialize)]
+struct ListBody<'a> {
+    kind: String,
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    metadata: Value,
+    items: Vec<&'a Value>,
 }
 
 async fn version() -> Response {
@@ -380,12 +392,12 @@ async fn serve(
             if wants_table(headers) {
                 return Ok(json_response(StatusCode::OK, &crate::table::table(t.res, &l.items, meta)));
             }
-            let list = json!({
-                "kind": format!("{}List", t.res.kind),
-                "apiVersion": t.res.api_version(),
-                "metadata": meta,
-                "items": l.items,
-            });
+            let list = ListBody {
+                kind: format!("{}List", t.res.kind),
+                api_version: t.res.api_version(),
+                metadata: meta,
+                items: l.items.iter().map(|o| &**o).collect(),
+            };
             Ok(json_response(StatusCode::OK, &list))
         }
         (Method::GET, Some(name)) => {

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine;
 use kaname_proto::etcdserverpb::{RequestOp, TxnRequest, TxnResponse};
@@ -25,7 +26,7 @@ pub struct Storage {
     /// `--etcd-prefix`, without a trailing slash.
     pub prefix: String,
     /// `--service-cluster-ip-range`, where services' cluster IPs come from.
-    pub service_range: std::sync::Arc<service_ips::ServiceRange>,
+    pub service_range: Arc<service_ips::ServiceRange>,
     /// Upstream's `dryRun=All`: see [`Storage::dry_run`].
     pub dry_run: bool,
 }
@@ -41,7 +42,9 @@ pub struct ListOptions {
 }
 
 pub struct ListResult {
-    pub items: Vec<Value>,
+    /// Shared with the watch cache when the list is served from it: a list of 10,000 pods
+    /// then costs pointers, not a deep copy of every object.
+    pub items: Vec<Arc<Value>>,
     pub revision: i64,
     pub continue_token: Option<String>,
 }
@@ -234,7 +237,7 @@ impl Storage {
                 }
                 let obj = decode(kv)?;
                 if opts.labels.matches(&obj["metadata"]["labels"]) && opts.fields.matches(&obj) {
-                    items.push(obj);
+                    items.push(Arc::new(obj));
                 }
             }
             if next.is_some() || !r.more || r.kvs.is_empty() {

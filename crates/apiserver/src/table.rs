@@ -423,7 +423,7 @@ pub fn row(res: &crate::resources::Resource, obj: &Value) -> Value {
     })
 }
 
-pub fn table(res: &crate::resources::Resource, objs: &[Value], list_meta: Value) -> Value {
+pub fn table<V: std::borrow::Borrow<Value>>(res: &crate::resources::Resource, objs: &[V], list_meta: Value) -> Value {
     let cols: Vec<Value> = (res.columns)()
         .iter()
         .map(|c| {
@@ -435,7 +435,7 @@ pub fn table(res: &crate::resources::Resource, objs: &[Value], list_meta: Value)
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
         "columnDefinitions": cols,
-        "rows": objs.iter().map(|o| row(res, o)).collect::<Vec<_>>(),
+        "rows": objs.iter().map(|o| row(res, o.borrow())).collect::<Vec<_>>(),
     })
 }
 
