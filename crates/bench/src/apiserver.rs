@@ -243,6 +243,7 @@ pub async fn run(flags: ApiserverFlags) -> anyhow::Result<()> {
         }
         run.print();
     }
+    println!("\nAPI server RSS after the lists: {}", rss(flags.apiserver_pid));
 
     // 3. Many watchers of one namespace; each update carries the time it was sent.
     let watch_ns = format!("{prefix}-watch");
