@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -298,8 +298,12 @@ async fn core_resource(
     method: Method,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     match serve(&ctx, route("", "v1", &rest), method, &q, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -312,12 +316,32 @@ async fn group_resource(
     method: Method,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     match serve(&ctx, route(&group, &version, &rest), method, &q, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+/// Upstream's limit on a request body (`MaxRequestBodyBytes`): twice etcd's default
+/// 1.5 MiB request limit, since JSON is bulkier than what is stored.
+const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Reads a resource request's body, refusing a longer one as upstream does (413 Status).
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES).await.map_err(|e| {
+        let too_long = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            ApiError::too_large(format!("limit is {MAX_REQUEST_BODY_BYTES}"))
+        } else {
+            ApiError::bad_request(format!("error reading the request body: {e}"))
+        }
+    })
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {

@@ -170,6 +170,10 @@ impl ApiError {
     pub fn timeout(message: impl std::fmt::Display) -> Self {
         Self::new(504, "Timeout", format!("Timeout: {message}"), None)
     }
+    /// Upstream's `NewRequestEntityTooLargeError`.
+    pub fn too_large(message: impl std::fmt::Display) -> Self {
+        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: {message}"), None)
+    }
     pub fn not_found_path() -> Self {
         Self::new(404, "NotFound", "the server could not find the requested resource".into(), None)
     }
@@ -206,6 +210,11 @@ impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
         match s.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ApiError::timeout(s.message()),
+            // An object over etcd's --max-request-bytes: upstream answers 413 with etcd's text
+            // (kubernetes#74600), not a 500.
+            _ if s.message() == "etcdserver: request is too large" => {
+                Self::new(413, "RequestEntityTooLarge", s.message().to_string(), None)
+            }
             _ => ApiError::internal(s.message()),
         }
     }

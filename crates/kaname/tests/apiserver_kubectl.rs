@@ -184,7 +184,7 @@ fn crud_on_kaname() {
 /// `--validate=warn`). Pods get server-side validation (422 Invalid with the field errors)
 /// and the pod table (NAME READY STATUS RESTARTS AGE). Merge patches apply, to the status
 /// through the status subresource only. Events serve
-/// `kubectl get events` and `kubectl describe`.
+/// `kubectl get events` and `kubectl describe`. Too large bodies and objects get 413.
 fn create_from_files(flavor: Flavor) {
     let store = Cluster::start(flavor, 1);
     let api = Apiserver::start(&store.member_endpoint(1));
@@ -218,6 +218,22 @@ fn create_from_files(flavor: Flavor) {
         "configmap/loose patched\n"
     );
     assert_eq!(api.ok(&["get", "cm", "loose", "-o", "jsonpath={.data}"]), r#"{"n":"1"}"#);
+
+    // Too large: over the API server's 3 MiB body limit, and over etcd's 1.5 MiB request
+    // limit (both 413 RequestEntityTooLarge, as upstream answers them).
+    let big = dir.join("big.txt");
+    std::fs::write(&big, "x".repeat(3_300_000)).unwrap();
+    let from_big = format!("--from-file=big={}", big.display());
+    assert_eq!(
+        api.fails(&["create", "configmap", "huge", &from_big]),
+        "error: failed to create configmap: Request entity too large: limit is 3145728\n"
+    );
+    std::fs::write(&big, "x".repeat(1_700_000)).unwrap();
+    assert_eq!(
+        api.fails(&["create", "configmap", "huge", &from_big]),
+        "error: failed to create configmap: etcdserver: request is too large\n"
+    );
+    assert!(api.fails(&["get", "cm", "huge"]).contains("not found"));
 
     let bad = dir.join("bad-pod.yaml");
     std::fs::write(&bad, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: c\n")

@@ -145,14 +145,9 @@ fn decode_patch(kind: Kind, body: &[u8]) -> ApiResult<Value> {
         Kind::Json => {
             let n = v.as_array().map(Vec::len).unwrap_or(0);
             if n > MAX_JSON_PATCH_OPERATIONS {
-                return Err(ApiError {
-                    code: 413,
-                    reason: "RequestEntityTooLarge",
-                    message: format!(
-                        "Request entity too large: The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {n}"
-                    ),
-                    details: None,
-                });
+                return Err(ApiError::too_large(format!(
+                    "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {n}"
+                )));
             }
             Ok(v)
         }
