@@ -509,45 +509,60 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let tmp = self.snap_dir.join(format!("building-{}.part", rand::random::<u64>()));
-        // The log up to this snapshot may be purged once it exists, so everything applied
-        // must be on disk first (applies commit without fsync, see `SYNC_INTERVAL`).
-        self.store.sync().map_err(storage_io_err)?;
-        let mut applied: Option<LogId> = None;
-        let mut membership = Membership::default();
-        {
-            let mut w = BufWriter::new(std::fs::File::create(&tmp).map_err(storage_io_err)?);
-            w.write_all(MAGIC).map_err(storage_io_err)?;
-            self.store
-                .for_each_row(|table, k, v| {
-                    // The Raft position of the snapshot comes from the same read transaction
-                    // as the data.
-                    if table == 0 && k == META_APPLIED.as_bytes() {
-                        applied = bincode::deserialize::<Option<LogId>>(v).ok().flatten();
-                    }
-                    if table == 0 && k == META_MEMBERSHIP.as_bytes() {
-                        membership = bincode::deserialize(v).unwrap_or_default();
-                    }
-                    write_row(&mut w, table, k, v)
-                })
-                .map_err(storage_io_err)?;
-            w.write_all(&[END]).map_err(storage_io_err)?;
-            let f = w.into_inner().map_err(storage_io_err)?;
-            f.sync_all().map_err(storage_io_err)?;
-        }
-        let snapshot_id = match &applied {
-            Some(l) => format!("{:016x}-{:08x}", l.index, rand::random::<u32>()),
-            None => format!("empty-{:08x}", rand::random::<u32>()),
-        };
-        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: snapshot_id.clone() };
-        let data_path = self.snap_dir.join(format!("{snapshot_id}.snap"));
-        std::fs::rename(&tmp, &data_path).map_err(storage_io_err)?;
-        write_meta_file(&self.snap_dir, &meta)?;
-        remove_snapshots_except(&self.snap_dir, &snapshot_id);
-        tracing::info!(snapshot = %snapshot_id, last_log_id = ?meta.last_log_id, "built snapshot");
+        // Writing out the whole keyspace takes seconds with a million keys: on the runtime's
+        // threads it would hold up heartbeats and client requests (on a current-thread
+        // runtime, all of them) long enough for the followers to elect another leader.
+        let (store, snap_dir) = (self.store.clone(), self.snap_dir.clone());
+        let (meta, data_path) =
+            tokio::task::spawn_blocking(move || write_snapshot(&store, &snap_dir)).await.map_err(storage_io_err)??;
         let file = tokio::fs::File::open(&data_path).await.map_err(storage_io_err)?;
         Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
+}
+
+/// Writes a snapshot of everything applied (see the module's format) and its metadata file,
+/// and removes older snapshots.
+fn write_snapshot(
+    store: &MvccStore,
+    snap_dir: &Path,
+) -> Result<(SnapshotMeta<u64, MemberNode>, PathBuf), StorageError> {
+    let tmp = snap_dir.join(format!("building-{}.part", rand::random::<u64>()));
+    // The log up to this snapshot may be purged once it exists, so everything applied
+    // must be on disk first (applies commit without fsync, see `SYNC_INTERVAL`).
+    store.sync().map_err(storage_io_err)?;
+    let mut applied: Option<LogId> = None;
+    let mut membership = Membership::default();
+    {
+        let mut w = BufWriter::new(std::fs::File::create(&tmp).map_err(storage_io_err)?);
+        w.write_all(MAGIC).map_err(storage_io_err)?;
+        store
+            .for_each_row(|table, k, v| {
+                // The Raft position of the snapshot comes from the same read transaction
+                // as the data.
+                if table == 0 && k == META_APPLIED.as_bytes() {
+                    applied = bincode::deserialize::<Option<LogId>>(v).ok().flatten();
+                }
+                if table == 0 && k == META_MEMBERSHIP.as_bytes() {
+                    membership = bincode::deserialize(v).unwrap_or_default();
+                }
+                write_row(&mut w, table, k, v)
+            })
+            .map_err(storage_io_err)?;
+        w.write_all(&[END]).map_err(storage_io_err)?;
+        let f = w.into_inner().map_err(storage_io_err)?;
+        f.sync_all().map_err(storage_io_err)?;
+    }
+    let snapshot_id = match &applied {
+        Some(l) => format!("{:016x}-{:08x}", l.index, rand::random::<u32>()),
+        None => format!("empty-{:08x}", rand::random::<u32>()),
+    };
+    let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id: snapshot_id.clone() };
+    let data_path = snap_dir.join(format!("{snapshot_id}.snap"));
+    std::fs::rename(&tmp, &data_path).map_err(storage_io_err)?;
+    write_meta_file(snap_dir, &meta)?;
+    remove_snapshots_except(snap_dir, &snapshot_id);
+    tracing::info!(snapshot = %snapshot_id, last_log_id = ?meta.last_log_id, "built snapshot");
+    Ok((meta, data_path))
 }
 
 fn ser<T: Serialize>(v: &T) -> Vec<u8> {
