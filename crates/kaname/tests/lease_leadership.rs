@@ -188,10 +188,20 @@ fn isolated_leader_does_not_renew_a_lease() {
     followers_stopped.resume();
     let (new, new_term) = wait_leader_among(&c, &followers, term, ELECTION);
     eprintln!("m{new} leads the majority in term {new_term} (the isolated leader had term {term})");
-    let renewed = rt.block_on(async { keep_alive_once(channel(&c, new).await, id, REQUEST_TIMEOUT).await });
-    match renewed {
-        KeepAlive::Answered(r) => assert_eq!(r.ttl, TTL, "renewal by the new leader m{new}: {r:?}"),
-        other => panic!("the new leader m{new} did not renew: {other:?}\n{}", c.log_tails(30)),
+    // Retried: a fresh leader answers once it has taken over expiry, and the machine is shared.
+    let ch_new = rt.block_on(channel(&c, new));
+    let deadline = Instant::now() + ELECTION;
+    loop {
+        match rt.block_on(keep_alive_once(ch_new.clone(), id, REQUEST_TIMEOUT)) {
+            KeepAlive::Answered(r) => {
+                assert_eq!(r.ttl, TTL, "renewal by the new leader m{new}: {r:?}");
+                break;
+            }
+            other if Instant::now() > deadline => {
+                panic!("the new leader m{new} did not renew: {other:?}\n{}", c.log_tails(30))
+            }
+            _ => thread::sleep(Duration::from_millis(200)),
+        }
     }
     assert_eq!(rt.block_on(key_exists(&c, new, key)), Ok(true), "the key of the renewed lease");
 
@@ -211,7 +221,7 @@ fn isolated_leader_does_not_renew_a_lease() {
     };
 
     // Nobody renews any more: present until TTL after that renewal, gone after it, everywhere.
-    let early = last_renewal + Duration::from_secs(TTL as u64) - Duration::from_secs(2);
+    let early = last_renewal + Duration::from_secs(TTL as u64) - Duration::from_secs(3);
     thread::sleep(early.saturating_duration_since(Instant::now()));
     for i in 1..=3 {
         assert_eq!(rt.block_on(key_exists(&c, i, key)), Ok(true), "m{i}: the lease expired before its TTL ran out");
@@ -274,18 +284,26 @@ fn deposed_leader_does_not_revoke_a_renewed_lease() {
         let start = Instant::now();
         rt.spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let got = keep_alive_once(ch.clone(), id, Duration::from_secs(3)).await;
+                let got = keep_alive_once(ch.clone(), id, Duration::from_secs(5)).await;
                 log.lock().unwrap().push((start.elapsed(), got));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
     };
-    let first_ok = Instant::now() + Duration::from_secs(10);
+    // Generous: members run at nice 19 on 2 shared cores. (The bug shows only when the old
+    // leader resumes within its revoke's request timeout, which a quiet machine meets.)
+    let first_ok = Instant::now() + ELECTION;
     while !log.lock().unwrap().iter().any(|(_, k)| matches!(k, KeepAlive::Answered(r) if r.ttl == TTL)) {
-        assert!(Instant::now() < first_ok, "the new leader m{new} never renewed: {:?}", log.lock().unwrap());
+        if Instant::now() > first_ok {
+            let seen = std::mem::take(&mut *log.lock().unwrap());
+            panic!("the new leader m{new} never renewed: {seen:?}\n{}", c.log_tails(40));
+        }
         thread::sleep(Duration::from_millis(50));
     }
     eprintln!("renewed through m{new} {:?} after the grant; resuming m{old}", granted.elapsed());
+    if granted.elapsed() > Duration::from_secs(TTL as u64) + REQUEST_TIMEOUT {
+        eprintln!("(slow machine: m{old}'s revoke has timed out by now, this run cannot catch the bug)");
+    }
     old_stopped.resume();
 
     // Long enough for L to hear the new term and for a forwarded revoke to be applied.
