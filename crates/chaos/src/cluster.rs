@@ -210,8 +210,9 @@ impl Cluster {
 
     pub(crate) fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         // A restart passes the flags of the member's first start, as an unchanged unit file
-        // would. (kaname refuses a restart whose --initial-cluster lists the current members
-        // after a membership change; etcd ignores those flags once the data dir exists.)
+        // would. (kaname accepts the current members in --initial-cluster only once its data
+        // holds that membership, which a member killed or cut off during a change may not;
+        // the founding members are always accepted. etcd ignores these flags on a restart.)
         let current = self.initial_cluster();
         let initial_cluster = self.members[i].initial_cluster.get_or_insert(current).clone();
         let m = &self.members[i];

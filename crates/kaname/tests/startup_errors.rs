@@ -487,9 +487,12 @@ fn restart_with_another_identity_is_refused() {
     let before = snapshot(&dir);
     let (token, cluster) = (m.flags["--initial-cluster-token"].clone(), m.flags["--initial-cluster"].clone());
     let extra_member = format!("{cluster},m2=http://127.0.0.1:{}", claim_port().port);
+    // The same peer URL under another name: the member IDs are the same, the name is not.
+    let renamed = cluster.replacen("m1=", "m9=", 1);
     let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
         ("another --initial-cluster-token", vec![("--initial-cluster-token", "another-token".into())]),
         ("another --initial-cluster (one more member)", vec![("--initial-cluster", extra_member)]),
+        ("another --name", vec![("--name", "m9".into()), ("--initial-cluster", renamed)]),
     ];
     let mut m = m;
     for (what, changes) in cases {
@@ -503,6 +506,7 @@ fn restart_with_another_identity_is_refused() {
         assert_untouched(&before, &dir, what);
         m.flags.insert("--initial-cluster-token".into(), token.clone());
         m.flags.insert("--initial-cluster".into(), cluster.clone());
+        m.flags.insert("--name".into(), "m1".into());
     }
 
     // The same flags as at creation still work, with the data intact.

@@ -34,7 +34,7 @@ pub enum DataDirError {
     Foreign(PathBuf),
     #[error("data dir {path} has format {found:?} version {version}, this kaname reads {FORMAT_NAME:?} version {FORMAT_VERSION}; refusing to start. The directory was left untouched")]
     UnknownFormat { path: PathBuf, found: String, version: u32 },
-    #[error("data dir {path} belongs to member {name:?} ({stored:x}), but the flags describe member {flag_name:?} ({flag:x}) in cluster {flag_cluster:x}: --name/--initial-cluster/--initial-cluster-token disagree with the data")]
+    #[error("data dir {path} belongs to member {name:?} ({stored:x}), but the flags describe member {flag_name:?} ({flag:x}) in cluster {flag_cluster:x}: --name/--initial-cluster/--initial-cluster-token disagree with the data (--initial-cluster must list either the members the data dir was created with or its current members)")]
     IdentityMismatch { path: PathBuf, name: String, stored: u64, flag_name: String, flag: u64, flag_cluster: u64 },
     #[error("unreadable marker {0} ({1}); refusing to start. The directory was left untouched")]
     UnreadableMarker(PathBuf, String),

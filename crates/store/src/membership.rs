@@ -86,6 +86,20 @@ fn same_urls(a: &[String], b: &[String]) -> bool {
     a == b
 }
 
+/// Whether `--initial-cluster` (`flags`) lists exactly the members of `current`, the latest
+/// membership in a member's data. A member restarted after MemberAdd/MemberRemove is usually
+/// given the cluster as it is now, not as it was founded; the IDs cannot be compared (an added
+/// member's ID came from `member add`, not from the flags), so members are matched by peer
+/// URLs, and by name where the member has published one (an added member that never started
+/// has none yet).
+pub(crate) fn flags_list_current(flags: &[crate::config::InitialMember], current: &BTreeMap<u64, MemberNode>) -> bool {
+    flags.len() == current.len()
+        && flags.iter().all(|f| {
+            current.values().any(|n| same_urls(&n.peer_urls, &f.peer_urls) && (n.name.is_empty() || n.name == f.name))
+        })
+        && current.values().all(|n| flags.iter().any(|f| same_urls(&n.peer_urls, &f.peer_urls)))
+}
+
 impl EtcdServer {
     /// This member's view of the membership.
     pub fn cluster_view(&self) -> ClusterView {
@@ -304,5 +318,23 @@ mod tests {
         let b = vec!["http://a:1".to_string(), "http://b:2".to_string()];
         assert!(same_urls(&a, &b));
         assert!(!same_urls(&a, &b[..1]));
+    }
+
+    #[test]
+    fn restart_flags_match_the_current_members() {
+        use crate::config::InitialMember;
+        let flag = |name: &str, url: &str| InitialMember { id: 0, name: name.into(), peer_urls: vec![url.into()] };
+        let node = |name: &str, url: &str| MemberNode { name: name.into(), peer_urls: vec![url.into()] };
+        let current: BTreeMap<u64, MemberNode> =
+            [(1, node("m1", "http://a:1")), (7, node("m2", "http://b:1")), (9, node("", "http://d:1"))].into();
+        let flags = [flag("m1", "http://a:1"), flag("m2", "http://b:1"), flag("m4", "http://d:1")];
+        assert!(flags_list_current(&flags, &current), "an added member that never published its name");
+        assert!(!flags_list_current(&flags[..2], &current), "a current member left out");
+        let extra = [&flags[..], &[flag("m5", "http://e:1")]].concat();
+        assert!(!flags_list_current(&extra, &current), "an unknown member");
+        let renamed = [flag("m1", "http://a:1"), flag("x", "http://b:1"), flag("m4", "http://d:1")];
+        assert!(!flags_list_current(&renamed, &current), "a published name differs");
+        let moved = [flag("m1", "http://a:1"), flag("m2", "http://c:1"), flag("m4", "http://d:1")];
+        assert!(!flags_list_current(&moved, &current), "other peer URLs");
     }
 }

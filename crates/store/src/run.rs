@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, EtcdConfig};
-use crate::datadir::{DataDir, DataDirError};
+use crate::datadir::{DataDir, DataDirError, Marker};
 use crate::grpc::{
     cluster::ClusterService, kv::KvService, lease::LeaseService, maintenance::MaintenanceService, watch::WatchService,
 };
@@ -104,23 +104,54 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     // behind); auto TLS writes its certificates under the data dir, so it waits for it.
     let early_tls = if crate::tls::writes_data_dir(&cfg) { None } else { Some(crate::tls::setup(&cfg)?) };
     let dir = DataDir::new(&cfg.data_dir);
+    let mismatch = |marker: &Marker| DataDirError::IdentityMismatch {
+        path: cfg.data_dir.clone(),
+        name: marker.name.clone(),
+        stored: marker.member_id,
+        flag_name: cfg.name.clone(),
+        flag: me.id,
+        flag_cluster: flag_cluster_id,
+    };
+    // Set when --initial-cluster lists other members than the data dir was created with and
+    // the current members could not be read yet: accepted only if it lists those (the latest
+    // membership in the log, a snapshot or the state machine).
+    let mut not_the_founders = None;
     let (member_id, cluster_id, joined) = match dir.inspect()? {
         // A member that joined a running cluster got its ID from `member add`; etcd too ignores
         // --initial-cluster once a member has data.
-        Some(marker) if marker.joined => (marker.member_id, marker.cluster_id, true),
-        Some(marker) => {
-            if marker.member_id != me.id || marker.cluster_id != flag_cluster_id {
-                return Err(DataDirError::IdentityMismatch {
-                    path: cfg.data_dir.clone(),
-                    name: marker.name,
-                    stored: marker.member_id,
-                    flag_name: cfg.name.clone(),
-                    flag: me.id,
-                    flag_cluster: flag_cluster_id,
-                }
-                .into());
+        Some(marker) if marker.joined => {
+            if marker.name != cfg.name {
+                return Err(mismatch(&marker).into());
             }
-            (me.id, flag_cluster_id, false)
+            (marker.member_id, marker.cluster_id, true)
+        }
+        Some(marker) => {
+            // Its own identity (name, peer URLs, token) must be the recorded one, whatever
+            // the rest of the cluster became since.
+            if marker.member_id != me.id || marker.name != cfg.name {
+                return Err(mismatch(&marker).into());
+            }
+            let cluster_id = marker.cluster_id;
+            if cluster_id != flag_cluster_id {
+                // Decided here if the backend can be read without touching it, so that a
+                // refusal leaves the data dir as it was; after a crash it needs a repair,
+                // which opening the stores below does anyway.
+                match crate::raft::state_machine::applied_members_read_only(&dir.db_path()) {
+                    Ok(current) if crate::membership::flags_list_current(&members, &current) => {
+                        tracing::info!(
+                            "--initial-cluster lists the current members rather than the founding ones: accepted"
+                        );
+                    }
+                    Ok(_) => return Err(mismatch(&marker).into()),
+                    Err(e) => {
+                        tracing::info!(
+                            "membership not readable before opening the data ({e}); checked once it is open"
+                        );
+                        not_the_founders = Some(marker);
+                    }
+                }
+            }
+            (me.id, cluster_id, false)
         }
         None if cfg.initial_cluster_state == config::ClusterState::Existing => {
             let peer_tls = early_tls.as_ref().and_then(|t| t.peer_client.clone());
@@ -142,7 +173,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     };
 
     let metrics = Arc::new(Metrics::new());
-    let log_store = LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone())
+    let mut log_store = LogStore::open(&dir.log_path(), metrics.wal_fsync_seconds.clone())
         .map_err(|e| anyhow!("open raft log: {e}"))?;
     let store = Arc::new(MvccStore::open(&dir.db_path()).map_err(|e| anyhow!("open store: {e}"))?);
     store.lessor().set_min_ttl(crate::lease::min_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms));
@@ -152,6 +183,18 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let mut sm = StateMachine::new(store.clone(), &dir.snap_dir(), applied_tx, metrics.backend_commit_seconds.clone())
         .map_err(|e| anyhow!("{e}"))?
         .with_watch_hub(watch_hub.clone());
+    if let Some(marker) = not_the_founders {
+        let current = openraft::storage::StorageHelper::new(&mut log_store, &mut sm)
+            .get_membership()
+            .await
+            .map_err(|e| anyhow!("read the membership from the data: {e}"))?;
+        let nodes: BTreeMap<u64, MemberNode> =
+            current.effective().nodes().map(|(id, node)| (*id, node.clone())).collect();
+        if !crate::membership::flags_list_current(&members, &nodes) {
+            return Err(mismatch(&marker).into());
+        }
+        tracing::info!("--initial-cluster lists the current members rather than the founding ones: accepted");
+    }
     let quota = Quota { bytes: cfg.quota_backend_bytes, exceeded: Arc::new(tokio::sync::Notify::new()) };
     sm.set_quota(quota.clone());
 

@@ -4,6 +4,7 @@
 //! Used by test files through `mod support;`. It provides:
 //! - port claiming that is safe across threads and across test binaries,
 //! - [`Cluster`]: N members of real etcd or of kaname, with kill/restart,
+//! - [`Frozen`]: members cut off by SIGSTOP, resumed on drop,
 //! - [`etcdctl`]: runs `/usr/bin/etcdctl` (API v3) and captures its output,
 //! - [`normalize`] / [`Masker`]: masks what legitimately differs,
 //! - [`compare_session`]: runs one etcdctl script against etcd and kaname and
@@ -12,8 +13,12 @@
 //! `scripts/install-test-deps.sh` installs etcd and etcdctl.
 #![allow(dead_code)]
 
+mod frozen;
 mod normalize;
 mod session;
+
+#[allow(unused_imports)]
+pub use frozen::{signal, Frozen};
 
 #[allow(unused_imports)]
 pub use normalize::{normalize, Masker};

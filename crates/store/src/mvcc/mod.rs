@@ -146,6 +146,17 @@ fn open_backend(path: &Path) -> Result<Database, EtcdError> {
     redb::Builder::new().set_cache_size(BACKEND_CACHE_BYTES).create(path).map_err(internal)
 }
 
+/// Reads one meta row of the backend at `path` without writing to the file (a read-write open
+/// updates its header). Fails when the backend needs a repair first, i.e. after a crash.
+pub fn read_meta_read_only(path: &Path, name: &str) -> Result<Option<Vec<u8>>, EtcdError> {
+    use redb::ReadableDatabase;
+    let db = redb::ReadOnlyDatabase::open(path).map_err(internal)?;
+    let txn = db.begin_read().map_err(internal)?;
+    let meta = txn.open_table(META_TABLE).map_err(internal)?;
+    let row = meta.get(name).map_err(internal)?.map(|v| v.value().to_vec());
+    Ok(row)
+}
+
 impl MvccStore {
     /// Opens (or creates) the backend file and rebuilds the index from it.
     pub fn open(path: &Path) -> Result<Self, EtcdError> {

@@ -7,6 +7,7 @@
 //! the magic line, then records `[table u8][key len u32][key][value len u32][value]`, then a
 //! single `0xFF` byte. Its openraft metadata sits beside it in a small JSON file.
 
+use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +63,17 @@ pub struct MemberAttributes {
 }
 
 pub type Membership = StoredMembership<u64, MemberNode>;
+
+/// The members in the last membership this state machine applied or installed from a
+/// snapshot, read from the backend at `db_path` without modifying it (see
+/// [`crate::mvcc::read_meta_read_only`]).
+pub(crate) fn applied_members_read_only(db_path: &Path) -> Result<BTreeMap<u64, MemberNode>, EtcdError> {
+    let m: Membership = match crate::mvcc::read_meta_read_only(db_path, META_MEMBERSHIP)? {
+        Some(b) => bincode::deserialize(&b).map_err(internal)?,
+        None => Membership::default(),
+    };
+    Ok(m.membership().nodes().map(|(id, n)| (*id, n.clone())).collect())
+}
 
 /// Reads the member attributes map from the store.
 pub fn member_attributes(store: &MvccStore) -> std::collections::BTreeMap<u64, MemberAttributes> {
