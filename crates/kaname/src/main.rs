@@ -148,6 +148,10 @@ struct EtcdFlags {
     /// Accepted for etcd compatibility: only 'default', 'stderr' and 'stdout' are supported.
     #[arg(long, env = "ETCD_LOG_OUTPUTS", value_parser = ["default", "stderr", "stdout"], hide = true)]
     log_outputs: Option<String>,
+    /// kaname's own: threads that run the member's tasks. 1 (the default) runs them all on one
+    /// thread, 0 uses one per core, N uses N.
+    #[arg(long, env = "KANAME_WORKER_THREADS", default_value_t = 1)]
+    worker_threads: usize,
 }
 
 impl EtcdFlags {
@@ -227,13 +231,31 @@ async fn shutdown_signal() {
     tracing::info!("received shutdown signal");
 }
 
+/// The runtime of `kaname etcd`. By default a single thread runs all of a member's tasks (the
+/// WAL's flush thread and blocking work run beside it): a write crosses the gRPC task, the
+/// batcher, openraft's core, replication and apply tasks, and on a multi-thread runtime each of
+/// those hand-offs can be a wakeup of another thread, while tokio's idle workers also wake up
+/// to steal work. With 3 members on 2 cores, one thread per member put 64 clients' puts up by
+/// ~40% and one client's by ~15%, reads no lower (docs/benchmarks.md, "Session 5"). A member
+/// with cores to itself and read-heavy load may do better with `--worker-threads 0`.
+fn etcd_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if worker_threads == 1 {
+        return tokio::runtime::Builder::new_current_thread().enable_all().build();
+    }
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 1 {
+        b.worker_threads(worker_threads);
+    }
+    b.enable_all().build()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Etcd(flags) => {
             init_logging(&flags.log_level);
+            let rt = etcd_runtime(flags.worker_threads)?;
             let cfg = flags.into_config();
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_store::run(cfg, shutdown_signal()))
         }
         Command::Etcdctl { args } => {

@@ -7,7 +7,6 @@
 //! all followers join the leader's own queue, so one Raft entry carries the writes of the
 //! whole cluster's clients.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,11 +40,6 @@ impl Pending {
 /// Handle to the batching task of one member; it ends when the handle is dropped.
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Pending>,
-    /// Shared with the batching task: a request that finds a free slot and nobody queued goes
-    /// out from its own task (see [`Batcher::submit`]).
-    in_flight: Arc<Semaphore>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
-    route: Route,
 }
 
 /// What a batch needs to reach the leader.
@@ -107,22 +101,19 @@ impl Batcher {
     pub fn start(route: Route) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let handle = Batcher { tx, in_flight: in_flight.clone(), queued: queued.clone(), route: route.clone() };
+        let handle = Batcher { tx };
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
                 let Some(first) = rx.recv().await else { return };
-                queued.fetch_sub(1, Ordering::SeqCst);
                 let mut bytes = first.size();
                 let mut count = first.cmds.len();
                 let mut batch = vec![first];
                 while count < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
                     match rx.try_recv() {
                         Ok(p) => {
-                            queued.fetch_sub(1, Ordering::SeqCst);
                             bytes += p.size();
                             count += p.cmds.len();
                             batch.push(p);
@@ -173,22 +164,8 @@ impl Batcher {
 
     /// Sends `cmds` towards the leader with whatever else is waiting, and returns their
     /// results with the log index they were committed at.
-    ///
-    /// When a slot is free and nothing is queued there is nothing to batch with, so the
-    /// request goes out at once from the caller's task: handing it to the batching task and
-    /// from there to a task of its own would cost two wake-ups on the path of every request
-    /// of a lone client (the batching task itself holds one slot while it waits, so this takes
-    /// one of the others). Under load all slots are taken and requests queue as before.
     pub async fn submit(&self, cmds: Vec<Command>) -> ForwardReply<Vec<CommandResult>> {
-        if self.queued.load(Ordering::SeqCst) == 0 {
-            if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
-                let outcome = self.route.send(cmds).await;
-                drop(permit);
-                return outcome;
-            }
-        }
         let (reply, rx) = oneshot::channel();
-        self.queued.fetch_add(1, Ordering::SeqCst);
         if self.tx.send(Pending { cmds, reply }).is_err() {
             return ForwardReply::Failed(EtcdError::Stopped);
         }
