@@ -37,6 +37,14 @@ impl FieldError {
             detail: format!("Unsupported value: {value:?}: supported values: {}", quoted.join(", ")),
         }
     }
+    /// Upstream's `field.TooLong` with a byte limit (the value itself is never printed).
+    pub fn too_long(field: impl Into<String>, max_bytes: usize) -> Self {
+        FieldError {
+            kind: "FieldValueTooLong",
+            field: field.into(),
+            detail: format!("Too long: may not be more than {max_bytes} bytes"),
+        }
+    }
     pub fn required(field: impl Into<String>, why: &str) -> Self {
         let detail = if why.is_empty() { "Required value".to_string() } else { format!("Required value: {why}") };
         FieldError { kind: "FieldValueRequired", field: field.into(), detail }

@@ -638,6 +638,9 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
+/// Upstream's `TotalAnnotationSizeLimitB`.
+const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
 /// Name rules, then the resource's own validation: all errors reported at once (422).
 fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
@@ -648,6 +651,13 @@ fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
         for why in check_name(res.name_rule, name) {
             errs.push(FieldError::invalid("metadata.name", name, &why));
         }
+    }
+    // Upstream's `ValidateAnnotations`: keys and values together at most 256 KiB (the limit
+    // `kubectl apply` meets with its last-applied-configuration of a big object).
+    let annotations = obj["metadata"]["annotations"].as_object().into_iter().flatten();
+    let size: usize = annotations.map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+    if size > MAX_ANNOTATION_BYTES {
+        errs.push(FieldError::too_long("metadata.annotations", MAX_ANNOTATION_BYTES));
     }
     errs.extend((res.validate)(obj));
     if errs.is_empty() {

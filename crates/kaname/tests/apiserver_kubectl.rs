@@ -219,8 +219,9 @@ fn create_from_files(flavor: Flavor) {
     );
     assert_eq!(api.ok(&["get", "cm", "loose", "-o", "jsonpath={.data}"]), r#"{"n":"1"}"#);
 
-    // Too large: over the API server's 3 MiB body limit, and over etcd's 1.5 MiB request
-    // limit (both 413 RequestEntityTooLarge, as upstream answers them).
+    // Too large: over the API server's 3 MiB body limit and over etcd's 1.5 MiB request limit
+    // (both 413 RequestEntityTooLarge, as upstream answers them), over a ConfigMap's 1 MiB of
+    // data and over 256 KiB of annotations (422 Invalid).
     let big = dir.join("big.txt");
     std::fs::write(&big, "x".repeat(3_300_000)).unwrap();
     let from_big = format!("--from-file=big={}", big.display());
@@ -228,12 +229,31 @@ fn create_from_files(flavor: Flavor) {
         api.fails(&["create", "configmap", "huge", &from_big]),
         "error: failed to create configmap: Request entity too large: limit is 3145728\n"
     );
-    std::fs::write(&big, "x".repeat(1_700_000)).unwrap();
+    std::fs::write(&big, "x".repeat(1_100_000)).unwrap();
     assert_eq!(
         api.fails(&["create", "configmap", "huge", &from_big]),
-        "error: failed to create configmap: etcdserver: request is too large\n"
+        "error: failed to create configmap: ConfigMap \"huge\" is invalid: []: Too long: may not be more than 1048576 bytes\n"
+    );
+    let annotated = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: huge\n  annotations:\n    note: {}\n",
+        "y".repeat(300_000)
+    );
+    let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&annotated));
+    assert_eq!(
+        out.stderr,
+        "The ConfigMap \"huge\" is invalid: metadata.annotations: Too long: may not be more than 262144 bytes\n"
+    );
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: c\n    image: busybox\n    env:\n    - name: BLOB\n      value: {}\n",
+        "z".repeat(1_700_000)
+    );
+    let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&pod));
+    assert_eq!(
+        out.stderr,
+        "Error from server (RequestEntityTooLarge): error when creating \"STDIN\": etcdserver: request is too large\n"
     );
     assert!(api.fails(&["get", "cm", "huge"]).contains("not found"));
+    assert!(api.fails(&["get", "pod", "huge"]).contains("not found"));
 
     let bad = dir.join("bad-pod.yaml");
     std::fs::write(&bad, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: c\n")

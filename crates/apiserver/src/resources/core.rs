@@ -44,7 +44,7 @@ pub static CORE_V1: &[Resource] = &[
         generation: false,
         selectable: &[],
         normalize: typed::<ConfigMap>,
-        validate: validate_data_keys,
+        validate: validate_configmap,
         validate_update: no_update_rules,
         defaults: no_defaults,
         prepare_create: nothing_to_prepare,
@@ -66,7 +66,7 @@ pub static CORE_V1: &[Resource] = &[
         generation: false,
         selectable: &["type"],
         normalize: typed::<Secret>,
-        validate: validate_data_keys,
+        validate: validate_secret,
         validate_update: no_update_rules,
         defaults: default_secret,
         prepare_create: nothing_to_prepare,
@@ -278,6 +278,46 @@ fn pod_qos(pod: &Value) -> &'static str {
     } else {
         "Burstable"
     }
+}
+
+/// Upstream's `MaxSecretSize`: the most data a ConfigMap or a Secret may hold.
+const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Keys, and at most 1 MiB of `data` and `binaryData` together (upstream reports that on the
+/// whole object, whose field path prints as `[]`).
+fn validate_configmap(cm: &Value) -> Vec<FieldError> {
+    let mut errs = validate_data_keys(cm);
+    let text = cm["data"].as_object().into_iter().flatten().map(|(_, v)| v.as_str().map_or(0, str::len));
+    let binary = cm["binaryData"].as_object().into_iter().flatten().map(|(_, v)| decoded_len(v));
+    if text.chain(binary).sum::<usize>() > MAX_DATA_BYTES {
+        errs.push(FieldError::too_long("[]", MAX_DATA_BYTES));
+    }
+    errs
+}
+
+/// Keys, and at most 1 MiB of data (`stringData` counts, as upstream merges it into `data`
+/// before validating).
+fn validate_secret(secret: &Value) -> Vec<FieldError> {
+    let mut errs = validate_data_keys(secret);
+    let data = secret["data"].as_object();
+    let strings = secret["stringData"].as_object();
+    let mut total: usize = strings.into_iter().flatten().map(|(_, v)| v.as_str().map_or(0, str::len)).sum();
+    for (k, v) in data.into_iter().flatten() {
+        if strings.is_none_or(|s| !s.contains_key(k)) {
+            total += decoded_len(v);
+        }
+    }
+    if total > MAX_DATA_BYTES {
+        errs.push(FieldError::too_long("data", MAX_DATA_BYTES));
+    }
+    errs
+}
+
+/// The length of the bytes a base64 JSON string stands for.
+fn decoded_len(v: &Value) -> usize {
+    let s = v.as_str().unwrap_or("");
+    let padding = s.bytes().rev().take_while(|&b| b == b'=').count();
+    (s.len() / 4 * 3).saturating_sub(padding)
 }
 
 /// ConfigMap and Secret keys: upstream's `IsConfigMapKey`.
@@ -528,6 +568,19 @@ mod tests {
         assert_eq!(pod_qos(&p), "Guaranteed");
         let p = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
         assert_eq!(pod_qos(&p), "Burstable");
+    }
+
+    #[test]
+    fn data_is_at_most_one_mebibyte() {
+        let mib = "a".repeat(MAX_DATA_BYTES);
+        assert!(validate_configmap(&json!({"data": {"a": mib}})).is_empty());
+        let errs = validate_configmap(&json!({"data": {"a": mib}, "binaryData": {"b": "AA=="}}));
+        assert_eq!((errs[0].field.as_str(), errs[0].kind), ("[]", "FieldValueTooLong"));
+        // Secret data counts decoded: 4 base64 characters are 3 bytes.
+        let b64 = "QUJD".repeat(MAX_DATA_BYTES / 3);
+        assert!(validate_secret(&json!({"data": {"a": b64}})).is_empty());
+        let errs = validate_secret(&json!({"data": {"a": b64}, "stringData": {"b": "xy"}}));
+        assert_eq!(errs[0].detail, "Too long: may not be more than 1048576 bytes");
     }
 
     #[test]
