@@ -114,22 +114,9 @@ fn crud(flavor: Flavor) {
     );
 
     // Errors kubectl does not provoke, as raw requests with the admin certificate.
-    let pki = api.dir.path().join("pki");
     let raw = |method: &str, path: &str, content_type: &str, body: &str| {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "-X", method, "--cacert"])
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("admin.crt"))
-            .arg("--key")
-            .arg(pki.join("admin.key"))
-            .args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", body])
-            .arg(format!("https://127.0.0.1:{}{path}", api.port.port))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), json(body))
+        let (code, body) = api.admin_send(method, path, Some((content_type, body)));
+        (code.to_string(), json(&body))
     };
     let (code, st) = raw("POST", "/api/v1/namespaces/team-a/configmaps/web", "application/json", "{}");
     assert_eq!((code.as_str(), st["reason"].as_str()), ("405", Some("MethodNotAllowed")), "{st}");

@@ -318,21 +318,8 @@ fn explain_and_validate_on_kaname() {
 
 /// A request with the admin certificate: (status code, Status body).
 fn raw(api: &Apiserver, method: &str, path: &str, content_type: &str, body: &str) -> (String, Value) {
-    let pki = api.dir.path().join("pki");
-    let out = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "-X", method, "--cacert"])
-        .arg(pki.join("ca.crt"))
-        .arg("--cert")
-        .arg(pki.join("admin.crt"))
-        .arg("--key")
-        .arg(pki.join("admin.key"))
-        .args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", body])
-        .arg(format!("https://127.0.0.1:{}{path}", api.port.port))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.to_string(), json(body))
+    let (code, body) = api.admin_send(method, path, Some((content_type, body)));
+    (code.to_string(), json(&body))
 }
 
 /// Server-side dry run (`?dryRun=All`) through kubectl's `--dry-run=server` and `kubectl

@@ -87,16 +87,23 @@ impl Apiserver {
 
     /// A request as the admin (client certificate of `system:masters`): (status, body).
     pub fn admin_curl(&self, method: &str, path: &str) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "20", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+        self.admin_send(method, path, None)
+    }
+
+    /// The same with a body of the given content type (`Some((content_type, body))`), for
+    /// requests kubectl never sends (wrong media types, malformed bodies).
+    pub fn admin_send(&self, method: &str, path: &str, body: Option<(&str, &str)>) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "--max-time", "20", "-w", "\n%{http_code}", "-X", method, "--cacert"])
             .arg(self.pki.join("ca.crt"))
             .arg("--cert")
             .arg(self.pki.join("admin.crt"))
             .arg("--key")
-            .arg(self.pki.join("admin.key"))
-            .arg(format!("https://127.0.0.1:{}{path}", self.port.port))
-            .output()
-            .expect("run curl");
+            .arg(self.pki.join("admin.key"));
+        if let Some((content_type, data)) = body {
+            cmd.args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", data]);
+        }
+        let out = cmd.arg(format!("https://127.0.0.1:{}{path}", self.port.port)).output().expect("run curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
