@@ -1,6 +1,10 @@
-//! The `kanamepeer.RaftPeer` service: what other members call on our peer URL.
+//! The peer listener: what other members call on our peer URL. Replication streams (see
+//! `raft::stream`) and the `kanamepeer.RaftPeer` gRPC service share it.
 
 use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use kaname_proto::peer::raft_peer_server::RaftPeer;
 use kaname_proto::peer::RaftBytes;
@@ -10,9 +14,72 @@ use tonic::{Request, Response, Status};
 
 use crate::raft::network::REMOVED_MEMBER;
 use crate::raft::state_machine::removed_members;
+use crate::raft::stream::{self, Accepted, Io, Rewound};
 use crate::raft::{Command, TypeConfig};
 use crate::server::EtcdServer;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
+
+enum Listener {
+    Plain(TcpListener),
+    Tls(crate::tls::TlsListener),
+}
+
+/// Serves the peer URL on `listener` (TLS with `tls`) until the task is dropped, which also
+/// drops every connection it accepted.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    server: Arc<EtcdServer>,
+) -> Result<(), tonic::transport::Error> {
+    let svc = kaname_proto::peer::raft_peer_server::RaftPeerServer::new(PeerService { server: server.clone() })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let (to_grpc, grpc_conns) = tokio::sync::mpsc::channel::<std::io::Result<Rewound<Box<dyn Io>>>>(16);
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(svc)
+        .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(grpc_conns));
+    let mut listener = match tls {
+        Some(c) => Listener::Tls(crate::tls::TlsListener::new(listener, c)),
+        None => Listener::Plain(listener),
+    };
+    let accept = async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let io: Box<dyn Io> = match &mut listener {
+                Listener::Tls(tls) => Box::new(tls.accept_tls().await.0),
+                Listener::Plain(listener) => match listener.accept().await {
+                    Ok((tcp, _)) => {
+                        // Raft and forwarding messages are small and must not wait for Nagle.
+                        let _ = tcp.set_nodelay(true);
+                        Box::new(tcp)
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("peer accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            while conns.try_join_next().is_some() {}
+            let (server, to_grpc) = (server.clone(), to_grpc.clone());
+            conns.spawn(async move {
+                match stream::sniff(io).await {
+                    Ok(Accepted::Replication(io)) => stream::serve(io, server).await,
+                    Ok(Accepted::Grpc(io)) => {
+                        let _ = to_grpc.send(Ok(io)).await;
+                    }
+                    Err(e) => tracing::debug!("peer connection dropped: {e}"),
+                }
+            });
+        }
+    };
+    tokio::select! {
+        served = grpc => served,
+        () = accept => unreachable!("the accept loop never ends"),
+    }
+}
 
 pub struct PeerService {
     pub server: Arc<EtcdServer>,

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use axum::serve::ListenerExt;
+use futures::FutureExt;
 use kaname_proto::etcdserverpb::cluster_server::ClusterServer;
 use kaname_proto::etcdserverpb::kv_server::KvServer;
 use kaname_proto::etcdserverpb::lease_server::LeaseServer;
 use kaname_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use kaname_proto::etcdserverpb::watch_server::WatchServer;
-use kaname_proto::peer::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -24,7 +24,6 @@ use crate::grpc::{
 use crate::membership::ClusterView;
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
-use crate::peer::PeerService;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerChannels, PeerRpc};
 use crate::raft::state_machine::{member_attributes, Quota, StateMachine};
@@ -276,25 +275,12 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     for url in &cfg.listen_peer_urls {
         let listener = bind(url).await?;
         peer_addrs.push(listener.local_addr()?);
-        let svc = RaftPeerServer::new(PeerService { server: server.clone() })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
         let peer_tls = if url.starts_with("https://") { tls.peer_server.clone() } else { None };
-        tasks.push(tokio::spawn(async move {
-            let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc);
-            let served = match peer_tls {
-                // serve_with_incoming ignores the builder's tcp_nodelay: set it on the listener
-                // here, or Raft and forwarding RPCs stall behind Nagle and delayed ACKs.
-                None => {
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                    router.serve_with_incoming(incoming).await
-                }
-                Some(c) => router.serve_with_incoming(crate::tls::TlsListener::new(listener, c).into_incoming()).await,
-            };
+        tasks.push(tokio::spawn(crate::peer::serve(listener, peer_tls, server.clone()).map(|served| {
             if let Err(e) = served {
                 tracing::error!("peer listener stopped: {e}");
             }
-        }));
+        })));
     }
 
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;

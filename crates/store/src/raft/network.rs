@@ -17,12 +17,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::stream::ReplicationStream;
 use super::{MemberNode, TypeConfig};
 
 /// Which peer RPC to call; one enum so the plumbing is written once.
 #[derive(Clone, Copy, Debug)]
 pub enum PeerRpc {
-    AppendEntries,
     Vote,
     InstallSnapshot,
     Forward,
@@ -105,7 +105,7 @@ impl PeerChannels {
         self.active_since.lock().expect("active map").get(url).copied()
     }
 
-    fn record_contact(&self, node: &MemberNode, ok: bool) {
+    pub(crate) fn record_contact(&self, node: &MemberNode, ok: bool) {
         let Some(url) = node.peer_urls.first() else { return };
         let mut map = self.active_since.lock().expect("active map");
         if ok {
@@ -131,7 +131,6 @@ impl PeerChannels {
         request.set_timeout(timeout);
         let fut = async {
             match rpc {
-                PeerRpc::AppendEntries => client.append_entries(request).await,
                 PeerRpc::Vote => client.vote(request).await,
                 PeerRpc::InstallSnapshot => client.install_snapshot(request).await,
                 PeerRpc::Forward => client.forward(request).await,
@@ -167,6 +166,15 @@ impl PeerChannels {
     }
 }
 
+/// openraft's error for a failed peer call.
+fn rpc_error<E: std::error::Error>(e: PeerError) -> RPCError<u64, MemberNode, E> {
+    match e {
+        // Unreachable makes openraft back off instead of hammering a dead member.
+        PeerError::Unreachable(_) | PeerError::NoAnswer(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        PeerError::Protocol(_) => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
 /// openraft asks this for a connection per target member.
 pub struct NetworkFactory {
     pub channels: PeerChannels,
@@ -176,14 +184,20 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, _target: u64, node: &MemberNode) -> PeerConnection {
-        PeerConnection { node: node.clone(), channels: self.channels.clone() }
+        PeerConnection {
+            node: node.clone(),
+            channels: self.channels.clone(),
+            stream: ReplicationStream::new(node.clone(), self.channels.tls.clone()),
+        }
     }
 }
 
-/// openraft's view of one peer.
+/// openraft's view of one peer: AppendEntries on a replication stream of its own, the rest
+/// as gRPC calls on the shared channel.
 pub struct PeerConnection {
     node: MemberNode,
     channels: PeerChannels,
+    stream: ReplicationStream,
 }
 
 impl PeerConnection {
@@ -199,11 +213,7 @@ impl PeerConnection {
         E: std::error::Error + DeserializeOwned,
     {
         let reply: Result<Resp, RaftError<u64, E>> =
-            self.channels.call(&self.node, rpc, &req, option.hard_ttl()).await.map_err(|e| match e {
-                // Unreachable makes openraft back off instead of hammering a dead member.
-                PeerError::Unreachable(_) | PeerError::NoAnswer(_) => RPCError::Unreachable(Unreachable::new(&e)),
-                PeerError::Protocol(_) => RPCError::Network(NetworkError::new(&e)),
-            })?;
+            self.channels.call(&self.node, rpc, &req, option.hard_ttl()).await.map_err(|e| rpc_error(e))?;
         reply.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
     }
 }
@@ -214,7 +224,17 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, MemberNode, RaftError<u64>>> {
-        self.send(PeerRpc::AppendEntries, rpc, &option).await
+        let reply = self.stream.append_entries(&rpc, option.hard_ttl()).await;
+        self.channels.record_contact(&self.node, reply.is_ok());
+        match reply {
+            Ok(r) => r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e))),
+            Err(e) => {
+                if matches!(&e, PeerError::Protocol(msg) if msg == REMOVED_MEMBER) {
+                    self.channels.removed.notify_one();
+                }
+                Err(rpc_error(e))
+            }
+        }
     }
 
     async fn install_snapshot(
