@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::raft::network::REMOVED_MEMBER;
+use crate::raft::network::{PeerRpc, REMOVED_MEMBER};
 use crate::raft::state_machine::removed_members;
 use crate::raft::stream::{self, Accepted, Io, Rewound};
 use crate::raft::{Command, TypeConfig};
@@ -67,6 +67,7 @@ pub async fn serve(
             conns.spawn(async move {
                 match stream::sniff(io).await {
                     Ok(Accepted::Replication(io)) => stream::serve(io, server).await,
+                    Ok(Accepted::Calls(io)) => crate::raft::calls::serve(io, server).await,
                     Ok(Accepted::Grpc(io)) => {
                         let _ = to_grpc.send(Ok(io)).await;
                     }
@@ -78,6 +79,29 @@ pub async fn serve(
     tokio::select! {
         served = grpc => served,
         () = accept => unreachable!("the accept loop never ends"),
+    }
+}
+
+/// Serves one of the per-request calls a member makes to us (see `raft::calls`), whichever
+/// way it came: bincode in, bincode out.
+pub async fn serve_call(server: &Arc<EtcdServer>, rpc: PeerRpc, body: &[u8]) -> Result<Vec<u8>, String> {
+    fn de<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+        bincode::deserialize(body).map_err(|e| format!("bad peer message: {e}"))
+    }
+    fn ser<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+        bincode::serialize(v).map_err(|e| e.to_string())
+    }
+    match rpc {
+        PeerRpc::Forward => {
+            let cmds: Vec<Command> = de(body)?;
+            ser(&server.propose_forwarded(cmds).await)
+        }
+        PeerRpc::ReadIndex => {
+            let () = de(body)?;
+            ser(&server.read_index_as_leader().await)
+        }
+        PeerRpc::Lease => ser(&server.serve_forwarded_lease(de(body)?).await),
+        other => Err(format!("{other:?} is not served as a peer call")),
     }
 }
 
@@ -95,6 +119,12 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
 }
 
 impl PeerService {
+    /// The gRPC way to a [`serve_call`] (members now send these on call streams).
+    async fn grpc_call(&self, rpc: PeerRpc, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let data = serve_call(&self.server, rpc, &req.into_inner().data).await.map_err(Status::invalid_argument)?;
+        Ok(Response::new(RaftBytes { data }))
+    }
+
     /// A removed member does not learn of its removal from Raft (the leader stops replicating
     /// to it); like etcd, tell it when it next talks to us.
     fn refuse_removed(&self, sender: Option<u64>) -> Result<(), Status> {
@@ -126,21 +156,15 @@ impl RaftPeer for PeerService {
     }
 
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let cmds: Vec<Command> = decode(req)?;
-        let started = std::time::Instant::now();
-        let n = cmds.len();
-        let reply = self.server.propose_forwarded(cmds).await;
-        tracing::trace!(n, us = started.elapsed().as_micros() as u64, "forwarded batch served");
-        encode(&reply)
+        self.grpc_call(PeerRpc::Forward, req).await
     }
 
     async fn read_index(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let () = decode(req)?;
-        encode(&self.server.read_index_as_leader().await)
+        self.grpc_call(PeerRpc::ReadIndex, req).await
     }
 
     async fn lease(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        encode(&self.server.serve_forwarded_lease(decode(req)?).await)
+        self.grpc_call(PeerRpc::Lease, req).await
     }
 
     async fn hello(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {

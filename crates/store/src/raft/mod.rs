@@ -3,6 +3,7 @@
 //! openraft runs in its standard one-leader-per-term mode (`single-term-leader`), so a term
 //! means what it means in etcd and `raft_term` in response headers is comparable.
 
+pub mod calls;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

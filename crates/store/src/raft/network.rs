@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::calls::{self, CallStreams};
 use super::stream::ReplicationStream;
 use super::{MemberNode, TypeConfig};
 
@@ -45,6 +46,8 @@ pub struct PeerChannels {
     active_since: Arc<Mutex<HashMap<String, std::time::Instant>>>,
     /// How to dial `https://` peer URLs (None: no peer TLS configured).
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where the per-request calls go (see `raft::calls`); the rest use `channels`.
+    calls: Arc<CallStreams>,
 }
 
 /// What a member answers to messages from a member that was removed from the cluster (etcd
@@ -124,6 +127,11 @@ impl PeerChannels {
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
         let data = bincode::serialize(req).map_err(|e| PeerError::Protocol(e.to_string()))?;
+        if calls::is_routed(rpc) {
+            let reply = self.calls.call(node, self.tls.clone(), rpc, &data, timeout).await;
+            self.record_contact(node, reply.is_ok());
+            return bincode::deserialize(&reply?).map_err(|e| PeerError::Protocol(e.to_string()));
+        }
         let mut client = RaftPeerClient::new(self.channel(node)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
@@ -213,7 +221,7 @@ impl PeerConnection {
         E: std::error::Error + DeserializeOwned,
     {
         let reply: Result<Resp, RaftError<u64, E>> =
-            self.channels.call(&self.node, rpc, &req, option.hard_ttl()).await.map_err(|e| rpc_error(e))?;
+            self.channels.call(&self.node, rpc, &req, option.hard_ttl()).await.map_err(rpc_error)?;
         reply.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
     }
 }

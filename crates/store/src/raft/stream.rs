@@ -33,8 +33,10 @@ use crate::raft::state_machine::removed_members;
 use crate::server::EtcdServer;
 
 /// The first bytes a replication stream sends. An HTTP/2 connection starts with `PRI * HTTP`,
-/// so the two cannot be confused.
+/// so neither this nor [`CALLS_MAGIC`] can be confused with gRPC.
 pub const MAGIC: &[u8; 8] = b"KNMRAFT1";
+/// The first bytes a call stream (`raft::calls`) sends.
+pub const CALLS_MAGIC: &[u8; 8] = b"KNMCALL1";
 
 /// A frame larger than this is refused as garbage. Entries are bounded by the batcher and
 /// openraft's `max_payload_entries`; this only guards against a corrupt length.
@@ -89,7 +91,7 @@ impl ReplicationStream {
 
     async fn exchange(&mut self, req: &AppendEntriesRequest<TypeConfig>) -> Result<Reply, PeerError> {
         if self.conn.is_none() {
-            let mut io = self.dial().await?;
+            let mut io = dial(&self.node, self.tls.clone()).await?;
             io.write_all(MAGIC).await.map_err(|e| PeerError::Unreachable(e.to_string()))?;
             self.conn = Some(BufReader::new(io));
         }
@@ -100,35 +102,31 @@ impl ReplicationStream {
         let frame = read_frame(conn).await.map_err(lost)?;
         bincode::deserialize(&frame).map_err(|e| PeerError::Protocol(e.to_string()))
     }
+}
 
-    async fn dial(&self) -> Result<Box<dyn Io>, PeerError> {
-        let url = self
-            .node
-            .peer_urls
-            .first()
-            .ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", self.node.name)))?;
-        let unreachable = |e: String| PeerError::Unreachable(format!("{url}: {e}"));
-        if url.starts_with("https://") {
-            let tls =
-                self.tls.clone().ok_or_else(|| unreachable("https peer URL but no peer TLS configured".into()))?;
-            let uri: tonic::codegen::http::Uri =
-                kaname_tls::connector_uri(url).parse().map_err(|e| unreachable(format!("{e}")))?;
-            let mut connector = kaname_tls::TlsConnector::new(tls);
-            let io = tokio::time::timeout(CONNECT_TIMEOUT, tower_service::Service::call(&mut connector, uri))
-                .await
-                .map_err(|_| unreachable("connect timed out".into()))?
-                .map_err(|e| unreachable(e.to_string()))?;
-            Ok(Box::new(io.into_inner()))
-        } else {
-            let addr = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| unreachable("connect timed out".into()))?
-                .map_err(|e| unreachable(e.to_string()))?;
-            // Each frame is one write that must leave at once, not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-            Ok(Box::new(tcp))
-        }
+/// Opens a connection to a member's peer URL (TLS for `https://`).
+pub(crate) async fn dial(node: &MemberNode, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Box<dyn Io>, PeerError> {
+    let url = node.peer_urls.first().ok_or_else(|| PeerError::Unreachable(format!("{} has no peer URL", node.name)))?;
+    let unreachable = |e: String| PeerError::Unreachable(format!("{url}: {e}"));
+    if url.starts_with("https://") {
+        let tls = tls.ok_or_else(|| unreachable("https peer URL but no peer TLS configured".into()))?;
+        let uri: tonic::codegen::http::Uri =
+            kaname_tls::connector_uri(url).parse().map_err(|e| unreachable(format!("{e}")))?;
+        let mut connector = kaname_tls::TlsConnector::new(tls);
+        let io = tokio::time::timeout(CONNECT_TIMEOUT, tower_service::Service::call(&mut connector, uri))
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Box::new(io.into_inner()))
+    } else {
+        let addr = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        // Each frame is one write that must leave at once, not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        Ok(Box::new(tcp))
     }
 }
 
@@ -144,7 +142,7 @@ fn encode_frame<T: Serialize>(out: &mut Vec<u8>, msg: &T) -> Result<(), String> 
     Ok(())
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
     let len = r.read_u32().await? as usize;
     if len > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("peer frame of {len} bytes")));
@@ -160,8 +158,10 @@ fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
 
 /// What an accepted peer connection turned out to be.
 pub enum Accepted<T> {
-    /// A replication stream, already served to its end by [`sniff`]'s caller.
+    /// A replication stream, for [`serve`].
     Replication(T),
+    /// A call stream, for `raft::calls::serve`.
+    Calls(T),
     /// Anything else, for the gRPC server, its first bytes put back.
     Grpc(Rewound<T>),
 }
@@ -190,6 +190,8 @@ pub async fn sniff<T: AsyncRead + Unpin>(mut io: T) -> io::Result<Accepted<T>> {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer sent nothing"))??;
     if got == MAGIC.len() && &head == MAGIC {
         Ok(Accepted::Replication(io))
+    } else if got == MAGIC.len() && &head == CALLS_MAGIC {
+        Ok(Accepted::Calls(io))
     } else {
         Ok(Accepted::Grpc(Rewound { head: head[..got].to_vec(), pos: 0, io }))
     }
@@ -293,8 +295,11 @@ mod tests {
                 io.read_exact(&mut rest).await.unwrap();
                 assert_eq!(&rest, b"rest");
             }
-            Accepted::Grpc(_) => panic!("the magic was not recognized"),
+            _ => panic!("the magic was not recognized"),
         }
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(CALLS_MAGIC).await.unwrap();
+        assert!(matches!(sniff(b).await.unwrap(), Accepted::Calls(_)));
 
         let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         let (mut a, b) = tokio::io::duplex(64);
@@ -306,7 +311,7 @@ mod tests {
                 io.read_to_end(&mut all).await.unwrap();
                 assert_eq!(all, preface);
             }
-            Accepted::Replication(_) => panic!("HTTP/2 taken for a replication stream"),
+            _ => panic!("HTTP/2 taken for a stream of ours"),
         }
     }
 
