@@ -18,7 +18,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use super::calls::{self, CallStreams};
-use super::stream::ReplicationStream;
+use super::stream::{ReplicationStream, StreamPool};
 use super::{MemberNode, TypeConfig};
 
 /// Which peer RPC to call; one enum so the plumbing is written once.
@@ -48,6 +48,8 @@ pub struct PeerChannels {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// Where the per-request calls go (see `raft::calls`); the rest use `channels`.
     calls: Arc<CallStreams>,
+    /// Idle replication streams for openraft's short-lived clients.
+    streams: StreamPool,
 }
 
 /// What a member answers to messages from a member that was removed from the cluster (etcd
@@ -195,7 +197,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerConnection {
             node: node.clone(),
             channels: self.channels.clone(),
-            stream: ReplicationStream::new(node.clone(), self.channels.tls.clone()),
+            stream: ReplicationStream::new(node.clone(), self.channels.tls.clone(), self.channels.streams.clone()),
         }
     }
 }

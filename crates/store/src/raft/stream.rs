@@ -14,9 +14,10 @@
 //! [`MAGIC`] is a replication stream, anything else (an HTTP/2 preface) goes to tonic with its
 //! first bytes put back ([`Rewound`]). With `https://` peer URLs both run inside the same TLS.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -52,20 +53,59 @@ type Reply = Result<Result<AppendEntriesResponse<u64>, RaftError<u64>>, String>;
 pub trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Io for T {}
 
-/// The leader's end of the stream to one follower, connected on first use and dropped after
-/// any error (a half-done exchange leaves the stream's position unknown; openraft retries and
-/// the next call dials again).
+/// One open replication stream, as the leader reads and writes it.
+type Conn = BufReader<Box<dyn Io>>;
+
+/// Idle replication streams, per peer URL. openraft asks for a new connection for every
+/// leadership check (each read-index round sends its heartbeats on fresh clients), while the
+/// replication task keeps its own for the whole term; without the pool every linearizable
+/// read round would dial (and with TLS, handshake) once per follower.
+#[derive(Clone, Default)]
+pub struct StreamPool {
+    idle: Arc<Mutex<HashMap<String, Vec<Conn>>>>,
+}
+
+/// Idle streams kept per peer: about one per member's concurrent read-index round.
+const MAX_IDLE_PER_PEER: usize = 4;
+
+impl StreamPool {
+    fn take(&self, url: &str) -> Option<Conn> {
+        self.idle.lock().expect("stream pool").get_mut(url)?.pop()
+    }
+
+    fn put(&self, url: &str, conn: Conn) {
+        let mut idle = self.idle.lock().expect("stream pool");
+        let conns = idle.entry(url.to_string()).or_default();
+        if conns.len() < MAX_IDLE_PER_PEER {
+            conns.push(conn);
+        }
+    }
+}
+
+/// The leader's end of a stream to one follower, taken from the pool or dialed on first use,
+/// dropped after any error (a half-done exchange leaves the stream's position unknown;
+/// openraft retries and the next call dials again), and given back to the pool when openraft
+/// drops this client.
 pub struct ReplicationStream {
     node: MemberNode,
     tls: Option<Arc<rustls::ClientConfig>>,
-    conn: Option<BufReader<Box<dyn Io>>>,
+    pool: StreamPool,
+    conn: Option<Conn>,
     /// The frame being written, kept to reuse its allocation.
     out: Vec<u8>,
 }
 
+impl Drop for ReplicationStream {
+    fn drop(&mut self) {
+        if let (Some(conn), Some(url)) = (self.conn.take(), self.node.peer_urls.first()) {
+            self.pool.put(url, conn);
+        }
+    }
+}
+
 impl ReplicationStream {
-    pub fn new(node: MemberNode, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
-        ReplicationStream { node, tls, conn: None, out: Vec::new() }
+    pub fn new(node: MemberNode, tls: Option<Arc<rustls::ClientConfig>>, pool: StreamPool) -> Self {
+        ReplicationStream { node, tls, pool, conn: None, out: Vec::new() }
     }
 
     pub async fn append_entries(
@@ -73,7 +113,21 @@ impl ReplicationStream {
         req: &AppendEntriesRequest<TypeConfig>,
         timeout: Duration,
     ) -> Result<Result<AppendEntriesResponse<u64>, RaftError<u64>>, PeerError> {
-        let reply = match tokio::time::timeout(timeout, self.exchange(req)).await {
+        let attempts = async {
+            // A pooled stream may have died while idle (the follower restarted): then
+            // dial once more. AppendEntries may be delivered twice; Raft allows that.
+            if self.conn.is_none() {
+                if let Some(pooled) = self.node.peer_urls.first().and_then(|u| self.pool.take(u)) {
+                    self.conn = Some(pooled);
+                    match self.exchange(req).await {
+                        Err(PeerError::NoAnswer(_)) => {}
+                        done => return done,
+                    }
+                }
+            }
+            self.exchange(req).await
+        };
+        let reply = match tokio::time::timeout(timeout, attempts).await {
             Ok(r) => r,
             Err(_) => Err(PeerError::NoAnswer(format!("AppendEntries to {} timed out", self.node.name))),
         };
@@ -89,17 +143,24 @@ impl ReplicationStream {
         }
     }
 
+    /// One request and its reply. The connection is out of `self.conn` while the exchange
+    /// runs and goes back only once the reply is read: if this future is dropped half way (a
+    /// caller's timeout), the connection is dropped with it, so no later request can read the
+    /// reply meant for this one.
     async fn exchange(&mut self, req: &AppendEntriesRequest<TypeConfig>) -> Result<Reply, PeerError> {
-        if self.conn.is_none() {
-            let mut io = dial(&self.node, self.tls.clone()).await?;
-            io.write_all(MAGIC).await.map_err(|e| PeerError::Unreachable(e.to_string()))?;
-            self.conn = Some(BufReader::new(io));
-        }
-        let conn = self.conn.as_mut().expect("connected above");
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                let mut io = dial(&self.node, self.tls.clone()).await?;
+                io.write_all(MAGIC).await.map_err(|e| PeerError::Unreachable(e.to_string()))?;
+                BufReader::new(io)
+            }
+        };
         encode_frame(&mut self.out, req).map_err(PeerError::Protocol)?;
         let lost = |e: io::Error| PeerError::NoAnswer(format!("AppendEntries stream: {e}"));
         conn.get_mut().write_all(&self.out).await.map_err(lost)?;
-        let frame = read_frame(conn).await.map_err(lost)?;
+        let frame = read_frame(&mut conn).await.map_err(lost)?;
+        self.conn = Some(conn);
         bincode::deserialize(&frame).map_err(|e| PeerError::Protocol(e.to_string()))
     }
 }
@@ -313,6 +374,78 @@ mod tests {
             }
             _ => panic!("HTTP/2 taken for a stream of ours"),
         }
+    }
+
+    /// A follower stand-in on a real listener: answers `Success` to a request without a
+    /// commit index and `Conflict` to one with, its first answer on each connection only after
+    /// `delay`.
+    async fn fake_follower(delay: Duration) -> MemberNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let Ok(Accepted::Replication(io)) = sniff(tcp).await else { return };
+                    let mut io = BufReader::new(io);
+                    let mut first = true;
+                    while let Ok(frame) = read_frame(&mut io).await {
+                        let req: AppendEntriesRequest<TypeConfig> = decode(&frame).unwrap();
+                        let answer: AppendEntriesResponse<u64> = match req.leader_commit {
+                            None => AppendEntriesResponse::Success,
+                            Some(_) => AppendEntriesResponse::Conflict,
+                        };
+                        if std::mem::take(&mut first) {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let mut out = Vec::new();
+                        encode_frame(&mut out, &Ok::<_, String>(Ok::<_, RaftError<u64>>(answer))).unwrap();
+                        if io.get_mut().write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        MemberNode { name: "m2".into(), peer_urls: vec![url] }
+    }
+
+    /// A heartbeat, with or without a commit index (telling the fake follower's answers apart).
+    fn heartbeat(committed: bool) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: committed.then(|| openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_came_too_late_is_never_taken_for_the_next_one() {
+        use AppendEntriesResponse::{Conflict, Success};
+        let node = fake_follower(Duration::from_millis(300)).await;
+        let pool = StreamPool::default();
+        let mut stream = ReplicationStream::new(node.clone(), None, pool.clone());
+        let (uncommitted, committed) = (heartbeat(false), heartbeat(true));
+        // Requests given up while the follower still owes its (Success) reply: by our own
+        // timeout, and by the caller dropping the call (as openraft's timeouts do)...
+        let late = stream.append_entries(&uncommitted, Duration::from_millis(50)).await;
+        assert!(matches!(late, Err(PeerError::NoAnswer(_))), "{late:?}");
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            stream.append_entries(&uncommitted, Duration::from_secs(5)),
+        );
+        assert!(dropped.await.is_err());
+        // ...must not answer the next request (which gets Conflict).
+        let next = stream.append_entries(&committed, Duration::from_secs(5)).await.unwrap().unwrap();
+        assert_eq!(next, Conflict);
+        assert_eq!(stream.append_entries(&uncommitted, Duration::from_secs(5)).await.unwrap().unwrap(), Success);
+
+        // A client dropped by openraft leaves its connection, in step, to the next one.
+        drop(stream);
+        let mut reuse = ReplicationStream::new(node, None, pool.clone());
+        assert!(pool.idle.lock().unwrap().values().any(|c| c.len() == 1));
+        assert_eq!(reuse.append_entries(&committed, Duration::from_secs(5)).await.unwrap().unwrap(), Conflict);
     }
 
     #[tokio::test]
