@@ -1,5 +1,6 @@
 //! The peer listener: what other members call on our peer URL. Replication streams (see
-//! `raft::stream`) and the `kanamepeer.RaftPeer` gRPC service share it.
+//! `raft::stream`), call streams (`raft::calls`) and the `kanamepeer.RaftPeer` gRPC service
+//! share it; each accepted connection says which it is with its first bytes.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::raft::{Command, TypeConfig};
 use crate::server::EtcdServer;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 
+/// The peer URL's listener, by scheme.
 enum Listener {
     Plain(TcpListener),
     Tls(crate::tls::TlsListener),

@@ -108,14 +108,18 @@ impl CallStreams {
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerError> {
         let code = wire_code(rpc).ok_or_else(|| PeerError::Protocol(format!("{rpc:?} is not a call-stream RPC")))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let conn = tokio::time::timeout_at(deadline, self.connection(node, tls))
+            .await
+            .map_err(|_| PeerError::Unreachable(format!("{rpc:?} to {}: connect timed out", node.name)))??;
         let run = async {
-            let conn = self.connection(node, tls).await?;
             let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
+            let closed = || PeerError::Unreachable(format!("call stream to {} closed", node.name));
             {
                 let mut waiting = conn.waiting.lock().expect("waiting calls");
                 if !waiting.open {
-                    return Err(PeerError::Unreachable(format!("call stream to {} closed", node.name)));
+                    return Err(closed());
                 }
                 waiting.calls.insert(id, tx);
             }
@@ -126,13 +130,12 @@ impl CallStreams {
             frame.extend_from_slice(body);
             let mut writer = conn.writer.lock().await;
             if !conn.is_open() {
-                return Err(PeerError::Unreachable(format!("call stream to {} closed", node.name)));
+                return Err(closed());
             }
             // Should this future be dropped (the caller's timeout) or fail in mid-frame, the
             // stream is out of step: nothing more may be written to it.
             let unfinished = CloseUnlessDone { waiting: &conn.waiting, done: false };
             if let Err(e) = writer.write_all(&frame).await {
-                conn.waiting.lock().expect("waiting calls").calls.remove(&id);
                 return Err(PeerError::NoAnswer(format!("{rpc:?} to {}: {e}", node.name)));
             }
             unfinished.finish();
@@ -141,10 +144,15 @@ impl CallStreams {
                 rx.await.map_err(|_| PeerError::NoAnswer(format!("{rpc:?} to {}: connection lost", node.name)))?;
             answer.map_err(|e| PeerError::Protocol(format!("{rpc:?} to {}: {e}", node.name)))
         };
-        match tokio::time::timeout(timeout, run).await {
+        match tokio::time::timeout_at(deadline, run).await {
             Ok(r) => r,
-            // A late answer finds no caller and is dropped by the reader.
-            Err(_) => Err(PeerError::NoAnswer(format!("{rpc:?} to {} timed out", node.name))),
+            Err(_) => {
+                // The peer may be cut off with the connection still looking open (dropped
+                // packets, no reset): the next call dials afresh, and fails fast as
+                // unreachable if the peer is. A late answer here finds no caller.
+                conn.waiting.lock().expect("waiting calls").open = false;
+                Err(PeerError::NoAnswer(format!("{rpc:?} to {} timed out", node.name)))
+            }
         }
     }
 
