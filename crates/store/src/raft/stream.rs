@@ -8,11 +8,13 @@
 //! stream per peer for its append messages (`msgappv2`) next to plain HTTP for the rest. openraft
 //! sends AppendEntries to one follower strictly one after another (the next only once the last
 //! is answered), so a connection serves them in order with no request IDs: one frame out, one
-//! frame back. Votes, snapshots and our own peer RPCs stay on gRPC.
+//! frame back. Votes and snapshots stay on gRPC; our own per-request calls have call streams
+//! (`raft::calls`).
 //!
-//! The stream shares the peer URL with the gRPC service: a connection that opens with
-//! [`MAGIC`] is a replication stream, anything else (an HTTP/2 preface) goes to tonic with its
-//! first bytes put back ([`Rewound`]). With `https://` peer URLs both run inside the same TLS.
+//! The streams share the peer URL with the gRPC service: a connection that opens with
+//! [`MAGIC`] is a replication stream, one that opens with [`CALLS_MAGIC`] a call stream, and
+//! anything else (an HTTP/2 preface) goes to tonic with its first bytes put back ([`Rewound`]).
+//! With `https://` peer URLs all of them run inside the same TLS.
 
 use std::collections::HashMap;
 use std::io;
@@ -227,8 +229,7 @@ pub enum Accepted<T> {
     Grpc(Rewound<T>),
 }
 
-/// Reads the first bytes of an accepted peer connection to tell a replication stream from
-/// gRPC.
+/// Reads the first bytes of an accepted peer connection to tell our streams from gRPC.
 pub async fn sniff<T: AsyncRead + Unpin>(mut io: T) -> io::Result<Accepted<T>> {
     let mut head = [0u8; MAGIC.len()];
     let mut got = 0;
