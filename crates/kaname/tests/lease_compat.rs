@@ -500,6 +500,13 @@ fn lease_travels_in_snapshots_kaname() {
     for i in 0..60 {
         ok(&c, &le, &["put", &format!("fill/{i}"), "v"]);
     }
+    // The leader purges after building a snapshot, when it gets to it; a follower back before
+    // that rightly catches up from the log (raft-log reports each purge at info level).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&c.member(leader).log_path).unwrap_or_default().contains("RaftLog purge upto") {
+        assert!(Instant::now() < deadline, "the leader did not purge its log\n{}", c.log_tails(30));
+        thread::sleep(Duration::from_millis(100));
+    }
     c.restart(follower);
     c.wait_healthy();
     let fe = c.member_endpoint(follower);
