@@ -87,12 +87,6 @@ pub async fn serve(
 /// Serves one of the per-request calls a member makes to us (see `raft::calls`), whichever
 /// way it came: bincode in, bincode out.
 pub async fn serve_call(server: &Arc<EtcdServer>, rpc: PeerRpc, body: &[u8]) -> Result<Vec<u8>, String> {
-    fn de<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-        bincode::deserialize(body).map_err(|e| format!("bad peer message: {e}"))
-    }
-    fn ser<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-        bincode::serialize(v).map_err(|e| e.to_string())
-    }
     match rpc {
         PeerRpc::Forward => {
             let cmds: Vec<Command> = de(body)?;
@@ -111,13 +105,21 @@ pub struct PeerService {
     pub server: Arc<EtcdServer>,
 }
 
+/// A peer message's body, the same bincode on gRPC and on call streams.
+fn de<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    bincode::deserialize(body).map_err(|e| format!("bad peer message: {e}"))
+}
+
+fn ser<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    bincode::serialize(v).map_err(|e| e.to_string())
+}
+
 fn decode<T: DeserializeOwned>(req: Request<RaftBytes>) -> Result<T, Status> {
-    bincode::deserialize(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("bad peer message: {e}")))
+    de(&req.into_inner().data).map_err(Status::invalid_argument)
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
-    let data = bincode::serialize(v).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftBytes { data }))
+    Ok(Response::new(RaftBytes { data: ser(v).map_err(Status::internal)? }))
 }
 
 impl PeerService {

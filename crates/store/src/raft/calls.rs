@@ -123,11 +123,7 @@ impl CallStreams {
                 }
                 waiting.calls.insert(id, tx);
             }
-            let mut frame = Vec::with_capacity(13 + body.len());
-            frame.extend_from_slice(&u32::try_from(9 + body.len()).unwrap_or(u32::MAX).to_be_bytes());
-            frame.extend_from_slice(&id.to_be_bytes());
-            frame.push(code);
-            frame.extend_from_slice(body);
+            let frame = frame(id, code, body);
             let mut writer = conn.writer.lock().await;
             if !conn.is_open() {
                 return Err(closed());
@@ -263,15 +259,19 @@ pub async fn serve<T: AsyncRead + AsyncWrite + Send + 'static>(io: T, server: Ar
 }
 
 fn answer_frame(id: u64, answer: Answer) -> Vec<u8> {
-    let (ok, body) = match answer {
-        Ok(b) => (1u8, b),
-        Err(e) => (0u8, e.into_bytes()),
-    };
+    match answer {
+        Ok(body) => frame(id, 1, &body),
+        Err(e) => frame(id, 0, e.as_bytes()),
+    }
+}
+
+/// `[len u32][id u64][byte][body]`: a call (the byte is its RPC) or an answer (1 = ok).
+fn frame(id: u64, byte: u8, body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(13 + body.len());
     frame.extend_from_slice(&u32::try_from(9 + body.len()).unwrap_or(u32::MAX).to_be_bytes());
     frame.extend_from_slice(&id.to_be_bytes());
-    frame.push(ok);
-    frame.extend_from_slice(&body);
+    frame.push(byte);
+    frame.extend_from_slice(body);
     frame
 }
 
