@@ -63,6 +63,17 @@ pub struct Config {
     /// request bigger than the whole limit is still accepted, once nothing
     /// else is queued.
     pub flush_queue_max_bytes: Option<usize>,
+
+    /// KANAME PATCH (see vendor/README.md): how far ahead of its writes the
+    /// flush worker allocates the open chunk's file, in bytes.
+    ///
+    /// After an append that grows the file, `fdatasync` must also write the
+    /// inode's new size; after a write into space allocated beforehand it
+    /// need not, which makes each sync noticeably cheaper (etcd preallocates
+    /// its WAL segments for the same reason). The allocated,
+    /// unwritten tail reads as zeros, which replay takes as the end of the
+    /// records. `None` or 0: no preallocation (upstream's behaviour).
+    pub preallocate_size: Option<usize>,
 }
 
 impl Config {
@@ -90,6 +101,7 @@ impl Config {
             flush_batch_wait: None,
             flush_batch_max_items: None,
             flush_queue_max_bytes: None,
+            preallocate_size: None,
         }
     }
 
@@ -126,6 +138,11 @@ impl Config {
     /// Returns the maximum bytes of queued write requests held in memory.
     pub fn flush_queue_max_bytes(&self) -> usize {
         self.flush_queue_max_bytes.unwrap_or(DEFAULT_FLUSH_QUEUE_MAX_BYTES)
+    }
+
+    /// Returns how far ahead of its writes a chunk file is allocated (0: not).
+    pub fn preallocate_size(&self) -> u64 {
+        self.preallocate_size.unwrap_or(0) as u64
     }
 
     /// Rejects settings that cannot produce a working WAL.

@@ -36,6 +36,13 @@ const CHUNK_MAX_BYTES: usize = 64 << 20;
 /// 32 MiB holds ~100k puts of 256 bytes: far more than a follower that keeps up lags by,
 /// while each MiB here is a MiB of every member's RSS (issue 4 holds it to etcd's).
 const CACHE_MAX_BYTES: usize = 32 << 20;
+/// How far ahead of its writes the WAL allocates its chunk file (our patch of `chunked-wal`,
+/// see vendor/README.md): an fdatasync after an append that grows the file must also write
+/// the inode's new size, one after a write inside allocated space need not. Measured here
+/// with 400-byte appends: fdatasync 122 µs when appending, 87 µs into allocated space. etcd
+/// preallocates its 64 MB WAL segments for the same reason; allocating in 8 MiB steps keeps
+/// a member's disk use close to what its log holds.
+const PREALLOCATE_BYTES: usize = 8 << 20;
 /// How long the flush worker waits for more writes to share an fsync with: not at all. It
 /// still groups everything queued while the previous fsync ran (our patch of `chunked-wal`, see
 /// vendor/README.md), which is all the grouping there is to get: a follower's Raft core sends
@@ -148,6 +155,7 @@ impl LogStore {
         let mut config = raft_log::Config::new(dir.to_string_lossy());
         config.wal.chunk_max_size = Some(CHUNK_MAX_BYTES);
         config.wal.flush_batch_wait = Some(FLUSH_BATCH_WAIT);
+        config.wal.preallocate_size = Some(PREALLOCATE_BYTES);
         config.log_cache_capacity = Some(CACHE_MAX_BYTES);
         let log = RaftLog::open(Arc::new(config)).map_err(storage_io_err)?;
         Ok(LogStore { log: Arc::new(RwLock::new(log)), fsync_seconds })

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use codeq::Decode;
 use codeq::OffsetSize;
 use codeq::error_context_ext::ErrorContextExt;
+use log::debug;
 use log::error;
 use log::warn;
 use record_iterator::RecordIterator;
@@ -138,11 +139,11 @@ impl<Rec> Chunk<Rec> {
         chunk_id: ChunkId,
     ) -> Result<File, io::Error> {
         let path = config.chunk_path(chunk_id);
-        // Reads are positional, and append mode keeps every write at the end
-        // of the file regardless of this file description's cursor.
+        // KANAME PATCH: not in append mode: the flush worker writes at each
+        // record's own offset, as a preallocated file ends past the records.
         let f = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(path)
             .context(|| format!("open {}", chunk_id))?;
 
@@ -175,6 +176,18 @@ where Rec: Decode + 'static
                 }
                 Err(io_err) => {
                     let global_offset = record_offsets.last().copied().unwrap();
+                    // KANAME PATCH: a tail of zeros is the preallocated,
+                    // never written end of the file (`Config::preallocate_size`):
+                    // the records end here and the file is left as it is. Any
+                    // non-zero byte after the last record is still an error.
+                    if Self::is_zero_tail(&arc_f, global_offset - chunk_id.offset())? {
+                        debug!(
+                            "chunk {} ends at {} before its preallocated tail",
+                            chunk_id,
+                            format_pad9_u64(global_offset)
+                        );
+                        break;
+                    }
                     truncate = Self::handle_record_error(
                         io_err,
                         arc_f.clone(),
@@ -265,6 +278,25 @@ where Rec: Decode + 'static
         Err(io_err)
     }
 
+    /// KANAME PATCH: whether everything from `start_offset` to the end of the
+    /// file is zero, quietly (a preallocated tail is the normal case, unlike the
+    /// damage [`Self::verify_trailing_zeros`] reports on).
+    pub(crate) fn is_zero_tail(file: &File, mut start_offset: u64) -> Result<bool, io::Error> {
+        let file_size = file.metadata()?.len();
+        let mut buffer = vec![0u8; 64 * 1024];
+        while start_offset < file_size {
+            let n = file.read_at(&mut buffer, start_offset)?;
+            if n == 0 {
+                break;
+            }
+            if buffer[..n].iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+            start_offset += n as u64;
+        }
+        Ok(true)
+    }
+
     /// Checks if a file contains only zero bytes from a specified offset to the
     /// end.
     ///
@@ -333,10 +365,24 @@ where Rec: Decode + 'static
         config: &Config,
         chunk_id: ChunkId,
     ) -> Result<Vec<Result<(Segment, Rec), io::Error>>, io::Error> {
-        let f = Self::open_chunk_file(config, chunk_id)?;
-        let it = Self::load_records_iter(config, Arc::new(f), chunk_id)?;
+        let f = Arc::new(Self::open_chunk_file(config, chunk_id)?);
+        let it = Self::load_records_iter(config, f.clone(), chunk_id)?;
+        let mut records = it.collect::<Vec<_>>();
 
-        Ok(it.collect::<Vec<_>>())
+        // KANAME PATCH: a preallocated tail of zeros ends the records; it is
+        // not a damaged record.
+        if let Some(Err(_)) = records.last() {
+            let end = records
+                .iter()
+                .rev()
+                .find_map(|r| r.as_ref().ok())
+                .map(|(seg, _)| seg.end().0)
+                .unwrap_or(0);
+            if Self::is_zero_tail(&f, end)? {
+                records.pop();
+            }
+        }
+        Ok(records)
     }
 
     /// Returns an iterator of `start, end, record` or error.

@@ -93,10 +93,12 @@ where Rec: Encode
         chunk_id: ChunkId,
     ) -> Result<Arc<File>, io::Error> {
         let path = config.chunk_path(chunk_id);
-        // Append mode keeps every write at the end of the file, so a stray
-        // seek on this shared file description cannot misplace one.
+        // KANAME PATCH: not in append mode. The flush worker writes at each
+        // record's own offset (`pwrite`), because a preallocated file ends
+        // past the records; only the initial record below goes through the
+        // cursor, which a new file has at 0.
         let f = OpenOptions::new()
-            .append(true)
+            .write(true)
             .read(true)
             .create_new(true)
             .open(path)?;

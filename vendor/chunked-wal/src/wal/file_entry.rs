@@ -19,6 +19,11 @@ where W: WalTypes
     pub(crate) on_persisted: ChunkPersistedCallback<W>,
     /// for debug
     pub(crate) sync_id: u64,
+    /// KANAME PATCH: where the flush worker's writes to this file end, and how
+    /// far the file is allocated (file-relative bytes; `None` until the first
+    /// write looks at the file).
+    pub(crate) written_end: u64,
+    pub(crate) allocated_end: Option<u64>,
 }
 
 impl<W> fmt::Display for FileEntry<W>
@@ -58,6 +63,8 @@ where W: WalTypes
             f,
             on_persisted,
             sync_id: 0,
+            written_end: 0,
+            allocated_end: None,
         }
     }
 }

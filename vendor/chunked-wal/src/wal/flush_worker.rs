@@ -1,7 +1,7 @@
 use std::fs::File;
 use std::io;
 use std::io::IoSlice;
-use std::io::Write;
+
 use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -209,7 +209,8 @@ where W: WalTypes
             let sync_result = {
                 // TODO: possible to use write_all_vectored()?
 
-                let mut last_file: &File = &self.files.last().unwrap().f;
+                let preallocate = self.config.preallocate_size();
+                let last_file = self.files.last_mut().unwrap();
                 let batch_start = Instant::now();
                 let mut batch_metrics =
                     BatchMetrics::new(batch.writes.len(), group_wait);
@@ -219,7 +220,7 @@ where W: WalTypes
 
                 let write_start = Instant::now();
                 let write_res =
-                    write_batch_vectored(&mut last_file, &batch.writes);
+                    write_batch_at(last_file, &batch.writes, preallocate);
                 batch_metrics.record_write_time(write_start);
 
                 let need_sync = batch.writes.iter().any(|w| w.write.sync);
@@ -332,6 +333,15 @@ where W: WalTypes
         match req {
             WorkerRequest::AppendFile(file_entry) => {
                 info!("FlushWorker: AppendFile: {}", file_entry);
+                // KANAME PATCH: the chunk before is closed; it gives back the
+                // space preallocated past its records, and the shorter size
+                // is made durable with everything in it.
+                if let Some(prev) = self.files.last() {
+                    if prev.allocated_end.is_some_and(|a| a > prev.written_end) {
+                        prev.f.set_len(prev.written_end)?;
+                        prev.f.sync_all()?;
+                    }
+                }
                 self.files.push(file_entry);
             }
             WorkerRequest::Write(_) => {
@@ -408,56 +418,131 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     "unknown panic payload".to_string()
 }
 
-fn write_batch_vectored<W>(
-    file: &mut &File,
+/// KANAME PATCH: writes each queued write at its own place in the chunk file
+/// (`pwrite`; the file is not in append mode, as a preallocated one ends past
+/// the records), allocating the file `preallocate` bytes ahead first.
+///
+/// A write's place is where its data ends (`upto_offset`, global) minus its
+/// length, relative to the chunk's start; contiguous writes are coalesced
+/// into one `pwritev`.
+fn write_batch_at<W>(
+    file: &mut FileEntry<W>,
     writes: &[QueuedWrite<W>],
+    preallocate: u64,
 ) -> Result<(), io::Error>
 where
     W: WalTypes,
 {
     const MAX_VECTORED_WRITE_SLICES: usize = 1024;
 
-    for chunk in writes.chunks(MAX_VECTORED_WRITE_SLICES) {
-        let mut io_slices = chunk
-            .iter()
-            .filter(|w| !w.write.data.is_empty())
-            .map(|w| IoSlice::new(&w.write.data))
-            .collect::<Vec<_>>();
-
-        if !io_slices.is_empty() {
-            write_all_vectored(file, &mut io_slices)?;
-        }
+    let chunk_start = file.starting_offset;
+    let place = |w: &QueuedWrite<W>| {
+        w.write.upto_offset - w.write.data.len() as u64 - chunk_start
+    };
+    let batch_end = writes
+        .iter()
+        .filter(|w| !w.write.data.is_empty())
+        .map(|w| place(w) + w.write.data.len() as u64)
+        .max();
+    let Some(batch_end) = batch_end else {
+        return Ok(());
+    };
+    if preallocate > 0 {
+        preallocate_to(file, batch_end, preallocate)?;
     }
 
+    let mut run: Vec<IoSlice<'_>> = Vec::new();
+    let mut run_start = 0;
+    let mut run_end = 0;
+    for w in writes.iter().filter(|w| !w.write.data.is_empty()) {
+        let at = place(w);
+        if !run.is_empty()
+            && (at != run_end || run.len() == MAX_VECTORED_WRITE_SLICES)
+        {
+            write_all_at(&file.f, &mut run, run_start)?;
+            run.clear();
+        }
+        if run.is_empty() {
+            run_start = at;
+        }
+        run.push(IoSlice::new(&w.write.data));
+        run_end = at + w.write.data.len() as u64;
+    }
+    if !run.is_empty() {
+        write_all_at(&file.f, &mut run, run_start)?;
+    }
+    file.written_end = file.written_end.max(batch_end);
     Ok(())
 }
 
-/// Writes every slice, resuming a partial write in place.
-///
-/// `IoSlice::advance_slices` trims the already-written prefix from the front
-/// of `io_slices`, so a partial write does not rebuild the slice list.
-fn write_all_vectored(
-    file: &mut &File,
-    io_slices: &mut [IoSlice<'_>],
-) -> Result<(), io::Error> {
-    let mut remaining = io_slices;
-
-    while !remaining.is_empty() {
-        let written = match file.write_vectored(remaining) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "failed to write whole buffer",
-                ));
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-
-        IoSlice::advance_slices(&mut remaining, written);
+/// Allocates the file up to `step` bytes past `needed_end` once a write would
+/// go beyond what is allocated. Where the file system cannot allocate ahead
+/// (`EOPNOTSUPP`, ...), writes simply grow the file as without this.
+fn preallocate_to<W>(
+    file: &mut FileEntry<W>,
+    needed_end: u64,
+    step: u64,
+) -> Result<(), io::Error>
+where
+    W: WalTypes,
+{
+    let allocated = match file.allocated_end {
+        Some(a) => a,
+        None => file.f.metadata()?.len(),
+    };
+    if needed_end <= allocated {
+        file.allocated_end = Some(allocated);
+        return Ok(());
     }
+    let target = needed_end + step;
+    match fs2::FileExt::allocate(&*file.f, target) {
+        Ok(()) => file.allocated_end = Some(target),
+        Err(e) => {
+            debug!("FlushWorker: cannot preallocate chunk file: {}", e);
+            // Never try again for this file: `u64::MAX` reads as "allocated".
+            file.allocated_end = Some(u64::MAX);
+        }
+    }
+    Ok(())
+}
 
+/// Writes every slice at `offset`, resuming a partial write in place.
+fn write_all_at(
+    file: &File,
+    io_slices: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> Result<(), io::Error> {
+    use std::os::fd::AsRawFd;
+
+    let mut remaining = io_slices;
+    while !remaining.is_empty() {
+        let n = remaining.len().min(1024) as libc::c_int;
+        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix (std
+        // guarantees it), and the slices outlive the call.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                remaining.as_ptr() as *const libc::iovec,
+                n,
+                offset as libc::off_t,
+            )
+        };
+        if written < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "failed to write whole buffer",
+            ));
+        }
+        offset += written as u64;
+        IoSlice::advance_slices(&mut remaining, written as usize);
+    }
     Ok(())
 }
 

@@ -444,11 +444,14 @@ fn test_reopen_truncates_incomplete_last_record() -> Result<(), io::Error> {
     Ok(())
 }
 
+// KANAME PATCH: zeros after the last record are the preallocated end of the
+// file (see `Config::preallocate_size`): replay stops there, and the chunk is
+// reopened for appending as it is (upstream truncated it and started a new one).
 #[test]
-fn test_reopen_truncates_trailing_zeroes() -> Result<(), io::Error> {
+fn test_reopen_takes_trailing_zeroes_as_the_end() -> Result<(), io::Error> {
     let (_td, config) = temp_config();
 
-    let original_len = {
+    let (chunk_id, original_len) = {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (mut wal, mut sm) = open_wal(&config, calls)?;
 
@@ -462,22 +465,102 @@ fn test_reopen_truncates_trailing_zeroes() -> Result<(), io::Error> {
             Chunk::<WALRecord<TestWal>>::open_chunk_file(&config, chunk_id)?;
         f.seek(io::SeekFrom::Start(original_len))?;
         f.write_all(&[0, 0, 0])?;
-        original_len
+        (chunk_id, original_len)
     };
 
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let (wal, sm) = open_wal(&config, calls)?;
+    {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (mut wal, mut sm) = open_wal(&config, calls)?;
 
-    assert_eq!(vec!["a", "b"], sm.values);
-    assert_eq!(1, wal.closed.len());
-    assert_eq!(
-        Some(original_len + 3),
-        wal.last_closed_chunk_truncated_file_size()
-    );
-    assert_eq!(
-        Some(original_len + 3),
-        wal.closed.first_key_value().unwrap().1.chunk.truncated_file_size()
-    );
+        assert_eq!(vec!["a", "b"], sm.values);
+        assert!(wal.closed.is_empty());
+        assert_eq!(chunk_id, wal.open.chunk.chunk_id());
+        assert_eq!(None, wal.open.chunk.truncated_file_size());
+        assert_eq!(
+            original_len + 3,
+            std::fs::metadata(config.chunk_path(chunk_id))?.len()
+        );
+
+        append_action(&mut wal, &mut sm, "c")?;
+        sync_flush(&mut wal)?;
+    }
+
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (_wal, sm) = open_wal(&config, calls)?;
+    assert_eq!(vec!["a", "b", "c"], sm.values);
+
+    Ok(())
+}
+
+// KANAME PATCH: with preallocation, the file is allocated ahead of the records,
+// writes land at their own offsets, and a reopened chunk goes on where its
+// records end.
+#[test]
+fn test_preallocated_chunk_reopens_and_appends() -> Result<(), io::Error> {
+    let (_td, mut config) = temp_config();
+    config.preallocate_size = Some(4096);
+
+    let chunk_id = {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (mut wal, mut sm) = open_wal(&config, calls)?;
+        append_action(&mut wal, &mut sm, "a")?;
+        append_action(&mut wal, &mut sm, "b")?;
+        sync_flush(&mut wal)?;
+
+        let chunk_id = wal.open.chunk.chunk_id();
+        let records_end = wal.open.chunk.global_end() - chunk_id.offset();
+        let file_len = std::fs::metadata(config.chunk_path(chunk_id))?.len();
+        assert!(file_len >= records_end + 4096, "{file_len} {records_end}");
+        chunk_id
+    };
+
+    for (round, value) in ["c", "d"].into_iter().enumerate() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (mut wal, mut sm) = open_wal(&config, calls)?;
+        assert_eq!(2 + round, sm.values.len());
+        assert!(wal.closed.is_empty());
+        assert_eq!(chunk_id, wal.open.chunk.chunk_id());
+        append_action(&mut wal, &mut sm, value)?;
+        sync_flush(&mut wal)?;
+    }
+
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (_wal, sm) = open_wal(&config, calls)?;
+    assert_eq!(vec!["a", "b", "c", "d"], sm.values);
+    let records = records_in_chunk(&config, chunk_id)?;
+    assert_eq!(5, records.len(), "dump stops at the preallocated tail");
+
+    Ok(())
+}
+
+// KANAME PATCH: a chunk closed by rotation gives back its preallocated tail.
+#[test]
+fn test_rotation_trims_preallocated_tail() -> Result<(), io::Error> {
+    let (_td, mut config) = temp_config();
+    config.chunk_max_records = Some(3);
+    config.preallocate_size = Some(4096);
+
+    {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (mut wal, mut sm) = open_wal(&config, calls)?;
+        append_action(&mut wal, &mut sm, "a")?;
+        sync_flush(&mut wal)?;
+        append_action(&mut wal, &mut sm, "b")?;
+        append_action(&mut wal, &mut sm, "c")?;
+        sync_flush(&mut wal)?;
+
+        assert_eq!(1, wal.closed.len());
+        let (closed_id, closed) = wal.closed.first_key_value().unwrap();
+        let records_end = closed.chunk.global_end() - closed_id.offset();
+        assert_eq!(
+            records_end,
+            std::fs::metadata(config.chunk_path(*closed_id))?.len()
+        );
+    }
+
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (_wal, sm) = open_wal(&config, calls)?;
+    assert_eq!(vec!["a", "b", "c"], sm.values);
 
     Ok(())
 }
