@@ -22,7 +22,7 @@ p99() { awk '/99% in/ {print $3}'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Enough requests for a few seconds of load at each client count, fewer for one client.
-total_for() { if [ "$1" -eq 1 ]; then echo 3000; else echo 20000; fi; }
+total_for() { if [ "$1" -eq 1 ]; then echo 5000; else echo 20000; fi; }
 conns_for() { if [ "$1" -lt 16 ]; then echo "$1"; else echo 16; fi; }
 
 declare -A results
@@ -34,8 +34,14 @@ for r in $(seq 1 "$rounds"); do
       eps=$(MEMBERS=$members bench/cluster.sh start "$sys" "$dir" "$base")
       # The range workloads read one 256-byte key, as etcd's `benchmark range KEY` does.
       ETCDCTL_API=3 etcdctl --endpoints "$eps" put sweep-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null
+      # One client talks to one member: the leader, for both systems, so that the one-client
+      # rows compare the same path (a follower adds a hop to the leader for writes and for
+      # linearizable reads; which member leads differs between clusters).
+      leader=$(ETCDCTL_API=3 etcdctl --endpoints "$eps" endpoint status | awk -F', ' '$5=="true" {print $1}')
       for c in "${clients[@]}"; do
-        common=(--endpoints "$eps" --conns "$(conns_for "$c")" --clients "$c" --total "$(total_for "$c")")
+        targets=$eps
+        [ "$c" -eq 1 ] && targets=$leader
+        common=(--endpoints "$targets" --conns "$(conns_for "$c")" --clients "$c" --total "$(total_for "$c")")
         for wl in put range-l range-s; do
           case $wl in
             put) out=$("$K" bench put "${common[@]}" --val-size 256 --key-space-size 100000) ;;

@@ -139,8 +139,12 @@ pub struct MvccStore {
 /// fills while writing and while rebuilding its index at start: with 1M keys of 256 bytes that
 /// put its RSS at ~970 MiB where etcd's is ~560 MiB. Pages that fall out of this cache are
 /// still in the kernel's page cache (as bbolt's mmap'd pages are for etcd), so a smaller cache
-/// costs a pread, not a disk read, and it keeps the RSS to the index plus this bound.
-const BACKEND_CACHE_BYTES: usize = 128 << 20;
+/// costs a pread, not a disk read, and it keeps the RSS to the index plus this bound. Any full
+/// scan (a Raft snapshot being built, `etcdctl snapshot save`) fills the read cache to its
+/// bound, so the bound shows in every member's RSS sooner or later: with 1M keys 677 MiB at
+/// 128 MiB, 466 MiB at 32 MiB (etcd: 537-551), with the same put and range throughput in an
+/// A/B run (docs/benchmarks.md, session 7).
+const BACKEND_CACHE_BYTES: usize = 32 << 20;
 
 fn open_backend(path: &Path) -> Result<Database, EtcdError> {
     redb::Builder::new().set_cache_size(BACKEND_CACHE_BYTES).create(path).map_err(internal)
