@@ -1,7 +1,6 @@
 use std::fs::File;
 use std::io;
 use std::io::IoSlice;
-
 use std::os::unix::fs::MetadataExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -337,7 +336,10 @@ where W: WalTypes
                 // space preallocated past its records, and the shorter size
                 // is made durable with everything in it.
                 if let Some(prev) = self.files.last() {
-                    if prev.allocated_end.is_some_and(|a| a > prev.written_end) {
+                    let preallocated = prev
+                        .allocated_end
+                        .is_some_and(|a| a != u64::MAX && a > prev.written_end);
+                    if preallocated {
                         prev.f.set_len(prev.written_end)?;
                         prev.f.sync_all()?;
                     }
