@@ -292,6 +292,50 @@ mod tests {
         assert!(from_wire(0).is_none());
     }
 
+    /// A member stand-in on a real listener that never answers a call whose body is
+    /// `swallow` (as if the peer were cut off without a reset) and answers the others; it counts
+    /// the connections it accepted.
+    async fn peer_that_swallows_calls() -> (MemberNode, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let Ok(super::super::stream::Accepted::Calls(io)) = super::super::stream::sniff(tcp).await else {
+                        return;
+                    };
+                    let mut io = BufReader::new(io);
+                    while let Ok(frame) = read_frame(&mut io).await {
+                        let (id, _, body) = split_header(&frame).unwrap();
+                        if body == b"swallow" {
+                            continue;
+                        }
+                        if io.get_mut().write_all(&answer_frame(id, Ok(b"ok".to_vec()))).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (MemberNode { name: "m2".into(), peer_urls: vec![url] }, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_times_out_leaves_its_stream_and_the_next_call_dials_again() {
+        let (node, accepted) = peer_that_swallows_calls().await;
+        let streams = CallStreams::default();
+        let lost = streams.call(&node, None, PeerRpc::ReadIndex, b"swallow", Duration::from_millis(100)).await;
+        assert!(matches!(lost, Err(PeerError::NoAnswer(_))), "{lost:?}");
+        // The stream that swallowed a call is not trusted again: the next call dials anew.
+        let answered = streams.call(&node, None, PeerRpc::ReadIndex, b"", Duration::from_secs(5)).await;
+        assert_eq!(answered.unwrap(), b"ok".to_vec());
+        assert_eq!(accepted.load(Ordering::Relaxed), 2, "the timed-out call's stream was left");
+    }
+
     #[tokio::test]
     async fn answers_reach_their_callers_in_any_order_and_a_lost_connection_fails_the_rest() {
         let waiting = Arc::new(Mutex::new(Waiting { open: true, calls: HashMap::new() }));
