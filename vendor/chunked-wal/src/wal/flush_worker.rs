@@ -338,7 +338,7 @@ where W: WalTypes
                 if let Some(prev) = self.files.last() {
                     let preallocated = prev
                         .allocated_end
-                        .is_some_and(|a| a != u64::MAX && a > prev.written_end);
+                        .is_some_and(|a| a != ALLOCATION_FAILED && a > prev.written_end);
                     if preallocated {
                         prev.f.set_len(prev.written_end)?;
                         prev.f.sync_all()?;
@@ -420,6 +420,14 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     "unknown panic payload".to_string()
 }
 
+/// Slices per `pwritev` (Linux's `IOV_MAX`).
+const MAX_VECTORED_WRITE_SLICES: usize = 1024;
+
+/// KANAME PATCH: `FileEntry::allocated_end` of a file the file system would not
+/// preallocate: it reads as allocated, so it is never tried again, and such a
+/// file is not cut back at rotation.
+const ALLOCATION_FAILED: u64 = u64::MAX;
+
 /// KANAME PATCH: writes each queued write at its own place in the chunk file
 /// (`pwrite`; the file is not in append mode, as a preallocated one ends past
 /// the records), allocating the file `preallocate` bytes ahead first.
@@ -435,8 +443,6 @@ fn write_batch_at<W>(
 where
     W: WalTypes,
 {
-    const MAX_VECTORED_WRITE_SLICES: usize = 1024;
-
     let chunk_start = file.starting_offset;
     let place = |w: &QueuedWrite<W>| {
         w.write.upto_offset - w.write.data.len() as u64 - chunk_start
@@ -501,8 +507,7 @@ where
         Ok(()) => file.allocated_end = Some(target),
         Err(e) => {
             debug!("FlushWorker: cannot preallocate chunk file: {}", e);
-            // Never try again for this file: `u64::MAX` reads as "allocated".
-            file.allocated_end = Some(u64::MAX);
+            file.allocated_end = Some(ALLOCATION_FAILED);
         }
     }
     Ok(())
@@ -518,7 +523,7 @@ fn write_all_at(
 
     let mut remaining = io_slices;
     while !remaining.is_empty() {
-        let n = remaining.len().min(1024) as libc::c_int;
+        let n = remaining.len().min(MAX_VECTORED_WRITE_SLICES) as libc::c_int;
         // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix (std
         // guarantees it), and the slices outlive the call.
         let written = unsafe {
