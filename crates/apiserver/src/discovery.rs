@@ -12,7 +12,6 @@ use crate::resources::{GroupVersion, Resource, GROUPS};
 const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 pub const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-const SUBRESOURCE_VERBS: &[&str] = &["get", "patch", "update"];
 
 /// Whether the client asked for aggregated discovery (apidiscovery.k8s.io/v2), which lists
 /// every resource in one response instead of one request per group-version.
@@ -30,24 +29,13 @@ pub fn aggregated(items: Vec<Value>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, AGGREGATED)], body.to_string()).into_response()
 }
 
-/// The group, version and kind a (sub)resource answers with.
-type Gvk = (&'static str, &'static str, &'static str);
-
-/// A resource's subresources: (name, what it answers with, verbs).
-fn subresources(r: &Resource) -> Vec<(&'static str, Gvk, &'static [&'static str])> {
-    let mut subs: Vec<(&'static str, Gvk, &'static [&'static str])> = Vec::new();
-    if r.group.is_empty() && r.plural == "pods" {
-        subs.push(("binding", ("", "v1", "Binding"), &["create"]));
-    }
-    if r.group.is_empty() && r.plural == "namespaces" {
-        subs.push(("finalize", ("", "v1", "Namespace"), &["update"]));
-    }
-    if r.has_scale {
-        subs.push(("scale", ("autoscaling", "v1", "Scale"), SUBRESOURCE_VERBS));
-    }
-    if r.has_status {
-        subs.push(("status", (r.group, r.version, r.kind), SUBRESOURCE_VERBS));
-    }
+/// A resource's subresources as discovery lists them, by name: (name, what it answers with,
+/// verbs).
+fn subresources(
+    r: &Resource,
+) -> Vec<(&'static str, (&'static str, &'static str, &'static str), &'static [&'static str])> {
+    let mut subs: Vec<_> = r.subresources.iter().map(|s| (s.name(), s.response_kind(r), s.verbs())).collect();
+    subs.sort_by_key(|s| s.0);
     subs
 }
 
@@ -64,7 +52,7 @@ fn names(v: &mut Value, r: &Resource) {
 pub fn resource_list(gv: &GroupVersion) -> Value {
     let mut resources = Vec::new();
     for r in gv.resources {
-        let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS});
+        let mut v = json!({"name": r.plural, "singularName": r.singular(), "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS});
         names(&mut v, r);
         resources.push(v);
         for (sub, (group, version, kind), verbs) in subresources(r) {
@@ -91,7 +79,7 @@ pub fn aggregated_group(gv: &GroupVersion) -> Value {
                 "resource": r.plural,
                 "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
                 "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                "singularResource": r.singular,
+                "singularResource": r.singular(),
                 "verbs": VERBS,
             });
             names(&mut v, r);
@@ -140,7 +128,10 @@ pub fn groups(headers: &HeaderMap) -> Response {
             v
         })
         .collect();
-    crate::http::json_response(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+    crate::response::json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+    )
 }
 
 /// A named group by its name.

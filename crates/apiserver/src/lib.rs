@@ -1,23 +1,31 @@
 //! `kaname apiserver`: the Kubernetes REST API over any etcd v3 endpoint (kaname's or real
 //! etcd), served over TLS with client-certificate authentication.
 //!
-//! Layers, top to bottom: `http` (routes, authn/authz, verbs), `discovery` and
-//! `subresources` (scale, binding) → `storage` and `watch` (the generic registry,
-//! parameterized by `resources`, one module per API group) → `etcd` (the v3 gRPC client).
-//! `namespace_controller` empties and removes terminating namespaces. `pki` makes the
-//! certificates and the TLS config; `table`, `selector`, `patch` and `status` are the pieces
-//! of API machinery the verbs share.
+//! Layers, top to bottom (docs/architecture.md has the map and what each may use):
+//! `http` (the filter chain and the REST verbs) over `auth` (authenticators and authorizers
+//! on a `request_info`); the verbs' helpers `consistency`, `patch`, `subresources`, `codec`,
+//! `response`, and the non-resource documents `discovery` and `openapi` → `storage`,
+//! `watch_cache` and `watch` (the generic registry, parameterized by `resources`, one module
+//! per API group) → `etcd` (the v3 gRPC client). `status`, `selector`, `table` and `meta` are
+//! leaves every layer may use. `namespace_controller` empties and removes terminating
+//! namespaces (a controller in the server until the controller manager takes it over);
+//! `pki` makes the certificates and the TLS config.
 
+pub mod auth;
+pub mod codec;
 pub mod consistency;
 pub mod discovery;
 pub mod etcd;
 pub mod http;
+pub mod meta;
 pub mod namespace_controller;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod request_info;
 pub mod resources;
+pub mod response;
 pub mod selector;
 pub mod status;
 pub mod storage;
@@ -82,6 +90,9 @@ pub struct ApiserverFlags {
     pub max_requests_inflight: usize,
 }
 
+/// The Kubernetes release whose API this server speaks (kubectl picks its skew from it).
+pub const KUBE_MINOR: &str = "33";
+
 /// Namespaces every cluster has (upstream's system namespaces controller).
 const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -128,12 +139,26 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
     let tls_config = pki::server_config(&cert, &key, client_ca.as_deref())?;
 
     tokio::spawn(create_system_namespaces(storage.clone()));
-    let namespace_deleted = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(namespace_controller::run(storage.clone(), namespace_deleted.clone()));
+    let namespace_deleted = namespace_controller::in_server::Nudge::default();
+    let (api, nudge) = (namespace_controller::in_server::InServer(storage.clone()), namespace_deleted.0.clone());
+    tokio::spawn(async move { namespace_controller::run(api, &nudge).await });
     let inflight =
         (flags.max_requests_inflight > 0).then(|| Arc::new(tokio::sync::Semaphore::new(flags.max_requests_inflight)));
     let caches = Arc::new(watch_cache::Caches::start(&storage));
-    let ctx = Arc::new(http::Ctx { storage, caches: caches.clone(), inflight, server_address, namespace_deleted });
+    let authenticators = auth::Authenticators(vec![Box::new(auth::x509::ClientCertificate)]);
+    let authorizers = auth::Authorizers(vec![
+        Box::new(auth::authz::PrivilegedGroups::masters()),
+        Box::new(auth::authz::NonResourcePaths),
+    ]);
+    let ctx = Arc::new(http::Ctx {
+        storage,
+        caches: caches.clone(),
+        authenticators,
+        authorizers,
+        inflight,
+        server_address,
+        namespace_deleted,
+    });
     let router = http::router(ctx);
 
     let addr = SocketAddr::new(flags.bind_address, flags.secure_port);
@@ -162,8 +187,9 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
                 }
                 Err(_) => return,
             };
-            let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| pki::user_from_cert(c));
-            let identity = http::Identity(user);
+            let user =
+                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| auth::x509::user_from_cert(c));
+            let identity = auth::x509::VerifiedClientCert(user);
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(identity.clone());
                 let mut r = router.clone();
@@ -187,10 +213,9 @@ fn say(line: &str) {
 
 /// Creates the system namespaces once etcd answers (they may exist already).
 async fn create_system_namespaces(storage: storage::Storage) {
-    let res = resources::by_plural("namespaces").expect("namespaces resource");
     for ns in SYSTEM_NAMESPACES {
         loop {
-            match storage.create(res, None, json!({"metadata": {"name": ns}})).await {
+            match storage.create(resources::NAMESPACES, None, json!({"metadata": {"name": ns}})).await {
                 Ok(_) => break,
                 Err(e) if e.reason == "AlreadyExists" => break,
                 Err(e) => {

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use sha2::Digest;
 
 use crate::patch::schema::{ref_name, DEFINITIONS};
-use crate::resources::Resource;
+use crate::resources::{Resource, Subresource};
 
 /// One group-version's document, serialized once.
 pub struct Document {
@@ -162,7 +162,7 @@ fn document(resources: &[&'static Resource]) -> Value {
                 "delete": op(r, "delete", &["dryRun"], format!("delete{gv}{scope}{kind}"), None),
             }),
         );
-        if r.has_status {
+        if r.serves(Subresource::Status) {
             paths.insert(
                 format!("{collection}/{{name}}/status"),
                 json!({
@@ -182,7 +182,7 @@ fn document(resources: &[&'static Resource]) -> Value {
     }
     json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": format!("v1.{}.0", crate::http::KUBE_MINOR)},
+        "info": {"title": "Kubernetes", "version": format!("v1.{}.0", crate::KUBE_MINOR)},
         "paths": paths,
         "components": {"schemas": reachable(wanted)},
     })

@@ -154,28 +154,6 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyho
     Ok(Arc::new(cfg))
 }
 
-/// Who made a request: from a verified client certificate, or nobody.
-#[derive(Clone, Debug)]
-pub struct User {
-    pub name: String,
-    pub groups: Vec<String>,
-}
-
-impl User {
-    pub fn is_master(&self) -> bool {
-        self.groups.iter().any(|g| g == "system:masters")
-    }
-}
-
-/// The user of a verified client certificate: CN is the name, each O a group, plus
-/// `system:authenticated` as upstream adds it.
-pub fn user_from_cert(der: &[u8]) -> Option<User> {
-    let subject = kaname_tls::subject(der)?;
-    let mut groups = subject.organizations;
-    groups.push("system:authenticated".to_string());
-    Some(User { name: subject.common_name?, groups })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,9 +171,9 @@ mod tests {
         let pki = Pki::ensure(&dir, &["localhost".into()]).unwrap();
         let pem = std::fs::read(&pki.admin_cert).unwrap();
         let der: rustls_pki_types::CertificateDer = rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
-        let u = user_from_cert(&der).unwrap();
+        let u = crate::auth::x509::user_from_cert(&der).unwrap();
         assert_eq!(u.name, "kubernetes-admin");
-        assert!(u.is_master());
+        assert!(u.in_group(crate::auth::SYSTEM_MASTERS));
         assert!(server_config(&pki.serving_cert, &pki.serving_key, Some(&pki.ca_cert)).is_ok());
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -207,6 +207,16 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
                 out["roleRef"] = json!({"apiGroup": string(&r, 1), "kind": string(&r, 2), "name": string(&r, 3)});
             }
         }
+        // scheduling.k8s.io/v1 generated.proto: value=2 (int32), globalDefault=3,
+        // description=4, preemptionPolicy=5.
+        ("scheduling.k8s.io/v1", "PriorityClass") => {
+            only(&obj, &[1, 2, 3, 4, 5], "PriorityClass")?;
+            // An int32 travels as a varint of its 64-bit sign extension.
+            out["value"] = json!(varint_field(&obj, 2).map_or(0, |v| v as i32));
+            set(&mut out, "globalDefault", varint_field(&obj, 3).map(|v| json!(v != 0)));
+            set(&mut out, "description", string(&obj, 4).map(Value::from));
+            set(&mut out, "preemptionPolicy", string(&obj, 5).map(Value::from));
+        }
         _ => return Err(format!("protobuf bodies of {api_version}/{kind} are not supported; send JSON")),
     }
     Ok(out)
@@ -442,6 +452,18 @@ mod tests {
 
     fn varint_field_bytes(n: u32, v: u8) -> Vec<u8> {
         vec![(n << 3) as u8, v]
+    }
+
+    #[test]
+    fn priority_class_with_a_negative_value() {
+        // PriorityClass{metadata{name:"low"}, value:-5, preemptionPolicy:"Never"}: -5 is the
+        // ten-byte varint of its 64-bit sign extension.
+        let minus_five = [vec![2 << 3], vec![0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]].concat();
+        let pc = [field(1, &field(1, b"low")), minus_five, varint_field_bytes(3, 0), field(5, b"Never")].concat();
+        let tm = [field(1, b"scheduling.k8s.io/v1"), field(2, b"PriorityClass")].concat();
+        let v = decode(&[b"k8s\0".to_vec(), field(1, &tm), field(2, &pc)].concat()).unwrap();
+        assert_eq!((v["value"].as_i64(), v["globalDefault"].as_bool()), (Some(-5), Some(false)));
+        assert_eq!(v["preemptionPolicy"], "Never");
     }
 
     #[test]

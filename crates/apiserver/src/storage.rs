@@ -7,7 +7,6 @@
 //! revision it was read at (so a watch can start right after it).
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -16,7 +15,9 @@ use kaname_proto::mvccpb::KeyValue;
 use serde_json::{json, Value};
 
 use crate::etcd::{self, Etcd};
-use crate::resources::{check_name, service_ips, Resource};
+use crate::meta::{now_rfc3339, rfc3339};
+pub use crate::resources::Part;
+use crate::resources::{check_name, AllocContext, Resource, Subresource, NAMESPACES};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult, FieldError};
 
@@ -26,7 +27,7 @@ pub struct Storage {
     /// `--etcd-prefix`, without a trailing slash.
     pub prefix: String,
     /// `--service-cluster-ip-range`, where services' cluster IPs come from.
-    pub service_range: Arc<service_ips::ServiceRange>,
+    pub service_range: Arc<crate::resources::service_ips::ServiceRange>,
     /// Upstream's `dryRun=All`: see [`Storage::dry_run`].
     pub dry_run: bool,
 }
@@ -117,20 +118,18 @@ impl Storage {
         (res.prepare_create)(&mut obj);
         let generate = obj["metadata"]["name"].as_str().unwrap_or("").is_empty();
         let generate_prefix = obj["metadata"]["generateName"].as_str().unwrap_or("").to_string();
-        let is_service = res.group.is_empty() && res.plural == "services";
-        let requested_ip =
-            obj["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty() && *s != "None").map(str::to_string);
-        if is_service && !service_ips::needs_ip(&obj) {
-            let family = self.service_range.family();
-            if obj["spec"]["clusterIP"] == "None" {
-                obj["spec"]["clusterIPs"] = json!(["None"]);
-                obj["spec"]["ipFamilies"] = json!([family]);
-                obj["spec"]["ipFamilyPolicy"] = json!("SingleStack");
-            }
+        let alloc = AllocContext { etcd: &self.etcd, prefix: &self.prefix, service_range: &self.service_range };
+        if let Some(a) = res.allocator {
+            a.prepare(&alloc, &mut obj);
         }
-        // Retried when a generated name or a picked cluster IP collides, or the namespace
+        let requested = obj.clone();
+        // Retried when a generated name or an allocated value collides, or the namespace
         // changed between reading it and writing, as upstream's registry retries.
         for _attempt in 0..16 {
+            // Each attempt allocates afresh from what the client asked for.
+            if res.allocator.is_some() {
+                obj = requested.clone();
+            }
             if generate && !generate_prefix.is_empty() {
                 let suffix: String =
                     (0..5).map(|_| NAME_CHARS[rand::random::<usize>() % NAME_CHARS.len()] as char).collect();
@@ -145,8 +144,10 @@ impl Storage {
             if let Some(ns) = ns.filter(|_| res.namespaced) {
                 // Upstream's NamespaceLifecycle admission: the namespace must exist and not be
                 // terminating, and stay so until the write (compared by mod revision).
-                let ns_key = format!("{}/namespaces/{ns}", self.prefix);
-                let Some(kv) = self.etcd.get(&ns_key).await? else { return Err(ApiError::not_found("namespaces", ns)) };
+                let ns_key = self.key(NAMESPACES, None, ns);
+                let Some(kv) = self.etcd.get(&ns_key).await? else {
+                    return Err(ApiError::not_found(NAMESPACES.plural, ns));
+                };
                 if decode(&kv)?["metadata"]["deletionTimestamp"].is_string() {
                     return Err(ApiError::forbidden_object(
                         &res.qualified_plural(),
@@ -156,29 +157,16 @@ impl Storage {
                 }
                 compare.push(etcd::cmp_mod(&ns_key, kv.mod_revision));
             }
-            let mut ip_key = None;
-            if is_service && service_ips::needs_ip(&obj) {
-                let range = &self.service_range;
-                let ip = match &requested_ip {
-                    Some(ip) => {
-                        service_ips::check_requested(range, &obj, ip)?;
-                        ip.clone()
-                    }
-                    None => {
-                        let taken = self.allocated_ips().await?;
-                        range
-                            .pick(&taken)
-                            .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
-                            .to_string()
-                    }
-                };
-                service_ips::set(&mut obj, &ip, range.family());
-                let k = service_ips::key(&self.prefix, &ip);
-                let rec = service_ips::record(&ip, range.family(), ns.unwrap_or(""), &name);
-                compare.push(etcd::cmp_absent(&k));
-                success.push(etcd::op_put(&k, rec.to_string().into_bytes()));
-                failure.push(etcd::op_get(&k));
-                ip_key = Some(ip);
+            let claims = match res.allocator {
+                Some(a) => a.claim(&alloc, ns, &name, &mut obj).await?,
+                None => Vec::new(),
+            };
+            let mut conflicts = Vec::new();
+            for c in claims {
+                compare.push(etcd::cmp_absent(&c.key));
+                success.push(etcd::op_put(&c.key, c.value));
+                failure.push(etcd::op_get(&c.key));
+                conflicts.push(c.conflict);
             }
             let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
             success.insert(0, etcd::op_put(&key, value));
@@ -198,21 +186,15 @@ impl Storage {
                 }
                 return Err(ApiError::already_exists(&res.qualified_plural(), &name));
             }
-            if let Some(ip) = ip_key {
-                if got.get(1).is_some_and(Option::is_some) && requested_ip.is_some() {
-                    return Err(service_ips::refused(&obj, &ip, "provided IP is already allocated"));
+            // A value the client asked for is taken: that is its answer.
+            for (i, conflict) in conflicts.into_iter().enumerate() {
+                if let Some(e) = conflict.filter(|_| got.get(1 + i).is_some_and(Option::is_some)) {
+                    return Err(e);
                 }
             }
-            // A picked address was taken meanwhile, or the namespace changed: go round again.
+            // A picked value was taken meanwhile, or the namespace changed: go round again.
         }
         Err(ApiError::internal("too many concurrent changes; try again"))
-    }
-
-    /// The cluster IPs held by services now.
-    async fn allocated_ips(&self) -> ApiResult<HashSet<IpAddr>> {
-        let prefix = service_ips::key(&self.prefix, "");
-        let r = self.etcd.range(&prefix, &prefix, 0, 0).await?;
-        Ok(r.kvs.iter().filter_map(|kv| String::from_utf8_lossy(&kv.key)[prefix.len()..].parse().ok()).collect())
     }
 
     pub async fn list(&self, res: &Resource, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListResult> {
@@ -312,15 +294,12 @@ impl Storage {
             for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
                 new["metadata"][f] = old["metadata"][f].clone();
             }
-            if res.has_status && part == Part::Main {
+            if res.serves(Subresource::Status) && part == Part::Main {
                 new["status"] = old["status"].clone();
             }
-            if res.plural == "namespaces" && part != Part::Finalize {
-                // A namespace's finalizers change only through `/finalize`.
-                new["spec"] = old["spec"].clone();
-            }
-            if res.plural == "services" && part == Part::Main {
-                keep_allocated_ip(&old, &mut new);
+            (res.prepare_update)(&old, &mut new, part);
+            if let Some(a) = res.allocator.filter(|_| part == Part::Main) {
+                a.keep_on_update(&old, &mut new);
             }
             strip_nulls(&mut new["metadata"]);
             let mut errs = finalizer_errors(&old, &new);
@@ -401,8 +380,7 @@ impl Storage {
                     ),
                 ));
             }
-            let grace =
-                if res.group.is_empty() && res.plural == "pods" { pod_grace(&old, opts.grace_period) } else { 0 };
+            let grace = (res.grace_period)(&old, opts.grace_period);
             let deleting = old["metadata"]["deletionTimestamp"].is_string();
             let (success, marked) = if !has_finalizers(res, &old) && grace == 0 {
                 let mut ops = vec![etcd::op_delete(&key)];
@@ -418,9 +396,7 @@ impl Storage {
                 if let Some(g) = m["metadata"]["generation"].as_i64().filter(|g| *g > 0) {
                     m["metadata"]["generation"] = json!(g + 1);
                 }
-                if res.plural == "namespaces" {
-                    m["status"]["phase"] = json!("Terminating");
-                }
+                (res.mark_deleting)(&mut m);
                 m["metadata"].as_object_mut().map(|x| x.remove("resourceVersion"));
                 (vec![etcd::op_put(&key, serde_json::to_vec(&m).map_err(ApiError::internal)?)], Some(m))
             };
@@ -486,24 +462,10 @@ impl Storage {
         Ok(r.succeeded)
     }
 
-    /// What goes with an object when it is removed: a service's cluster IP.
+    /// What goes with an object when it is removed: what its kind's allocator handed out.
     fn release_ops(&self, res: &Resource, obj: &Value) -> Vec<RequestOp> {
-        if !(res.group.is_empty() && res.plural == "services") {
-            return Vec::new();
-        }
-        service_ips::held(obj).iter().map(|ip| etcd::op_delete(&service_ips::key(&self.prefix, ip))).collect()
+        res.allocator.map(|a| a.release(&self.prefix, obj)).unwrap_or_default()
     }
-}
-
-/// Which part of an object an update replaces.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// Everything the client owns (not the status of a resource with a status subresource).
-    Main,
-    /// Only the status (the `/status` subresource).
-    Status,
-    /// Only a namespace's `spec.finalizers` (`/finalize`).
-    Finalize,
 }
 
 /// The parts of upstream's DeleteOptions the registry honours.
@@ -520,40 +482,10 @@ pub struct Deleted {
     pub gone: bool,
 }
 
-/// Upstream's `patchAllocatedValues` and `normalizeClusterIPs`: an update that leaves the
-/// cluster IP out keeps the allocated one, and `clusterIPs` follows `clusterIP`.
-fn keep_allocated_ip(old: &Value, new: &mut Value) {
-    let spec = &mut new["spec"];
-    if spec["clusterIP"].as_str().unwrap_or("").is_empty() {
-        for f in ["clusterIP", "clusterIPs"] {
-            spec[f] = old["spec"][f].clone();
-        }
-    } else if spec["clusterIPs"].as_array().is_none_or(|a| a.is_empty()) {
-        spec["clusterIPs"] = json!([spec["clusterIP"]]);
-    }
-    for f in ["ipFamilies", "ipFamilyPolicy"] {
-        if spec[f].is_null() {
-            spec[f] = old["spec"][f].clone();
-        }
-    }
-}
-
-/// Upstream's pod grace period: only a pod on a node (with a kubelet to stop it) waits; the
-/// request's period, else the pod's `terminationGracePeriodSeconds`.
-fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
-    let on_node = !pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty();
-    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
-    if !on_node || finished {
-        return 0;
-    }
-    requested.or(pod["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30).max(0)
-}
-
-/// Whether something still holds the object back from removal: its finalizers, or for a
-/// namespace also its `spec.finalizers` (the namespace controller's).
+/// Whether something still holds the object back from removal: its finalizers, or what its
+/// kind says holds it (a namespace's `spec.finalizers`, the namespace controller's).
 fn has_finalizers(res: &Resource, obj: &Value) -> bool {
-    let any = |v: &Value| v.as_array().is_some_and(|a| !a.is_empty());
-    any(&obj["metadata"]["finalizers"]) || (res.plural == "namespaces" && any(&obj["spec"]["finalizers"]))
+    obj["metadata"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()) || (res.held_back)(obj)
 }
 
 /// Upstream's `ValidateObjectMetaUpdate` rule: no new finalizers once deletion has started.
@@ -674,16 +606,6 @@ fn new_uid() -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
-/// RFC 3339 in UTC with second precision, as `metav1.Time` serializes.
-pub fn now_rfc3339() -> String {
-    rfc3339(time::OffsetDateTime::now_utc())
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(0).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Upstream's continue token: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>"}`,

@@ -140,7 +140,7 @@ pub async fn bind(st: &Storage, pods: &'static Resource, ns: Option<&str>, name:
         }
         let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
         let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::storage::now_rfc3339()}));
+        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::meta::now_rfc3339()}));
         pod["status"]["conditions"] = json!(conditions);
         if st.write_if_unchanged(pods, ns, name, rev, pod).await? {
             return Ok(());

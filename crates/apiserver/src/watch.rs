@@ -207,7 +207,7 @@ impl Watcher {
     /// Sends `obj` (whose JSON `ev` may have serialized already) as a `kind` event.
     async fn send_object(&mut self, kind: &str, obj: &Value, ev: Option<&Event>) -> Result<(), Gone> {
         if self.as_table {
-            let mut t = crate::table::table(self.res, std::slice::from_ref(obj), json!({}));
+            let mut t = self.res.table(std::slice::from_ref(obj), json!({}));
             t["metadata"] = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
             return self.send(line(kind, &t.to_string())).await;
         }

@@ -539,3 +539,49 @@ fn deletion_on_etcd() {
 fn deletion_on_kaname() {
     deletion(Flavor::Kaname);
 }
+
+/// `scheduling.k8s.io/v1` PriorityClass, the first kind added as one file plus one
+/// registration line: discovery, the typed `kubectl create priorityclass`, its table,
+/// upstream's validation and its immutable value.
+fn priority_classes(flavor: Flavor) {
+    let store = Cluster::start(flavor, 1);
+    let api = Apiserver::start(&store.member_endpoint(1));
+
+    let resources = api.ok(&["api-resources", "--api-group=scheduling.k8s.io"]);
+    let row: Vec<String> =
+        resources.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(row, ["priorityclasses pc scheduling.k8s.io/v1 false PriorityClass"], "{resources}");
+
+    assert_eq!(
+        api.ok(&["create", "priorityclass", "high", "--value=1000", "--description=batch jobs first"]),
+        "priorityclass.scheduling.k8s.io/high created\n"
+    );
+    let yaml = "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: -5\npreemptionPolicy: Never\n";
+    let out = create_yaml(&api, "pc.yaml", yaml, &[]);
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    let table = api.ok(&["get", "pc"]);
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"], "{table}");
+    assert_eq!((rows[1][0], rows[1][1], rows[1][2], rows[1][4]), ("high", "1000", "false", "PreemptLowerPriority"));
+    assert_eq!((rows[2][0], rows[2][1], rows[2][4]), ("low", "-5", "Never"));
+
+    assert_eq!(
+        api.fails(&["create", "priorityclass", "too-high", "--value=1000000001"]),
+        "error: failed to create priorityclass: PriorityClass.scheduling.k8s.io \"too-high\" is invalid: value: Forbidden: maximum allowed value of a user defined priority is 1000000000\n"
+    );
+    let err = api.fails(&["create", "priorityclass", "system-mine", "--value=1"]);
+    assert!(err.contains("metadata.name: Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: system-mine is not a known system priority class"), "{err}");
+    let err = api.fails(&["patch", "pc", "high", "--type=merge", "-p", r#"{"value":7}"#]);
+    assert!(err.contains("value: Forbidden: may not be changed in an update."), "{err}");
+    assert_eq!(api.ok(&["delete", "pc", "low"]), "priorityclass.scheduling.k8s.io \"low\" deleted\n");
+}
+
+#[test]
+fn priority_classes_on_etcd() {
+    priority_classes(Flavor::Etcd);
+}
+
+#[test]
+fn priority_classes_on_kaname() {
+    priority_classes(Flavor::Kaname);
+}

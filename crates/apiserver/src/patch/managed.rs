@@ -124,7 +124,7 @@ fn ignored(res: &Resource, status: bool, set: &mut FieldSet) {
         }
         return;
     }
-    if res.has_status {
+    if res.serves(crate::resources::Subresource::Status) {
         set.children.remove("f:status");
     }
     set.member = false;
@@ -195,7 +195,7 @@ fn schema(res: &Resource) -> Node {
 }
 
 fn now() -> String {
-    crate::storage::now_rfc3339()
+    crate::meta::now_rfc3339()
 }
 
 /// Records an Update (create, update, or a patch other than apply) by `manager` in

@@ -91,7 +91,7 @@ pub async fn apply(
         if !pinned {
             patched["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
         }
-        let warnings = crate::http::check_fields(res, &patched, q)?;
+        let warnings = crate::codec::check_fields(res, &patched, q)?;
         managed::record_update(res, Some(&cur), &mut patched, &manager, status);
         match st.update(res, ns, name, patched, status).await {
             Err(e) if e.reason == "Conflict" && !pinned => continue,

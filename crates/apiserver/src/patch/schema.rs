@@ -10,59 +10,9 @@
 
 use std::sync::LazyLock;
 
-use k8s_openapi::api::{apps, coordination, core, discovery, rbac};
 use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, SchemaGenerator};
+use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
-
-/// Adds the kind's schema (and every type it refers to) to `gen` and returns the name of its
-/// definition, for the kinds whose types this server knows. Keyed by group/version/kind so the
-/// `Resource` table stays the one list of what is served: a kind added there gets its schema
-/// here once its type is listed below.
-fn generate_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: &str) -> Option<String> {
-    macro_rules! kinds {
-        ($($t:ty),* $(,)?) => {
-            $(
-                if <$t as k8s_openapi::Resource>::GROUP == group
-                    && <$t as k8s_openapi::Resource>::VERSION == version
-                    && <$t as k8s_openapi::Resource>::KIND == kind
-                {
-                    gen.subschema_for::<$t>();
-                    return Some(<$t as JsonSchema>::schema_name().into_owned());
-                }
-            )*
-        };
-    }
-    kinds!(
-        core::v1::Namespace,
-        core::v1::ConfigMap,
-        core::v1::Secret,
-        core::v1::Pod,
-        core::v1::ServiceAccount,
-        core::v1::Service,
-        core::v1::Event,
-        core::v1::Endpoints,
-        core::v1::Node,
-        core::v1::PersistentVolume,
-        core::v1::PersistentVolumeClaim,
-        core::v1::ReplicationController,
-        core::v1::LimitRange,
-        core::v1::ResourceQuota,
-        core::v1::PodTemplate,
-        apps::v1::Deployment,
-        apps::v1::ReplicaSet,
-        apps::v1::StatefulSet,
-        apps::v1::DaemonSet,
-        apps::v1::ControllerRevision,
-        coordination::v1::Lease,
-        discovery::v1::EndpointSlice,
-        rbac::v1::Role,
-        rbac::v1::RoleBinding,
-        rbac::v1::ClusterRole,
-        rbac::v1::ClusterRoleBinding,
-    );
-    None
-}
 
 /// How a list field merges, as upstream's OpenAPI says (copied from Kubernetes v1.33's
 /// `api/openapi-spec`; lists not named here are atomic and replaced whole, as upstream's are
@@ -177,10 +127,11 @@ pub static DEFINITIONS: LazyLock<Definitions> = LazyLock::new(build);
 fn build() -> Definitions {
     let mut gen = SchemaGenerator::new(SchemaSettings::openapi3());
     let mut kinds = Vec::new();
-    for r in crate::resources::GROUPS.iter().flat_map(|gv| gv.resources.iter()) {
-        if let Some(name) = generate_kind(&mut gen, r.group, r.version, r.kind) {
-            kinds.push((r.group.to_string(), r.version.to_string(), r.kind.to_string(), name));
-        }
+    // Each served kind brings its schema (`Resource::schema`, from its k8s-openapi type), so
+    // the resource table stays the one list of what is served.
+    for r in crate::resources::all() {
+        let name = (r.schema)(&mut gen);
+        kinds.push((r.group.to_string(), r.version.to_string(), r.kind.to_string(), name));
     }
     let mut schemas = gen.take_definitions(true);
     for (group, version, kind, name) in &kinds {
@@ -386,6 +337,17 @@ pub fn undeclared_fields(v: &Value, node: Node, path: &str, out: &mut Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_served_resource_has_a_schema_with_its_group_version_kind() {
+        for r in crate::resources::all() {
+            let node = Node::kind(r.group, r.version, r.kind);
+            assert!(node.is_some_and(|n| n.is_struct()), "{} has no schema", r.qualified_kind());
+            let (_, _, _, name) = DEFINITIONS.kinds.iter().find(|k| k.2 == r.kind && k.0 == r.group).unwrap();
+            let gvk = &DEFINITIONS.schemas[name.as_str()]["x-kubernetes-group-version-kind"][0];
+            assert_eq!((gvk["group"].as_str(), gvk["kind"].as_str()), (Some(r.group), Some(r.kind)));
+        }
+    }
 
     #[test]
     fn pod_containers_merge_by_name_and_ports_by_container_port() {

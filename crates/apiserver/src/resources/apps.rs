@@ -5,89 +5,69 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use serde_json::{json, Value};
 
-use super::core::{default_pod_spec, validate_pod_spec};
-use super::{
-    no_defaults, nothing_to_prepare, selector_unchanged, typed, validate_replicas, validate_workload_selector,
-    NameRule, Resource,
-};
+use super::core::pod::{default_pod_spec, validate_pod_spec};
+use super::{selector_unchanged, validate_replicas, validate_workload_selector, Resource, Scope, Subresource};
 use crate::status::FieldError;
 use crate::table::{age, col, name, Column, AGE, NAME};
 
-const WORKLOAD: Resource = Resource {
-    group: "apps",
-    version: "v1",
-    kind: "",
-    plural: "",
-    singular: "",
-    namespaced: true,
-    short_names: &[],
-    categories: &["all"],
-    has_status: true,
-    has_scale: true,
-    generation: true,
-    selectable: &[],
-    normalize: typed::<Deployment>,
-    validate: validate_deployment,
-    validate_update: selector_unchanged,
-    defaults: no_defaults,
-    prepare_create: nothing_to_prepare,
-    name_rule: NameRule::Dns1123Subdomain,
-    columns: deployment_columns,
-    cells: deployment_cells,
+/// What every workload kind shares.
+const fn workload<T>() -> Resource
+where
+    T: k8s_openapi::Resource + serde::de::DeserializeOwned + serde::Serialize + schemars::JsonSchema,
+    T::Scope: Scope,
+{
+    Resource {
+        categories: &["all"],
+        subresources: &[Subresource::Scale, Subresource::Status],
+        generation: true,
+        validate_update: selector_unchanged,
+        ..Resource::of::<T>()
+    }
+}
+
+pub static DAEMONSET: Resource = Resource {
+    short_names: &["ds"],
+    subresources: &[Subresource::Status],
+    validate: validate_daemonset,
+    defaults: default_daemonset,
+    prepare_create: prepare_daemonset,
+    columns: daemonset_columns,
+    cells: daemonset_cells,
+    ..workload::<DaemonSet>()
 };
 
-pub static APPS_V1: &[Resource] = &[
-    Resource {
-        kind: "DaemonSet",
-        plural: "daemonsets",
-        singular: "daemonset",
-        short_names: &["ds"],
-        has_scale: false,
-        normalize: typed::<DaemonSet>,
-        validate: validate_daemonset,
-        defaults: default_daemonset,
-        prepare_create: prepare_daemonset,
-        columns: daemonset_columns,
-        cells: daemonset_cells,
-        ..WORKLOAD
-    },
-    Resource {
-        kind: "Deployment",
-        plural: "deployments",
-        singular: "deployment",
-        short_names: &["deploy"],
-        defaults: default_deployment,
-        prepare_create: prepare_deployment,
-        ..WORKLOAD
-    },
-    Resource {
-        kind: "ReplicaSet",
-        plural: "replicasets",
-        singular: "replicaset",
-        short_names: &["rs"],
-        normalize: typed::<ReplicaSet>,
-        validate: validate_replicaset,
-        defaults: default_replicaset,
-        prepare_create: prepare_replicaset,
-        columns: replicaset_columns,
-        cells: replicaset_cells,
-        ..WORKLOAD
-    },
-    Resource {
-        kind: "StatefulSet",
-        plural: "statefulsets",
-        singular: "statefulset",
-        short_names: &["sts"],
-        normalize: typed::<StatefulSet>,
-        validate: validate_statefulset,
-        validate_update: statefulset_update_rules,
-        defaults: default_statefulset,
-        prepare_create: prepare_statefulset,
-        columns: statefulset_columns,
-        cells: statefulset_cells,
-        ..WORKLOAD
-    },
-];
+pub static DEPLOYMENT: Resource = Resource {
+    short_names: &["deploy"],
+    validate: validate_deployment,
+    defaults: default_deployment,
+    prepare_create: prepare_deployment,
+    columns: deployment_columns,
+    cells: deployment_cells,
+    ..workload::<Deployment>()
+};
+
+pub static REPLICASET: Resource = Resource {
+    short_names: &["rs"],
+    validate: validate_replicaset,
+    defaults: default_replicaset,
+    prepare_create: prepare_replicaset,
+    columns: replicaset_columns,
+    cells: replicaset_cells,
+    ..workload::<ReplicaSet>()
+};
+
+pub static STATEFULSET: Resource = Resource {
+    short_names: &["sts"],
+    validate: validate_statefulset,
+    validate_update: statefulset_update_rules,
+    defaults: default_statefulset,
+    prepare_create: prepare_statefulset,
+    columns: statefulset_columns,
+    cells: statefulset_cells,
+    ..workload::<StatefulSet>()
+};
+
+pub static V1: &[&Resource] = &[&DAEMONSET, &DEPLOYMENT, &REPLICASET, &STATEFULSET];
 
 fn set_default(obj: &mut Value, field: &str, value: Value) {
     if obj[field].is_null() {

@@ -3,32 +3,18 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{json, Value};
 
-use super::{no_defaults, no_update_rules, nothing_to_prepare, typed, NameRule, Resource};
+use super::Resource;
 use crate::status::FieldError;
 use crate::table::{age, col, name, Column, AGE, NAME};
 
-pub static COORDINATION_V1: &[Resource] = &[Resource {
-    group: "coordination.k8s.io",
-    version: "v1",
-    kind: "Lease",
-    plural: "leases",
-    singular: "lease",
-    namespaced: true,
-    short_names: &[],
-    categories: &[],
-    has_status: false,
-    has_scale: false,
-    generation: false,
-    selectable: &[],
-    normalize: typed::<Lease>,
+pub static LEASE: Resource = Resource {
     validate: validate_lease,
-    validate_update: no_update_rules,
-    defaults: no_defaults,
-    prepare_create: nothing_to_prepare,
-    name_rule: NameRule::Dns1123Subdomain,
     columns: lease_columns,
     cells: lease_cells,
-}];
+    ..Resource::of::<Lease>()
+};
+
+pub static V1: &[&Resource] = &[&LEASE];
 
 /// Upstream's `ValidateLeaseSpec`: durations and transitions are positive when set.
 fn validate_lease(l: &Value) -> Vec<FieldError> {

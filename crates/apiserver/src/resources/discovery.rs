@@ -3,32 +3,19 @@
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 
-use super::{no_defaults, nothing_to_prepare, typed, NameRule, Resource};
+use super::Resource;
 use crate::status::FieldError;
 use crate::table::{age, col, name, Column, AGE, NAME};
 
-pub static DISCOVERY_V1: &[Resource] = &[Resource {
-    group: "discovery.k8s.io",
-    version: "v1",
-    kind: "EndpointSlice",
-    plural: "endpointslices",
-    singular: "endpointslice",
-    namespaced: true,
-    short_names: &[],
-    categories: &[],
-    has_status: false,
-    has_scale: false,
-    generation: false,
-    selectable: &[],
-    normalize: typed::<EndpointSlice>,
+pub static ENDPOINTSLICE: Resource = Resource {
     validate: validate_endpointslice,
     validate_update: address_type_unchanged,
-    defaults: no_defaults,
-    prepare_create: nothing_to_prepare,
-    name_rule: NameRule::Dns1123Subdomain,
     columns: endpointslice_columns,
     cells: endpointslice_cells,
-}];
+    ..Resource::of::<EndpointSlice>()
+};
+
+pub static V1: &[&Resource] = &[&ENDPOINTSLICE];
 
 const ADDRESS_TYPES: &[&str] = &["FQDN", "IPv4", "IPv6"];
 

@@ -1,28 +1,28 @@
-//! What the server knows about each resource: its names (for URLs, discovery and errors),
-//! whether it is namespaced, how to check a body against its typed schema (`k8s-openapi`),
-//! what create fills in, how it validates, and its `kubectl get` table columns.
+//! What the server knows about each resource, and everything that differs by kind (upstream's
+//! per-resource strategy and REST storage): its names (for URLs, discovery and errors), its
+//! scope, its subresources, how to check a body against its typed schema (`k8s-openapi`), its
+//! defaults, validation and update rules, how it is deleted (grace periods, what holds it
+//! back, what a delete answers), what the registry allocates for it, and its `kubectl get`
+//! table columns. The generic registry (`storage`), the routes, discovery and OpenAPI work
+//! from these entries only; none of them names a kind.
 //!
-//! One module per API group (`core` is the legacy group under `/api/v1`); [`GROUPS`] lists
-//! them all, in upstream's discovery order.
+//! One module per API group (`core` is the legacy group under `/api/v1`, one file per kind);
+//! [`GROUPS`] lists them all, in upstream's discovery order. Adding a kind: a file that
+//! defines its `static` [`Resource`] (start from [`Resource::of`], which derives group,
+//! version, kind, plural, scope, decoding and OpenAPI schema from the k8s-openapi type), and
+//! one line in its group's `kinds!` list.
 
-mod apps;
-mod coordination;
-mod core;
-mod discovery;
-mod rbac;
-pub mod service_ips;
+pub use self::core::service_ips;
 
-pub use self::core::CORE_V1;
-pub use apps::APPS_V1;
-pub use coordination::COORDINATION_V1;
-pub use discovery::DISCOVERY_V1;
-pub use rbac::RBAC_V1;
-
+use futures::future::BoxFuture;
+use kaname_proto::etcdserverpb::RequestOp;
+use schemars::{JsonSchema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::status::FieldError;
+use crate::etcd::Etcd;
+use crate::status::{ApiResult, FieldError};
 use crate::table::Column;
 
 /// One served resource; the generic registry (`storage`), the routes and discovery (`http`)
@@ -33,16 +33,13 @@ pub struct Resource {
     pub kind: &'static str,
     /// URL and storage segment: `/registry/<plural>/...`, `/api/v1/.../<plural>`.
     pub plural: &'static str,
-    pub singular: &'static str,
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
     /// Discovery categories (`kubectl get all` lists the `all` category).
     pub categories: &'static [&'static str],
-    /// Has a `/status` subresource: the main resource cannot change the status, and the
-    /// subresource changes nothing else.
-    pub has_status: bool,
-    /// Has a `/scale` subresource (`autoscaling/v1` Scale over `spec.replicas`).
-    pub has_scale: bool,
+    /// The subresources served below an object of this kind. With `Status`, the main
+    /// resource cannot change the status and the subresource changes nothing else.
+    pub subresources: &'static [Subresource],
     /// `metadata.generation` starts at 1 and is bumped by every change of the spec (and by
     /// the start of a graceful deletion), as upstream's strategies do for these kinds.
     pub generation: bool,
@@ -52,6 +49,10 @@ pub struct Resource {
     /// Decodes a body through the typed struct and back, so wrong field types are a 400 and
     /// unknown fields are dropped, as upstream's decoder does.
     pub normalize: fn(Value) -> Result<Value, String>,
+    /// Adds the kind's OpenAPI schema (and the types it refers to) to the generator and
+    /// returns its definition's name: `/openapi/v3`, strategic merge and server-side apply
+    /// all read it.
+    pub schema: fn(&mut SchemaGenerator) -> String,
     /// Type-specific validation beyond the name (upstream's `ValidateX`).
     pub validate: fn(&Value) -> Vec<FieldError>,
     /// What an update may not change (upstream's `ValidateXUpdate`): `(old, new)`.
@@ -63,6 +64,24 @@ pub struct Resource {
     /// Fills in what the server owns on create (upstream's `PrepareForCreate`): status and
     /// the like; runs after `defaults`.
     pub prepare_create: fn(&mut Value),
+    /// What an update of `part` keeps from the stored object besides identity, status and
+    /// generation (upstream's `PrepareForUpdate`): `(old, new, part)`.
+    pub prepare_update: fn(&Value, &mut Value, Part),
+    /// Upstream's `CheckGracefulDeleteStrategy`: how long a delete (with the requested grace
+    /// period, if any) leaves the object marked before it goes; 0 removes it at once.
+    pub grace_period: fn(&Value, Option<i64>) -> i64,
+    /// What else changes when the object is marked for deletion (a namespace turns
+    /// `Terminating`).
+    pub mark_deleting: fn(&mut Value),
+    /// Whether something besides `metadata.finalizers` holds the object back from removal
+    /// (a namespace's `spec.finalizers`).
+    pub held_back: fn(&Value) -> bool,
+    /// A delete answers with the object removed rather than a `Status` (upstream's
+    /// `ReturnDeletedObject`).
+    pub returns_deleted_object: bool,
+    /// Values the registry hands out on create and takes back on removal (a service's cluster
+    /// IPs), in the same transaction as the object.
+    pub allocator: Option<&'static dyn Allocator>,
     pub name_rule: NameRule,
     pub columns: fn() -> Vec<Column>,
     pub cells: fn(&Value) -> Vec<Value>,
@@ -76,7 +95,152 @@ pub enum NameRule {
     PathSegment,
 }
 
+/// A subresource: a path below an object (`.../pods/p/status`) with its own verbs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Subresource {
+    /// `pods/binding`: the scheduler's way of setting a pod's node.
+    Binding,
+    /// `namespaces/finalize`: the only way to change a namespace's `spec.finalizers`.
+    Finalize,
+    /// `autoscaling/v1` Scale over `spec.replicas`.
+    Scale,
+    Status,
+}
+
+impl Subresource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Binding => "binding",
+            Subresource::Finalize => "finalize",
+            Subresource::Scale => "scale",
+            Subresource::Status => "status",
+        }
+    }
+
+    /// What the subresource answers with, for discovery: (group, version, kind).
+    pub fn response_kind(self, r: &Resource) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Subresource::Binding => ("", "v1", "Binding"),
+            Subresource::Finalize => ("", "v1", "Namespace"),
+            Subresource::Scale => ("autoscaling", "v1", "Scale"),
+            Subresource::Status => (r.group, r.version, r.kind),
+        }
+    }
+
+    /// The verbs discovery lists for it.
+    pub fn verbs(self) -> &'static [&'static str] {
+        match self {
+            Subresource::Binding => &["create"],
+            Subresource::Finalize => &["update"],
+            Subresource::Scale | Subresource::Status => &["get", "patch", "update"],
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Subresource> {
+        [Subresource::Binding, Subresource::Finalize, Subresource::Scale, Subresource::Status]
+            .into_iter()
+            .find(|x| x.name() == s)
+    }
+}
+
+/// Which part of an object an update replaces.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Part {
+    /// Everything the client owns (not the status of a resource with a status subresource).
+    Main,
+    /// Only the status (the `/status` subresource).
+    Status,
+    /// Only a namespace's `spec.finalizers` (`/finalize`).
+    Finalize,
+}
+
+/// What an [`Allocator`] may read and is configured with.
+pub struct AllocContext<'a> {
+    pub etcd: &'a Etcd,
+    /// The etcd key prefix (`--etcd-prefix`).
+    pub prefix: &'a str,
+    pub service_range: &'a service_ips::ServiceRange,
+}
+
+/// A value an object claims in its create transaction: `key` must be absent and is written
+/// with `value`. When it is present after all, `conflict` is the error to answer with (a
+/// value the client asked for); `None` means a picked value was taken meanwhile: try again.
+pub struct Claim {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub conflict: Option<crate::status::ApiError>,
+}
+
+/// Values the registry hands out with an object (upstream's allocators in a kind's REST
+/// storage: service cluster IPs, and next node ports). Each held value is a key of its own,
+/// claimed and released in the object's own transactions, so API servers sharing a store can
+/// never hand out one value twice.
+pub trait Allocator: Sync {
+    /// Settles what the object asks for before validation (e.g. a headless service's IP
+    /// fields).
+    fn prepare(&self, cx: &AllocContext<'_>, obj: &mut Value);
+    /// Picks (or checks the requested) values for one create attempt, writes them into the
+    /// object and returns the claims the create transaction must make.
+    fn claim<'a>(
+        &'a self,
+        cx: &'a AllocContext<'a>,
+        ns: Option<&'a str>,
+        name: &'a str,
+        obj: &'a mut Value,
+    ) -> BoxFuture<'a, ApiResult<Vec<Claim>>>;
+    /// An update keeps what the stored object holds when the new one leaves it out.
+    fn keep_on_update(&self, old: &Value, new: &mut Value);
+    /// The operations that release what `obj` holds, in its removal's transaction.
+    fn release(&self, prefix: &str, obj: &Value) -> Vec<RequestOp>;
+}
+
 impl Resource {
+    /// The entry every kind starts from: names, scope, decoding and schema from its
+    /// k8s-openapi type, no subresources and no kind-specific rules. Kinds override fields
+    /// with `..Resource::of::<T>()`.
+    pub const fn of<T>() -> Resource
+    where
+        T: k8s_openapi::Resource + DeserializeOwned + Serialize + JsonSchema,
+        T::Scope: Scope,
+    {
+        Resource {
+            group: T::GROUP,
+            version: T::VERSION,
+            kind: T::KIND,
+            plural: T::URL_PATH_SEGMENT,
+            namespaced: <T::Scope as Scope>::NAMESPACED,
+            short_names: &[],
+            categories: &[],
+            subresources: &[],
+            generation: false,
+            selectable: &[],
+            normalize: typed::<T>,
+            schema: schema_of::<T>,
+            validate: no_validation,
+            validate_update: no_update_rules,
+            defaults: no_defaults,
+            prepare_create: nothing_to_prepare,
+            prepare_update: keep_nothing,
+            grace_period: no_grace,
+            mark_deleting: nothing_to_mark,
+            held_back: nothing_holds,
+            returns_deleted_object: false,
+            allocator: None,
+            name_rule: NameRule::Dns1123Subdomain,
+            columns: crate::table::name_age_columns,
+            cells: crate::table::name_age_cells,
+        }
+    }
+
+    /// Upstream's discovery `singularName`: the kind in lower case.
+    pub fn singular(&self) -> String {
+        self.kind.to_ascii_lowercase()
+    }
+
+    pub fn serves(&self, sub: Subresource) -> bool {
+        self.subresources.contains(&sub)
+    }
+
     /// The resource as errors name it: `configmaps`, `deployments.apps`.
     pub fn qualified_plural(&self) -> String {
         if self.group.is_empty() {
@@ -102,28 +266,83 @@ impl Resource {
             format!("{}/{}", self.group, self.version)
         }
     }
+    /// The row of one object: its cells and, as upstream's default `includeObject=Metadata`,
+    /// its metadata as a `PartialObjectMetadata` (kubectl reads labels and namespace from it).
+    pub fn table_row(&self, obj: &Value) -> Value {
+        json!({
+            "cells": (self.cells)(obj),
+            "object": {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj["metadata"],
+            },
+        })
+    }
+
+    /// The `meta.k8s.io/v1` Table of `objs` that kubectl's server-side printing asks for.
+    pub fn table<V: std::borrow::Borrow<Value>>(&self, objs: &[V], list_meta: Value) -> Value {
+        let cols: Vec<Value> = (self.columns)()
+            .iter()
+            .map(|c| {
+                json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description, "priority": c.priority})
+            })
+            .collect();
+        json!({
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": list_meta,
+            "columnDefinitions": cols,
+            "rows": objs.iter().map(|o| self.table_row(o.borrow())).collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// The resources of one group-version, as served under `/api/v1` or `/apis/<group>/<version>`.
 pub struct GroupVersion {
     pub group: &'static str,
     pub version: &'static str,
-    pub resources: &'static [Resource],
+    pub resources: &'static [&'static Resource],
 }
 
-/// Every served group-version: the legacy core group first, then the named groups in
-/// upstream's discovery order.
-pub static GROUPS: &[GroupVersion] = &[
-    GroupVersion { group: "", version: "v1", resources: CORE_V1 },
-    GroupVersion { group: "apps", version: "v1", resources: APPS_V1 },
-    GroupVersion { group: "rbac.authorization.k8s.io", version: "v1", resources: RBAC_V1 },
-    GroupVersion { group: "coordination.k8s.io", version: "v1", resources: COORDINATION_V1 },
-    GroupVersion { group: "discovery.k8s.io", version: "v1", resources: DISCOVERY_V1 },
-];
+/// Declares a group's kinds: one `module => STATIC` line each, giving the module (a file
+/// beside the group's) and its `Resource` static; expands to the modules and the group's
+/// `V1` list in the order given (upstream's discovery order).
+macro_rules! kinds {
+    ($($module:ident => $resource:ident),* $(,)?) => {
+        $(pub(crate) mod $module;)*
+        pub static V1: &[&crate::resources::Resource] = &[$(&$module::$resource),*];
+    };
+}
+pub(crate) use kinds;
+
+/// Declares the served groups: one `module => ("group", "version")` line each, giving the
+/// group's module and its group-version; expands to the modules and [`GROUPS`].
+macro_rules! groups {
+    ($($module:ident => ($group:literal, $version:literal)),* $(,)?) => {
+        $(mod $module;)*
+        /// Every served group-version: the legacy core group first, then the named groups in
+        /// upstream's discovery order.
+        pub static GROUPS: &[GroupVersion] =
+            &[$(GroupVersion { group: $group, version: $version, resources: $module::V1 }),*];
+    };
+}
+
+groups! {
+    core => ("", "v1"),
+    apps => ("apps", "v1"),
+    rbac => ("rbac.authorization.k8s.io", "v1"),
+    scheduling => ("scheduling.k8s.io", "v1"),
+    coordination => ("coordination.k8s.io", "v1"),
+    discovery => ("discovery.k8s.io", "v1"),
+}
+
+/// The namespaces resource, which the registry's namespace checks and the namespace
+/// controller need by name.
+pub static NAMESPACES: &Resource = &core::namespace::NAMESPACE;
 
 /// A core (`/api/v1`) resource by its plural.
 pub fn by_plural(plural: &str) -> Option<&'static Resource> {
-    CORE_V1.iter().find(|r| r.plural == plural)
+    find("", "v1", plural)
 }
 
 /// A resource of any group by group, version and plural.
@@ -131,18 +350,34 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     GROUPS
         .iter()
         .filter(|g| g.group == group && g.version == version)
-        .flat_map(|g| g.resources.iter())
+        .flat_map(|g| g.resources.iter().copied())
         .find(|r| r.plural == plural)
 }
 
 /// Every served resource of every group.
 pub fn all() -> impl Iterator<Item = &'static Resource> {
-    GROUPS.iter().flat_map(|g| g.resources.iter())
+    GROUPS.iter().flat_map(|g| g.resources.iter().copied())
+}
+
+/// A k8s-openapi scope as a constant, so [`Resource::of`] can read it at compile time.
+pub trait Scope {
+    const NAMESPACED: bool;
+}
+impl Scope for k8s_openapi::NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+}
+impl Scope for k8s_openapi::ClusterResourceScope {
+    const NAMESPACED: bool = false;
 }
 
 fn typed<T: DeserializeOwned + Serialize>(v: Value) -> Result<Value, String> {
     let t: T = serde_json::from_value(v).map_err(|e| e.to_string())?;
     serde_json::to_value(t).map_err(|e| e.to_string())
+}
+
+fn schema_of<T: JsonSchema>(gen: &mut SchemaGenerator) -> String {
+    gen.subschema_for::<T>();
+    T::schema_name().into_owned()
 }
 
 fn no_validation(_: &Value) -> Vec<FieldError> {
@@ -153,6 +388,14 @@ fn no_update_rules(_: &Value, _: &Value) -> Vec<FieldError> {
 }
 fn nothing_to_prepare(_: &mut Value) {}
 fn no_defaults(_: &mut Value) {}
+fn keep_nothing(_: &Value, _: &mut Value, _: Part) {}
+fn no_grace(_: &Value, _: Option<i64>) -> i64 {
+    0
+}
+fn nothing_to_mark(_: &mut Value) {}
+fn nothing_holds(_: &Value) -> bool {
+    false
+}
 
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -280,7 +523,7 @@ mod tests {
         for g in GROUPS {
             for r in g.resources {
                 assert_eq!((r.group, r.version), (g.group, g.version), "{}", r.plural);
-                assert!(std::ptr::eq(find(g.group, g.version, r.plural).unwrap(), r));
+                assert!(std::ptr::eq(find(g.group, g.version, r.plural).unwrap(), *r));
             }
         }
         assert!(find("apps", "v1", "pods").is_none());

@@ -4,68 +4,46 @@
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::{json, Value};
 
-use super::{no_defaults, no_update_rules, nothing_to_prepare, typed, NameRule, Resource};
+use super::{NameRule, Resource, Scope};
 use crate::status::FieldError;
 use crate::table::{col, name, Column, NAME};
 
-const RBAC: Resource = Resource {
-    group: "rbac.authorization.k8s.io",
-    version: "v1",
-    kind: "",
-    plural: "",
-    singular: "",
-    namespaced: true,
-    short_names: &[],
-    categories: &[],
-    has_status: false,
-    has_scale: false,
-    generation: false,
-    selectable: &[],
-    normalize: typed::<Role>,
-    validate: validate_role,
-    validate_update: no_update_rules,
-    defaults: no_defaults,
-    prepare_create: nothing_to_prepare,
-    name_rule: NameRule::PathSegment,
-    columns: role_columns,
-    cells: role_cells,
+/// What every RBAC kind shares: names are path segments, and the printers of roles.
+const fn rbac<T>() -> Resource
+where
+    T: k8s_openapi::Resource + serde::de::DeserializeOwned + serde::Serialize + schemars::JsonSchema,
+    T::Scope: Scope,
+{
+    Resource {
+        validate: validate_role,
+        name_rule: NameRule::PathSegment,
+        columns: role_columns,
+        cells: role_cells,
+        ..Resource::of::<T>()
+    }
+}
+
+pub static CLUSTERROLEBINDING: Resource = Resource {
+    validate: validate_cluster_role_binding,
+    validate_update: role_ref_unchanged,
+    columns: binding_columns,
+    cells: binding_cells,
+    ..rbac::<ClusterRoleBinding>()
 };
 
-pub static RBAC_V1: &[Resource] = &[
-    Resource {
-        kind: "ClusterRoleBinding",
-        plural: "clusterrolebindings",
-        singular: "clusterrolebinding",
-        namespaced: false,
-        normalize: typed::<ClusterRoleBinding>,
-        validate: validate_cluster_role_binding,
-        validate_update: role_ref_unchanged,
-        columns: binding_columns,
-        cells: binding_cells,
-        ..RBAC
-    },
-    Resource {
-        kind: "ClusterRole",
-        plural: "clusterroles",
-        singular: "clusterrole",
-        namespaced: false,
-        normalize: typed::<ClusterRole>,
-        validate: validate_cluster_role,
-        ..RBAC
-    },
-    Resource {
-        kind: "RoleBinding",
-        plural: "rolebindings",
-        singular: "rolebinding",
-        normalize: typed::<RoleBinding>,
-        validate: validate_role_binding,
-        validate_update: role_ref_unchanged,
-        columns: binding_columns,
-        cells: binding_cells,
-        ..RBAC
-    },
-    Resource { kind: "Role", plural: "roles", singular: "role", ..RBAC },
-];
+pub static CLUSTERROLE: Resource = Resource { validate: validate_cluster_role, ..rbac::<ClusterRole>() };
+
+pub static ROLEBINDING: Resource = Resource {
+    validate: validate_role_binding,
+    validate_update: role_ref_unchanged,
+    columns: binding_columns,
+    cells: binding_cells,
+    ..rbac::<RoleBinding>()
+};
+
+pub static ROLE: Resource = rbac::<Role>();
+
+pub static V1: &[&Resource] = &[&CLUSTERROLEBINDING, &CLUSTERROLE, &ROLEBINDING, &ROLE];
 
 /// Upstream's `ValidatePolicyRule`: verbs always; API groups and resources, or (cluster roles
 /// only) non-resource URLs.

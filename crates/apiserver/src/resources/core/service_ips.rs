@@ -9,9 +9,97 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use futures::future::BoxFuture;
+use kaname_proto::etcdserverpb::RequestOp;
 use serde_json::{json, Value};
 
-use crate::status::{ApiError, FieldError};
+use crate::etcd::{self, Etcd};
+use crate::resources::{AllocContext, Allocator, Claim};
+use crate::status::{ApiError, ApiResult, FieldError};
+
+/// The services' allocator: one cluster IP per service that needs one.
+pub struct ClusterIps;
+
+pub static CLUSTER_IPS: ClusterIps = ClusterIps;
+
+impl Allocator for ClusterIps {
+    fn prepare(&self, cx: &AllocContext<'_>, svc: &mut Value) {
+        // A headless service holds no address: its IP fields say so, single-stack.
+        if !needs_ip(svc) && svc["spec"]["clusterIP"] == "None" {
+            let spec = &mut svc["spec"];
+            spec["clusterIPs"] = json!(["None"]);
+            spec["ipFamilies"] = json!([cx.service_range.family()]);
+            spec["ipFamilyPolicy"] = json!("SingleStack");
+        }
+    }
+
+    fn claim<'a>(
+        &'a self,
+        cx: &'a AllocContext<'a>,
+        ns: Option<&'a str>,
+        name: &'a str,
+        svc: &'a mut Value,
+    ) -> BoxFuture<'a, ApiResult<Vec<Claim>>> {
+        Box::pin(async move {
+            if !needs_ip(svc) {
+                return Ok(Vec::new());
+            }
+            let range = cx.service_range;
+            let requested =
+                svc["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty() && *s != "None").map(str::to_string);
+            let ip = match &requested {
+                Some(ip) => {
+                    check_requested(range, svc, ip)?;
+                    ip.clone()
+                }
+                None => {
+                    let taken = allocated(cx.etcd, cx.prefix).await?;
+                    range
+                        .pick(&taken)
+                        .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
+                        .to_string()
+                }
+            };
+            set(svc, &ip, range.family());
+            let rec = record(&ip, range.family(), ns.unwrap_or(""), name);
+            Ok(vec![Claim {
+                key: key(cx.prefix, &ip),
+                value: rec.to_string().into_bytes(),
+                // A picked address taken meanwhile is picked again; a requested one is refused.
+                conflict: requested.map(|_| refused(svc, &ip, "provided IP is already allocated")),
+            }])
+        })
+    }
+
+    /// Upstream's `patchAllocatedValues` and `normalizeClusterIPs`: an update that leaves the
+    /// cluster IP out keeps the allocated one, and `clusterIPs` follows `clusterIP`.
+    fn keep_on_update(&self, old: &Value, new: &mut Value) {
+        let spec = &mut new["spec"];
+        if spec["clusterIP"].as_str().unwrap_or("").is_empty() {
+            for f in ["clusterIP", "clusterIPs"] {
+                spec[f] = old["spec"][f].clone();
+            }
+        } else if spec["clusterIPs"].as_array().is_none_or(|a| a.is_empty()) {
+            spec["clusterIPs"] = json!([spec["clusterIP"]]);
+        }
+        for f in ["ipFamilies", "ipFamilyPolicy"] {
+            if spec[f].is_null() {
+                spec[f] = old["spec"][f].clone();
+            }
+        }
+    }
+
+    fn release(&self, prefix: &str, svc: &Value) -> Vec<RequestOp> {
+        held(svc).iter().map(|ip| etcd::op_delete(&key(prefix, ip))).collect()
+    }
+}
+
+/// The cluster IPs held by services now.
+async fn allocated(etcd: &Etcd, prefix: &str) -> ApiResult<HashSet<IpAddr>> {
+    let prefix = key(prefix, "");
+    let r = etcd.range(&prefix, &prefix, 0, 0).await?;
+    Ok(r.kvs.iter().filter_map(|kv| String::from_utf8_lossy(&kv.key)[prefix.len()..].parse().ok()).collect())
+}
 
 /// The parsed range. Hand-rolled rather than a CIDR crate: the prefix arithmetic needed is a
 /// few lines over `std::net`, and no CIDR crate is in the workspace yet.
@@ -116,7 +204,7 @@ pub fn record(ip: &str, family: &str, ns: &str, service: &str) -> Value {
                 "ipaddress.kubernetes.io/ip-family": family,
                 "ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io",
             },
-            "creationTimestamp": crate::storage::now_rfc3339(),
+            "creationTimestamp": crate::meta::now_rfc3339(),
         },
         "spec": {"parentRef": {"group": "", "resource": "services", "namespace": ns, "name": service}},
     })

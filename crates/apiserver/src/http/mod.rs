@@ -1,0 +1,129 @@
+//! The HTTP surface, as kube-apiserver's generic server builds it: a filter chain
+//! ([`filters`]: request info, authentication, in-flight limit, authorization) in front of
+//! the routes. Non-resource routes (health, `/version`, discovery, OpenAPI) are answered
+//! here; everything under `/api/v1` and `/apis/<group>/<version>` goes to the REST verbs in
+//! [`handlers`], which find their resource through [`target`].
+
+mod filters;
+mod handlers;
+mod target;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+use crate::auth::{Authenticators, Authorizers};
+use crate::discovery::{aggregated, aggregated_group, wants_aggregated};
+use crate::resources::GROUPS;
+use crate::response::json_response;
+use crate::status::ApiError;
+use crate::storage::Storage;
+use crate::KUBE_MINOR;
+
+/// What every request handler shares: the registry, the watch caches, the filter chain's
+/// parts, and the few facts the non-resource routes report.
+pub struct Ctx {
+    pub storage: Storage,
+    /// One watch cache per resource: feeds watches and resourceVersion="0"/NotOlderThan lists.
+    pub caches: Arc<crate::watch_cache::Caches>,
+    pub authenticators: Authenticators,
+    pub authorizers: Authorizers,
+    /// `--max-requests-inflight` (None = unlimited); watches are not counted, as upstream.
+    pub inflight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Host:port clients are told to use in `/api` (the advertise address).
+    pub server_address: String,
+    /// Wakes the namespace controller when a namespace is marked for deletion here.
+    pub namespace_deleted: crate::namespace_controller::in_server::Nudge,
+}
+
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .route("/api", get(api_versions))
+        .route("/apis", get(|headers: HeaderMap| async move { crate::discovery::groups(&headers) }))
+        .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/api/v1", get(|| async { group_version_resources("", "v1") }))
+        .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &crate::openapi::root()) }))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .route("/api/v1/{*rest}", axum::routing::any(handlers::resource))
+        .route("/apis/{group}/{version}/{*rest}", axum::routing::any(handlers::resource))
+        .fallback(|| async { ApiError::not_found_path() })
+        .layer(middleware::from_fn_with_state(ctx.clone(), filters::chain))
+        .with_state(ctx)
+}
+
+/// One group-version's OpenAPI document (`api/v1`, `apis/<group>/<version>`).
+async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    match crate::openapi::DOCUMENTS.get(path.trim_end_matches('/')) {
+        Some(d) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], d.body.clone()).into_response(),
+        None => ApiError::not_found_path().into_response(),
+    }
+}
+
+async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), ctx.storage.etcd.revision()).await {
+        Ok(Ok(_)) => "ok".into_response(),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n")
+            .into_response(),
+    }
+}
+
+async fn version() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "major": "1",
+            "minor": KUBE_MINOR,
+            "gitVersion": format!("v1.{KUBE_MINOR}.0+kaname-{}", env!("CARGO_PKG_VERSION")),
+            "gitCommit": "",
+            "gitTreeState": "",
+            "buildDate": "",
+            "goVersion": "",
+            "compiler": "rustc",
+            "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+        }),
+    )
+}
+
+async fn api_versions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    if wants_aggregated(&headers) {
+        return aggregated(GROUPS.iter().filter(|g| g.group.is_empty()).map(aggregated_group).collect());
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ctx.server_address}],
+        }),
+    )
+}
+
+async fn api_group(axum::extract::Path(group): axum::extract::Path<String>) -> Response {
+    match crate::discovery::find_group(&group) {
+        Some(g) => json_response(StatusCode::OK, &crate::discovery::group(g)),
+        None => ApiError::not_found_path().into_response(),
+    }
+}
+
+async fn group_resources(axum::extract::Path((group, version)): axum::extract::Path<(String, String)>) -> Response {
+    group_version_resources(&group, &version)
+}
+
+fn group_version_resources(group: &str, version: &str) -> Response {
+    match crate::discovery::find_group_version(group, version) {
+        Some(gv) => json_response(StatusCode::OK, &crate::discovery::resource_list(gv)),
+        None => ApiError::not_found_path().into_response(),
+    }
+}

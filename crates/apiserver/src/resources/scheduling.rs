@@ -1,0 +1,126 @@
+//! `scheduling.k8s.io/v1`: priority classes, which the scheduler's queue and preemption read
+//! and (with the admission step that comes with the scheduler) fill pods' `priority` from.
+
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use serde_json::{json, Value};
+
+use super::Resource;
+use crate::status::FieldError;
+use crate::table::{age, col, name, Column, AGE, NAME};
+
+pub static PRIORITYCLASS: Resource = Resource {
+    short_names: &["pc"],
+    validate: validate_priority_class,
+    validate_update: priority_class_update_rules,
+    defaults: default_priority_class,
+    columns: priority_class_columns,
+    cells: priority_class_cells,
+    ..Resource::of::<PriorityClass>()
+};
+
+pub static V1: &[&Resource] = &[&PRIORITYCLASS];
+
+/// Upstream's `HighestUserDefinablePriority`: above it, only the system classes.
+const HIGHEST_USER_DEFINABLE_PRIORITY: i64 = 1_000_000_000;
+const SYSTEM_PREFIX: &str = "system-";
+/// Upstream's built-in classes: (name, value); neither is a global default.
+const SYSTEM_CLASSES: &[(&str, i64)] = &[("system-node-critical", 2_000_001_000), ("system-cluster-critical", 2_000_000_000)];
+const PREEMPTION_POLICIES: &[&str] = &["Never", "PreemptLowerPriority"];
+
+/// Upstream's `SetDefaults_PriorityClass`.
+fn default_priority_class(pc: &mut Value) {
+    if pc["preemptionPolicy"].is_null() {
+        pc["preemptionPolicy"] = json!("PreemptLowerPriority");
+    }
+}
+
+/// Upstream's `IsKnownSystemPriorityClass`: why a `system-` class is not one of the built-ins.
+fn not_a_system_class(name: &str, value: i64, global_default: bool) -> Option<String> {
+    match SYSTEM_CLASSES.iter().find(|(n, _)| *n == name) {
+        None => Some(format!("{name} is not a known system priority class")),
+        Some((_, v)) if *v != value => Some(format!("value of {name} PriorityClass must be {v}")),
+        Some(_) if global_default => Some(format!("globalDefault of {name} PriorityClass must be false")),
+        Some(_) => None,
+    }
+}
+
+/// Upstream's `ValidatePriorityClass`.
+fn validate_priority_class(pc: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let name = pc["metadata"]["name"].as_str().unwrap_or("");
+    let value = pc["value"].as_i64().unwrap_or(0);
+    if name.starts_with(SYSTEM_PREFIX) {
+        if let Some(why) = not_a_system_class(name, value, pc["globalDefault"].as_bool().unwrap_or(false)) {
+            errs.push(FieldError::forbidden(
+                "metadata.name",
+                &format!(
+                    "priority class names with '{SYSTEM_PREFIX}' prefix are reserved for system use only. error: {why}"
+                ),
+            ));
+        }
+    } else if value > HIGHEST_USER_DEFINABLE_PRIORITY {
+        errs.push(FieldError::forbidden(
+            "value",
+            &format!("maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE_PRIORITY}"),
+        ));
+    }
+    if let Some(p) = pc["preemptionPolicy"].as_str() {
+        if !PREEMPTION_POLICIES.contains(&p) {
+            errs.push(FieldError::not_supported("preemptionPolicy", p, PREEMPTION_POLICIES));
+        }
+    }
+    errs
+}
+
+/// Upstream's `ValidatePriorityClassUpdate`: value and preemption policy are fixed.
+fn priority_class_update_rules(old: &Value, new: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if old["value"] != new["value"] {
+        errs.push(FieldError::forbidden("value", "may not be changed in an update."));
+    }
+    errs.extend(super::immutable(old, new, "preemptionPolicy", "field is immutable"));
+    errs
+}
+
+fn priority_class_columns() -> Vec<Column> {
+    vec![
+        NAME,
+        col("Value", "integer", "", "value represents the integer value of this priority class. This is the actual priority that pods receive when they have the name of this class in their pod spec.", 0),
+        col("Global-Default", "boolean", "", "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class. Only one PriorityClass can be marked as `globalDefault`. However, if more than one PriorityClasses exists with their `globalDefault` field set to true, the smallest value of such global default PriorityClasses will be used as the default priority.", 0),
+        AGE,
+        col("PreemptionPolicy", "string", "", "preemptionPolicy is the Policy for preempting pods with lower priority. One of Never, PreemptLowerPriority. Defaults to PreemptLowerPriority if unset.", 0),
+    ]
+}
+
+/// Upstream's `printPriorityClass`.
+fn priority_class_cells(o: &Value) -> Vec<Value> {
+    vec![
+        name(o),
+        json!(o["value"].as_i64().unwrap_or(0)),
+        json!(o["globalDefault"].as_bool().unwrap_or(false)),
+        age(o),
+        json!(o["preemptionPolicy"].as_str().unwrap_or("")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_names_and_user_values_are_checked_as_upstream() {
+        let pc = |name: &str, value: i64| json!({"metadata": {"name": name}, "value": value});
+        assert!(validate_priority_class(&pc("high", 1_000_000_000)).is_empty());
+        assert_eq!(
+            validate_priority_class(&pc("high", 1_000_000_001))[0].detail,
+            "Forbidden: maximum allowed value of a user defined priority is 1000000000"
+        );
+        assert!(validate_priority_class(&pc("system-node-critical", 2_000_001_000)).is_empty());
+        assert_eq!(
+            validate_priority_class(&pc("system-mine", 5))[0].detail,
+            "Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: system-mine is not a known system priority class"
+        );
+        let errs = priority_class_update_rules(&pc("a", 1), &pc("a", 2));
+        assert_eq!((errs[0].field.as_str(), errs[0].detail.as_str()), ("value", "Forbidden: may not be changed in an update."));
+    }
+}
