@@ -1,14 +1,13 @@
 //! Certificates and TLS: the self-made PKI in `--cert-dir` (a CA, the serving certificate and
-//! the admin client certificate), the admin kubeconfig, the rustls server configuration, and
-//! x509 client-certificate authentication (user = CN, groups = O, as upstream).
+//! the admin client certificate, made by `kaname-pki`), the admin kubeconfig and the rustls
+//! server configuration. Who a client certificate names is `auth::x509`'s business.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use base64::Engine;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use kaname_pki::{Ca, CertSpec, ExtKeyUsage, KeyUsage, Kubeconfig};
 use rustls::server::WebPkiClientVerifier;
 
 /// Files of the generated PKI, all in `--cert-dir`.
@@ -46,42 +45,21 @@ impl Pki {
             return Ok(pki);
         }
         std::fs::create_dir_all(dir).with_context(|| format!("create --cert-dir {}", dir.display()))?;
-        let ca_key = KeyPair::generate()?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.distinguished_name.push(DnType::CommonName, "kaname-ca");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca_cert = ca.self_signed(&ca_key)?;
-
-        let serving_key = KeyPair::generate()?;
-        let mut serving = CertificateParams::new(hosts.to_vec())?;
-        serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let serving_cert = serving.signed_by(&serving_key, &ca_cert, &ca_key)?;
-
-        let admin_key = KeyPair::generate()?;
-        let mut admin = CertificateParams::new(Vec::<String>::new())?;
-        admin.distinguished_name.push(DnType::CommonName, "kubernetes-admin");
-        admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
-        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let admin_cert = admin.signed_by(&admin_key, &ca_cert, &ca_key)?;
-
-        write_private(&dir.join("ca.key"), &ca_key.serialize_pem())?;
-        std::fs::write(&pki.ca_cert, ca_cert.pem())?;
-        write_private(&pki.serving_key, &serving_key.serialize_pem())?;
-        std::fs::write(&pki.serving_cert, serving_cert.pem())?;
-        write_private(&pki.admin_key, &admin_key.serialize_pem())?;
-        std::fs::write(&pki.admin_cert, admin_cert.pem())?;
+        let ca = Ca::generate(&CertSpec::new("kaname-ca").key_usages([
+            KeyUsage::KeyCertSign,
+            KeyUsage::CrlSign,
+            KeyUsage::DigitalSignature,
+        ]))?;
+        let serving =
+            ca.issue(&CertSpec::new("kube-apiserver").hosts(hosts).ext_key_usages([ExtKeyUsage::ServerAuth]))?;
+        let admin = ca.issue(
+            &CertSpec::new("kubernetes-admin").organization("system:masters").ext_key_usages([ExtKeyUsage::ClientAuth]),
+        )?;
+        ca.write(&pki.ca_cert, &dir.join("ca.key"))?;
+        serving.write(&pki.serving_cert, &pki.serving_key)?;
+        admin.write(&pki.admin_cert, &pki.admin_key)?;
         Ok(pki)
     }
-}
-
-fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(pem.as_bytes())?;
-    Ok(())
 }
 
 /// The serving certificate's names: localhost, the in-cluster service names, the loopback
@@ -119,16 +97,16 @@ pub fn first_service_ip(cidr: &str) -> Option<IpAddr> {
 
 /// A kubeconfig for the admin user, with certificates embedded so the file stands alone.
 pub fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> anyhow::Result<()> {
-    let b64 = |p: &Path| -> anyhow::Result<String> {
-        Ok(base64::engine::general_purpose::STANDARD.encode(std::fs::read(p).with_context(|| p.display().to_string())?))
-    };
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kaname\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: kubernetes-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: kubernetes-admin@kaname\n  context:\n    cluster: kaname\n    user: kubernetes-admin\ncurrent-context: kubernetes-admin@kaname\npreferences: {{}}\n",
-        b64(&pki.ca_cert)?,
-        b64(&pki.admin_cert)?,
-        b64(&pki.admin_key)?,
-    );
-    write_private(path, &text)
+    let read = |p: &Path| std::fs::read(p).with_context(|| p.display().to_string());
+    Kubeconfig {
+        cluster_name: "kaname".into(),
+        server: server.into(),
+        ca_pem: read(&pki.ca_cert)?,
+        user_name: "kubernetes-admin".into(),
+        client_cert_pem: read(&pki.admin_cert)?,
+        client_key_pem: read(&pki.admin_key)?,
+    }
+    .write(path)
 }
 
 /// rustls for the secure port: h2 and http/1.1; a client certificate is asked for and, if

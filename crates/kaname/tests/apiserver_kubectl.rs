@@ -514,18 +514,9 @@ fn auth_and_health(flavor: Flavor) {
     // A user outside system:masters (CN=jane, O=dev, signed by the same CA) may read
     // discovery but nothing else: there is no RBAC yet.
     let pki = api.dir.path().join("pki");
-    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "kaname-ca");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let jane_key = rcgen::KeyPair::generate().unwrap();
-    let mut jane = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    jane.distinguished_name.push(rcgen::DnType::CommonName, "jane");
-    jane.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
-    let jane = jane.signed_by(&jane_key, &ca, &ca_key).unwrap();
-    std::fs::write(pki.join("jane.crt"), jane.pem()).unwrap();
-    std::fs::write(pki.join("jane.key"), jane_key.serialize_pem()).unwrap();
+    let ca = kaname_pki::Ca::load(&pki.join("ca.crt"), &pki.join("ca.key")).unwrap();
+    let jane = ca.issue(&kaname_pki::CertSpec::new("jane").organization("dev")).unwrap();
+    jane.write(&pki.join("jane.crt"), &pki.join("jane.key")).unwrap();
     let as_jane = |path: &str| {
         let out = Command::new("curl")
             .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "--cacert"])
@@ -631,22 +622,14 @@ impl Drop for Proc {
 fn etcd_over_tls(flavor: Flavor) {
     let dir = tempfile::Builder::new().prefix("kaname-apiserver-etcd-tls-").tempdir().unwrap();
     let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::default();
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "etcd test CA");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
-    for (name, sans, server) in [("server", vec!["127.0.0.1".to_string()], true), ("apiserver", vec![], false)] {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(sans).unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        if server {
-            p.extended_key_usages.push(rcgen::ExtendedKeyUsagePurpose::ServerAuth);
-        }
-        std::fs::write(path(&format!("{name}.pem")), p.signed_by(&key, &ca, &ca_key).unwrap().pem()).unwrap();
-        std::fs::write(path(&format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    let ca = kaname_pki::Ca::generate(&kaname_pki::CertSpec::new("etcd test CA")).unwrap();
+    std::fs::write(path("ca.pem"), ca.cert_pem()).unwrap();
+    for (name, sans, server) in [("server", vec!["127.0.0.1"], true), ("apiserver", vec![], false)] {
+        use kaname_pki::ExtKeyUsage::{ClientAuth, ServerAuth};
+        let usages = if server { vec![ClientAuth, ServerAuth] } else { vec![ClientAuth] };
+        let cert = ca.issue(&kaname_pki::CertSpec::new(name).hosts(sans).ext_key_usages(usages)).unwrap();
+        let file = |n: String| std::path::PathBuf::from(path(&n));
+        cert.write(&file(format!("{name}.pem")), &file(format!("{name}-key.pem"))).unwrap();
     }
     let (client, peer) = (claim_port(), claim_port());
     let client_url = format!("https://127.0.0.1:{}", client.port);

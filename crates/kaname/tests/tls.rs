@@ -1,5 +1,5 @@
 //! TLS on client and peer URLs, judged against real etcd 3.4 with real etcdctl 3.4: the same
-//! certificates (made here with rcgen), the same flags and the same etcdctl commands against
+//! certificates (made here with kaname-pki), the same flags and the same etcdctl commands against
 //! both; normalized outputs and exit codes must match.
 //!
 //! The shared harness' `Cluster` speaks plain http, so this file has its own small launcher
@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kaname_pki::{Ca, CertSpec, ExtKeyUsage, KeyUsage};
+
 // ---------------------------------------------------------------------------------------------
 // Certificates
 // ---------------------------------------------------------------------------------------------
@@ -28,21 +30,21 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let dir = tempfile::Builder::new().prefix("kaname-tls-pki-").tempdir().unwrap();
-        let (ca, ca_key) = make_ca("kaname test CA");
-        let (other_ca, other_key) = make_ca("some other CA");
+        let ca = make_ca("kaname test CA");
+        let other_ca = make_ca("some other CA");
         let write = |name: &str, text: String| fs::write(dir.path().join(name), text).unwrap();
-        write("ca.pem", ca.pem());
-        let server = leaf("server", &["127.0.0.1", "localhost"], true, &ca, &ca_key);
+        write("ca.pem", ca.cert_pem().to_string());
+        let server = leaf("server", &["127.0.0.1", "localhost"], true, &ca);
         write("server.pem", server.0);
         write("server-key.pem", server.1);
-        let client = leaf("root", &[], false, &ca, &ca_key);
+        let client = leaf("root", &[], false, &ca);
         write("client.pem", client.0);
         write("client-key.pem", client.1);
         // CN=alice names the user alice when auth is on (see the auth test below).
-        let alice = leaf("alice", &[], false, &ca, &ca_key);
+        let alice = leaf("alice", &[], false, &ca);
         write("alice.pem", alice.0);
         write("alice-key.pem", alice.1);
-        let stranger = leaf("root", &[], false, &other_ca, &other_key);
+        let stranger = leaf("root", &[], false, &other_ca);
         write("other-client.pem", stranger.0);
         write("other-client-key.pem", stranger.1);
         Pki { dir }
@@ -77,27 +79,23 @@ impl Pki {
     }
 }
 
-fn make_ca(cn: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let key = rcgen::KeyPair::generate().unwrap();
-    (p.self_signed(&key).unwrap(), key)
+fn make_ca(cn: &str) -> Ca {
+    Ca::generate(&CertSpec::new(cn).key_usages([KeyUsage::KeyCertSign, KeyUsage::CrlSign])).unwrap()
 }
 
 /// A certificate signed by `ca`: (cert PEM, key PEM).
-fn leaf(cn: &str, sans: &[&str], server: bool, ca: &rcgen::Certificate, ca_key: &rcgen::KeyPair) -> (String, String) {
-    let mut p = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature, rcgen::KeyUsagePurpose::KeyEncipherment];
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+fn leaf(cn: &str, sans: &[&str], server: bool, ca: &Ca) -> (String, String) {
+    let mut usages = vec![ExtKeyUsage::ClientAuth];
     if server {
         // Members present the same certificate as server and (to peers) as client.
-        p.extended_key_usages.push(rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+        usages.push(ExtKeyUsage::ServerAuth);
     }
-    let key = rcgen::KeyPair::generate().unwrap();
-    (p.signed_by(&key, ca, ca_key).unwrap().pem(), key.serialize_pem())
+    let spec = CertSpec::new(cn)
+        .hosts(sans.iter().copied())
+        .key_usages([KeyUsage::DigitalSignature, KeyUsage::KeyEncipherment])
+        .ext_key_usages(usages);
+    let cert = ca.issue(&spec).unwrap();
+    (cert.cert_pem(), cert.key_pem())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 //! Layers, top to bottom (as etcd's): [`grpc`] (the v3 API: checks, headers) and [`http`]
 //! → [`server`] (propose through Raft, linearizable reads) → [`raft`] (openraft: log, network,
 //! state machine) → [`apply`] (etcd request semantics) → [`mvcc`] (revisions, index, history
-//! on redb). [`run`] wires a member together from its [`config`].
+//! on redb). [`flags`] is `kaname etcd`'s command line and its entry point [`run`]`(flags,
+//! shutdown)`; [`mod@run`] wires a member together from its [`config`].
 
 pub mod alarm;
 pub mod apply;
@@ -12,6 +13,7 @@ pub mod batcher;
 pub mod config;
 pub mod datadir;
 pub mod error;
+pub mod flags;
 pub mod grpc;
 pub mod http;
 mod leader_call;
@@ -29,4 +31,5 @@ pub mod tls;
 pub mod watch;
 
 pub use config::{ClusterState, EtcdConfig};
-pub use run::{run, Member};
+pub use flags::{run, EtcdFlags};
+pub use run::Member;

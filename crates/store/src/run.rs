@@ -477,7 +477,7 @@ async fn identity_from_cluster(
 }
 
 /// Runs a member until `shutdown` resolves.
-pub async fn run(cfg: EtcdConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run_config(cfg: EtcdConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let member = start(cfg).await?;
     let removed = member.removed.clone();
     let was_removed = tokio::select! {

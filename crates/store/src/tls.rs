@@ -167,45 +167,19 @@ pub fn self_cert(dir: &Path, hosts: &[String], validity_years: u32) -> anyhow::R
     if cert_path.exists() && key_path.exists() {
         return Ok(info);
     }
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "etcd");
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now;
-    params.not_after = now
-        .replace_year(now.year() + validity_years.max(1) as i32)
-        .unwrap_or_else(|_| now + time::Duration::days(365 * validity_years.max(1) as i64));
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature, rcgen::KeyUsagePurpose::KeyEncipherment];
-    // ServerAuth as etcd 3.4; ClientAuth too (as etcd 3.5) so a peer may present it.
-    params.extended_key_usages =
-        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    for h in hosts {
-        params.subject_alt_names.push(match h.parse::<std::net::IpAddr>() {
-            Ok(ip) => rcgen::SanType::IpAddress(ip),
-            Err(_) => rcgen::SanType::DnsName(h.clone().try_into().map_err(|e| anyhow!("host {h}: {e}"))?),
-        });
-    }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let cert = params.self_signed(&key)?;
+    // As etcd's: O=etcd and no CN; the hosts of the listen URLs as SANs; digital signature and
+    // key encipherment; ServerAuth as etcd 3.4, ClientAuth too (as etcd 3.5) so a peer may
+    // present it.
+    let spec = kaname_pki::CertSpec { organization: Some("etcd".into()), ..Default::default() }
+        .hosts(hosts)
+        .key_usages([kaname_pki::KeyUsage::DigitalSignature, kaname_pki::KeyUsage::KeyEncipherment])
+        .ext_key_usages([kaname_pki::ExtKeyUsage::ServerAuth, kaname_pki::ExtKeyUsage::ClientAuth])
+        .validity(kaname_pki::Validity::Years(validity_years.max(1)));
+    let cert = kaname_pki::self_signed(&spec)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot generate cert: mkdir {}", dir.display()))?;
-    write_private(&key_path, key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, cert.pem()).with_context(|| format!("write {}", cert_path.display()))?;
+    cert.write(&cert_path, &key_path)?;
     tracing::info!("created self-signed certificate {}", cert_path.display());
     Ok(info)
-}
-
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("write {}", path.display()))?;
-    f.write_all(data)?;
-    Ok(())
 }
 
 /// A listener's config. ALPN offers `h2` (grpc-go, so etcdctl, insists on it) and
