@@ -11,6 +11,8 @@ pub mod auth;
 pub mod batcher;
 pub mod config;
 pub mod datadir;
+#[cfg(test)]
+mod encoding_tests;
 pub mod error;
 pub mod grpc;
 pub mod http;

@@ -23,6 +23,10 @@ use crate::raft::MemberNode;
 use crate::server::{EtcdServer, ForwardReply};
 
 /// A membership change as the Cluster service asks for it.
+///
+/// A peer message, in bincode (a variant is its position): add variants only at the end,
+/// never reorder or remove one, and give each an example and golden bytes
+/// (`src/encoding_tests.rs`), so members of different versions understand each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MembershipChange {
     Add { id: u64, peer_urls: Vec<String>, learner: bool },

@@ -36,6 +36,10 @@ pub struct RequestLimits {
 }
 
 /// A forwarded request's outcome as the leader reports it.
+///
+/// A peer message, in bincode (a variant is its position): add variants only at the end,
+/// never reorder or remove one, and give each an example and golden bytes
+/// (`src/encoding_tests.rs`), so members of different versions understand each other.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardReply<T> {
     /// Done: the log index it was committed at, and the result.

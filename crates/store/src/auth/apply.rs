@@ -12,6 +12,12 @@ use crate::mvcc::WriteBatch;
 
 /// One replicated auth request. Passwords arrive already hashed (see the module docs of
 /// [`crate::auth`]), so the log never holds a plain password.
+///
+/// It is written into the Raft log inside [`crate::raft::Command::Auth`] with bincode, which
+/// encodes a variant as its position. So add a variant only at the end, and never reorder or
+/// remove one: an old log would replay as a different auth change. Give the new variant an
+/// example in `src/encoding_tests.rs` and commit the golden bytes its test prints into
+/// `testdata/golden_encoding.txt`; the test fails until then.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AuthOp {
     Enable,

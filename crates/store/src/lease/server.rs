@@ -14,6 +14,10 @@ use crate::raft::network::PeerRpc;
 use crate::server::{EtcdServer, ForwardReply};
 
 /// A lease question for the leader.
+///
+/// A peer message, in bincode (a variant is its position): add variants only at the end,
+/// never reorder or remove one, and give each an example and golden bytes
+/// (`src/encoding_tests.rs`), so members of different versions understand each other.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub enum LeaseCall {
     Renew(i64),
@@ -21,6 +25,10 @@ pub enum LeaseCall {
 }
 
 /// The leader's answer to a [`LeaseCall`].
+///
+/// A peer message, in bincode (a variant is its position): add variants only at the end,
+/// never reorder or remove one, and give each an example and golden bytes
+/// (`src/encoding_tests.rs`), so members of different versions understand each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum LeaseAnswer {
     /// The TTL the lease was renewed for.

@@ -18,6 +18,12 @@ use crate::error::EtcdError;
 /// One replicated request. etcd requests travel as their protobuf encoding, so the log holds
 /// exactly what the client sent and the apply step decodes it with the same types the gRPC
 /// edge used.
+///
+/// Commands are written into the Raft log (every member's WAL, replayed at restart) with
+/// bincode, which encodes a variant as its position. So add a variant only at the end, and
+/// never reorder or remove one: an old log would replay as the wrong command. Give the new
+/// variant an example in `src/encoding_tests.rs` and commit the golden bytes its test prints
+/// into `testdata/golden_encoding.txt`; the test fails until then.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     // serde_bytes: bincode would otherwise (de)serialize payloads byte by byte.
@@ -32,7 +38,8 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
-    // New variants go last: bincode numbers variants by position, in logs and on the wire.
+    // New variants go last: bincode numbers variants by position, in logs and on the wire
+    // (see the enum's docs).
     /// An `AlarmRequest` that raises or clears an alarm (alarms are replicated state).
     Alarm(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An encoded `LeaseGrantRequest`, its ID already chosen (IDs must agree on all members).
