@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kaname_store::tls::TlsInfo;
+use kaname_store::config::TlsInfo;
 use kaname_store::{ClusterState, EtcdConfig};
 
 #[derive(Parser)]
