@@ -263,7 +263,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         transferring,
         peers,
         metrics,
-        auth_cfg: crate::grpc::auth::AuthConfig {
+        auth_cfg: crate::auth::AuthConfig {
             bcrypt_cost: cfg.bcrypt_cost,
             client_cert_auth: cfg.client_tls.client_cert_auth,
         },

@@ -67,7 +67,7 @@ pub struct EtcdServer {
     pub transferring: watch::Sender<bool>,
     /// Linearizable reads share read-index rounds through it.
     pub read_rounds: crate::read_index::ReadIndexRounds,
-    pub auth_cfg: crate::grpc::auth::AuthConfig,
+    pub auth_cfg: crate::auth::AuthConfig,
 }
 
 /// How often to look again for a leader while none is known.

@@ -25,6 +25,20 @@ use crate::error::EtcdError;
 pub const ROOT_USER: &str = "root";
 pub const ROOT_ROLE: &str = "root";
 
+/// `--auth-token` and `--bcrypt-cost`, plus whether client certificates name users.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub bcrypt_cost: u32,
+    /// `--client-cert-auth`: a request without a token is made by its certificate's CN.
+    pub client_cert_auth: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { bcrypt_cost: bcrypt::DEFAULT_COST, client_cert_auth: false }
+    }
+}
+
 /// Who sent a request, as the gRPC edge determined it (etcd's `AuthInfo`). `revision` is the
 /// auth revision the edge saw; 0 means no user at all (etcd's "user name is empty").
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
