@@ -27,8 +27,8 @@ use crate::error::EtcdError;
 use crate::lease::server::{LeaseAnswer, LeaseCall};
 use crate::lease::LeaseStatus;
 use crate::membership::{ClusterView, MembershipChange};
+use crate::raft::network::ForwardReply;
 use crate::raft::{Command, CommandResult, LogId, MemberNode, Proposal, TypeConfig};
-use crate::server::ForwardReply;
 
 const GOLDEN_PATH: &str = "crates/store/testdata/golden_encoding.txt";
 const GOLDEN: &str = include_str!("../testdata/golden_encoding.txt");

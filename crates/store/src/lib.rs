@@ -8,7 +8,6 @@
 pub mod alarm;
 pub mod apply;
 pub mod auth;
-pub mod batcher;
 pub mod config;
 pub mod datadir;
 #[cfg(test)]
@@ -16,14 +15,12 @@ mod encoding_tests;
 pub mod error;
 pub mod grpc;
 pub mod http;
-mod leader_call;
 pub mod lease;
 pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod peer;
 pub mod raft;
-pub mod read_index;
 pub mod restore;
 pub mod run;
 pub mod server;

@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{internal, EtcdError};
-use crate::leader_call::LeaderCall;
-use crate::raft::network::PeerRpc;
+use crate::raft::network::{ForwardReply, PeerRpc};
 use crate::raft::state_machine::member_attributes;
 use crate::raft::MemberNode;
-use crate::server::{EtcdServer, ForwardReply};
+use crate::server::leader_call::LeaderCall;
+use crate::server::EtcdServer;
 
 /// A membership change as the Cluster service asks for it.
 ///

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::{LeaseStatus, RenewOutcome};
 use crate::error::EtcdError;
-use crate::leader_call::LeaderCall;
-use crate::raft::network::PeerRpc;
-use crate::server::{EtcdServer, ForwardReply};
+use crate::raft::network::{ForwardReply, PeerRpc};
+use crate::server::leader_call::LeaderCall;
+use crate::server::EtcdServer;
 
 /// A lease question for the leader.
 ///

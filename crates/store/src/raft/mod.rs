@@ -111,7 +111,7 @@ pub type CommandResult = Result<serde_bytes::ByteBuf, EtcdError>;
 /// openraft 0.9 appends each client write as its own entry and waits for that entry's fsync
 /// before taking the next one, so without batching every request would pay a full disk
 /// round alone. The server collects whatever arrives while earlier proposals are in flight
-/// into one proposal (see `server::Batcher`), which is what makes group commit happen.
+/// into one proposal (see `server::batcher`), which is what makes group commit happen.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Proposal(pub Vec<Command>);
 
