@@ -1,5 +1,8 @@
-//! Member-to-member transport: openraft's RPCs (and our forwarding RPCs) as bincode payloads
-//! over the `kanamepeer.RaftPeer` gRPC service on the peer URL.
+//! Member-to-member transport, calling end: openraft's RPCs (and our forwarding RPCs) as
+//! bincode payloads over the `kanamepeer.RaftPeer` gRPC service on the peer URL, or over the
+//! replication and call streams (`stream.rs`, `calls.rs`). Also the messages of the peer
+//! protocol both ends share ([`PeerRpc`], [`ForwardReply`], [`REMOVED_MEMBER`]); the answering
+//! end is the `peer` module.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -36,7 +36,7 @@ const END: u8 = 0xFF;
 const META_APPLIED: &str = "raft_applied";
 const META_MEMBERSHIP: &str = "raft_membership";
 /// Members a membership change removed (etcd's `RemovedMemberIDs`): their messages are refused,
-/// which is how a removed member learns it is out (see `peer.rs`).
+/// which is how a removed member learns it is out (see `peer/`).
 const META_REMOVED_MEMBERS: &str = "removed_members";
 
 /// Meta rows that describe the cluster a snapshot came from, not its data: a restore into a new
