@@ -1,9 +1,10 @@
 //! `kaname etcd`: an etcd v3 compatible, Raft replicated key-value store.
 //!
-//! Layers, top to bottom (as etcd's): [`grpc`] (the v3 API: checks, headers) and [`http`]
-//! → [`server`] (propose through Raft, linearizable reads) → [`raft`] (openraft: log, network,
-//! state machine) → [`apply`] (etcd request semantics) → [`mvcc`] (revisions, index, history
-//! on redb). [`run`] wires a member together from its [`config`].
+//! Layers, top to bottom (as etcd's): [`grpc`] (the v3 API: checks, headers), [`http`] and
+//! [`peer`] (what other members call) → [`server`] (propose through Raft, linearizable reads)
+//! → [`raft`] (openraft: log, network, state machine) → [`apply`] (etcd request semantics) →
+//! [`mvcc`] (revisions, index, history on redb). A layer uses only the ones below it (see
+//! docs/architecture.md). [`run`] wires a member together from its [`config`].
 
 pub mod alarm;
 pub mod apply;
