@@ -21,8 +21,7 @@ use openraft::{CommittedLeaderId, EntryPayload, StoredMembership, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::auth::apply::AuthOp;
-use crate::auth::Perm;
+use crate::auth::{AuthOp, Perm};
 use crate::error::EtcdError;
 use crate::lease::server::{LeaseAnswer, LeaseCall};
 use crate::lease::LeaseStatus;

@@ -99,6 +99,67 @@ impl Default for AuthState {
     }
 }
 
+/// One replicated auth request. Passwords arrive already hashed (see the module docs of
+/// [`crate::auth`]), so the log never holds a plain password.
+///
+/// It is written into the Raft log inside [`crate::raft::Command::Auth`] with bincode, which
+/// encodes a variant as its position. So add a variant only at the end, and never reorder or
+/// remove one: an old log would replay as a different auth change. Give the new variant an
+/// example in `src/encoding_tests.rs` and commit the golden bytes its test prints into
+/// `testdata/golden_encoding.txt`; the test fails until then.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AuthOp {
+    Enable,
+    Disable,
+    /// The password was checked by the receiving member; `prefix` is the token's random part.
+    Authenticate {
+        name: String,
+        prefix: String,
+    },
+    UserAdd {
+        name: String,
+        hash: String,
+        no_password: bool,
+    },
+    UserDelete {
+        name: String,
+    },
+    UserChangePassword {
+        name: String,
+        hash: String,
+    },
+    UserGrantRole {
+        user: String,
+        role: String,
+    },
+    UserRevokeRole {
+        name: String,
+        role: String,
+    },
+    RoleAdd {
+        name: String,
+    },
+    RoleDelete {
+        role: String,
+    },
+    RoleGrantPermission {
+        name: String,
+        perm: Perm,
+    },
+    RoleRevokePermission {
+        role: String,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
+}
+
+impl AuthOp {
+    /// Everything but Authenticate is an admin operation (etcd's `needAdminPermission`).
+    pub fn needs_admin(&self) -> bool {
+        !matches!(self, AuthOp::Authenticate { .. })
+    }
+}
+
 /// What an operation needs on a key range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {

@@ -13,9 +13,8 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{observed, Headed};
-use crate::auth::apply::AuthOp;
 use crate::auth::tokens::{gen_prefix, token_index};
-use crate::auth::{AuthInfo, Perm};
+use crate::auth::{AuthInfo, AuthOp, Perm};
 use crate::error::{internal, EtcdError};
 use crate::raft::Command;
 use crate::server::EtcdServer;

@@ -51,7 +51,7 @@ pub enum Command {
     Auth {
         user: String,
         auth_revision: u64,
-        op: crate::auth::apply::AuthOp,
+        op: crate::auth::AuthOp,
     },
     /// A client's write (Put, DeleteRange, Txn, LeaseRevoke) with who sent it and the auth
     /// revision the receiving member saw (etcd's request header `Username`/`AuthRevision`):

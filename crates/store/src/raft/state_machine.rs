@@ -584,7 +584,7 @@ fn ser<T: Serialize>(v: &T) -> Vec<u8> {
 #[cfg(test)]
 mod auth_tests {
     use super::*;
-    use crate::auth::apply::AuthOp;
+    use crate::auth::AuthOp;
 
     fn put(key: &str) -> Command {
         Command::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() }.encode_to_vec())
