@@ -2,8 +2,8 @@
 //! the enabled flag and the auth revision.
 //!
 //! The state is replicated: every change is a Raft command ([`AuthOp`], applied by
-//! [`apply`]) and the state is kept in the `auth` table of the MVCC backend file (see
-//! `mvcc/auth_rows.rs`), committed in the same redb transaction as the apply round, so it
+//! [`crate::apply::auth`]) and the state is kept in the `auth` table of the MVCC backend file
+//! (see `mvcc/auth_rows.rs`), committed in the same redb transaction as the apply round, so it
 //! travels in Raft snapshots, `snapshot save` and restore, as etcd's `authUsers`/`authRoles`
 //! buckets live in its bbolt file.
 //! Passwords are bcrypt hashed by the member that receives the request, before proposing,
@@ -11,7 +11,6 @@
 //!
 //! Simple tokens are not persisted (etcd keeps them in memory too): see [`tokens`].
 
-pub mod apply;
 pub mod tokens;
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 use kaname_proto::etcdserverpb as pb;
 use prost::Message;
 
-use super::{AuthInfo, AuthOp, AuthState, Role, User, ROOT_ROLE, ROOT_USER};
+use crate::auth::{AuthInfo, AuthOp, AuthState, Role, User, ROOT_ROLE, ROOT_USER};
 use crate::error::EtcdError;
 use crate::mvcc::WriteBatch;
 
