@@ -23,11 +23,11 @@ use serde::Serialize;
 
 use crate::auth::{AuthOp, Perm};
 use crate::error::EtcdError;
-use crate::lease::server::{LeaseAnswer, LeaseCall};
 use crate::lease::LeaseStatus;
 use crate::membership::{ClusterView, MembershipChange};
 use crate::raft::network::ForwardReply;
 use crate::raft::{Command, CommandResult, LogId, MemberNode, Proposal, TypeConfig};
+use crate::server::lease::{LeaseAnswer, LeaseCall};
 
 const GOLDEN_PATH: &str = "crates/store/testdata/golden_encoding.txt";
 const GOLDEN: &str = include_str!("../testdata/golden_encoding.txt");

@@ -332,7 +332,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let removed = server.peers.removed.clone();
     tasks.push(tokio::spawn(track_raft_metrics(server.clone(), removed.clone())));
     let lease_extend = Duration::from_millis(cfg.election_timeout_ms);
-    tasks.push(tokio::spawn(crate::lease::expiry::run(server.clone(), lease_extend)));
+    tasks.push(tokio::spawn(crate::server::lease_expiry::run(server.clone(), lease_extend)));
     tasks.push(tokio::spawn(watch_hub.run_sync_loop()));
     tasks.push(tokio::spawn(crate::membership::probe_peers(server.clone())));
     tracing::info!(

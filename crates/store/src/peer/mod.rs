@@ -27,11 +27,11 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use self::stream::{Accepted, Rewound};
-use crate::lease::server::{LeaseAnswer, LeaseCall};
 use crate::raft::network::{ForwardReply, PeerRpc, REMOVED_MEMBER};
 use crate::raft::state_machine::removed_members;
 use crate::raft::stream::Io;
 use crate::raft::{Command, CommandResult, TypeConfig};
+use crate::server::lease::{LeaseAnswer, LeaseCall};
 use crate::server::EtcdServer;
 
 /// What the peer streams need from the member they serve: Raft's AppendEntries, and the

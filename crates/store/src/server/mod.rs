@@ -3,11 +3,15 @@
 //! read index confirmed by the leader; any member accepts any request.
 //!
 //! The layer's parts: [`batcher`] (proposals of concurrent clients travel together),
-//! [`read_index`] (linearizable reads share read-index rounds) and `leader_call` (requests
-//! only the leader can carry out, sent to it over the peer calls of [`crate::raft::network`]).
+//! [`read_index`] (linearizable reads share read-index rounds), `leader_call` (requests
+//! only the leader can carry out, sent to it over the peer calls of [`crate::raft::network`]),
+//! and the leader-local side of leases: [`lease`] (renew and time-to-live, answered by the
+//! leader) and [`lease_expiry`] (the leader's loop revoking expired leases).
 
 pub mod batcher;
 pub(crate) mod leader_call;
+pub mod lease;
+pub mod lease_expiry;
 pub mod read_index;
 
 use std::sync::Arc;

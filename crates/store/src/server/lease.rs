@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{LeaseStatus, RenewOutcome};
 use crate::error::EtcdError;
+use crate::lease::{LeaseStatus, RenewOutcome};
 use crate::raft::network::{ForwardReply, PeerRpc};
 use crate::server::leader_call::LeaderCall;
 use crate::server::EtcdServer;
@@ -83,7 +83,7 @@ impl EtcdServer {
                 return ForwardReply::Failed(EtcdError::Timeout);
             }
             // A fresh leader answers once it has applied the earlier terms and taken over
-            // expiry (see `expiry::run`); until then its view of the leases is incomplete.
+            // expiry (see `lease_expiry::run`); until then its view of the leases is incomplete.
             if !lessor.is_primary() {
                 tokio::time::sleep(POLL).await;
                 continue;
