@@ -3,9 +3,9 @@
 //! finding 1). Both cut members off with SIGSTOP as `partition.rs` does, on a 3-member kaname
 //! cluster, and talk gRPC (`kaname-proto`) so that the exact answer of a keepalive is seen.
 //!
-//! - `isolated_leader_does_not_renew_a_lease`: the fix in `lease/server.rs` (a quorum
+//! - `isolated_leader_does_not_renew_a_lease`: the fix in `server/lease.rs` (a quorum
 //!   read-index round before each renewal, etcd's `ensureLeadership`).
-//! - `deposed_leader_does_not_revoke_a_renewed_lease`: the fix in `lease/expiry.rs` and
+//! - `deposed_leader_does_not_revoke_a_renewed_lease`: the fix in `server/lease_expiry.rs` and
 //!   `EtcdServer::propose_as_leader` (expiry revokes are proposed only in the lessor's term,
 //!   never forwarded).
 //!

@@ -11,6 +11,11 @@ use tonic::{Code, Status};
 ///
 /// It is serializable because some of them are decided by the state machine on the leader
 /// and travel back to the member that received the request.
+///
+/// They travel in bincode, which encodes a variant as its position. So add a variant only at
+/// the end, and never reorder or remove one: a member of another version would report a
+/// different error. Give the new variant an example in `src/encoding_tests.rs` and commit the
+/// golden bytes its test prints into `testdata/golden_encoding.txt`; the test fails until then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcdserver: key is not provided")]
@@ -46,7 +51,8 @@ pub enum EtcdError {
     /// A fault of this member (disk, corrupted state) rather than of the request.
     #[error("etcdserver: {0}")]
     Internal(String),
-    // New variants go last: bincode numbers variants by position on the wire.
+    // New variants go last: bincode numbers variants by position on the wire (see the
+    // enum's docs).
     /// The backend reached `--quota-backend-bytes`, or a `NOSPACE` alarm is active.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,

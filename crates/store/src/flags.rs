@@ -11,7 +11,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 
 use crate::config::{ClusterState, EtcdConfig};
-use crate::tls::TlsInfo;
+use crate::config::TlsInfo;
 
 // `--initial-cluster-state`. (No doc comments on the variants: clap would print them in `--help`.)
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -16,13 +16,17 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{internal, EtcdError};
-use crate::leader_call::LeaderCall;
-use crate::raft::network::PeerRpc;
+use crate::raft::network::{ForwardReply, PeerRpc};
 use crate::raft::state_machine::member_attributes;
 use crate::raft::MemberNode;
-use crate::server::{EtcdServer, ForwardReply};
+use crate::server::leader_call::LeaderCall;
+use crate::server::EtcdServer;
 
 /// A membership change as the Cluster service asks for it.
+///
+/// A peer message, in bincode (a variant is its position): add variants only at the end,
+/// never reorder or remove one, and give each an example and golden bytes
+/// (`src/encoding_tests.rs`), so members of different versions understand each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MembershipChange {
     Add { id: u64, peer_urls: Vec<String>, learner: bool },

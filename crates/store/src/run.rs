@@ -234,17 +234,17 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
 
     let request_timeout = Duration::from_millis(5000 + 2 * cfg.election_timeout_ms);
     let (transferring, transferring_rx) = tokio::sync::watch::channel(false);
-    let route = crate::batcher::Route {
+    let route = crate::server::batcher::Route {
         raft: raft.clone(),
         peers: peers.clone(),
         member_id,
         timeout: request_timeout,
         transferring: transferring_rx,
     };
-    let (read_rounds, read_queue) = crate::read_index::ReadIndexRounds::new();
+    let (read_rounds, read_queue) = crate::server::read_index::ReadIndexRounds::new();
     store.tokens().set_ttl(Duration::from_secs(cfg.auth_token_ttl));
     let server = Arc::new(EtcdServer {
-        batcher: crate::batcher::Batcher::start(route),
+        batcher: crate::server::batcher::Batcher::start(route),
         read_rounds,
         applied: applied_rx,
         raft,
@@ -263,12 +263,12 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
         transferring,
         peers,
         metrics,
-        auth_cfg: crate::grpc::auth::AuthConfig {
+        auth_cfg: crate::auth::AuthConfig {
             bcrypt_cost: cfg.bcrypt_cost,
             client_cert_auth: cfg.client_tls.client_cert_auth,
         },
     });
-    tokio::spawn(crate::read_index::run(Arc::downgrade(&server), read_queue));
+    tokio::spawn(crate::server::read_index::run(Arc::downgrade(&server), read_queue));
 
     let mut tasks = Vec::new();
     let mut peer_addrs = Vec::new();
@@ -332,7 +332,7 @@ pub async fn start(cfg: EtcdConfig) -> anyhow::Result<Member> {
     let removed = server.peers.removed.clone();
     tasks.push(tokio::spawn(track_raft_metrics(server.clone(), removed.clone())));
     let lease_extend = Duration::from_millis(cfg.election_timeout_ms);
-    tasks.push(tokio::spawn(crate::lease::expiry::run(server.clone(), lease_extend)));
+    tasks.push(tokio::spawn(crate::server::lease_expiry::run(server.clone(), lease_extend)));
     tasks.push(tokio::spawn(watch_hub.run_sync_loop()));
     tasks.push(tokio::spawn(crate::membership::probe_peers(server.clone())));
     tracing::info!(

@@ -2,8 +2,8 @@
 //! the enabled flag and the auth revision.
 //!
 //! The state is replicated: every change is a Raft command ([`AuthOp`], applied by
-//! [`apply`]) and the state is kept in the `auth` table of the MVCC backend file (see
-//! `mvcc/auth_rows.rs`), committed in the same redb transaction as the apply round, so it
+//! [`crate::apply::auth`]) and the state is kept in the `auth` table of the MVCC backend file
+//! (see `mvcc/auth_rows.rs`), committed in the same redb transaction as the apply round, so it
 //! travels in Raft snapshots, `snapshot save` and restore, as etcd's `authUsers`/`authRoles`
 //! buckets live in its bbolt file.
 //! Passwords are bcrypt hashed by the member that receives the request, before proposing,
@@ -11,7 +11,6 @@
 //!
 //! Simple tokens are not persisted (etcd keeps them in memory too): see [`tokens`].
 
-pub mod apply;
 pub mod tokens;
 
 use std::collections::BTreeMap;
@@ -24,6 +23,20 @@ use crate::error::EtcdError;
 
 pub const ROOT_USER: &str = "root";
 pub const ROOT_ROLE: &str = "root";
+
+/// `--auth-token` and `--bcrypt-cost`, plus whether client certificates name users.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub bcrypt_cost: u32,
+    /// `--client-cert-auth`: a request without a token is made by its certificate's CN.
+    pub client_cert_auth: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { bcrypt_cost: bcrypt::DEFAULT_COST, client_cert_auth: false }
+    }
+}
 
 /// Who sent a request, as the gRPC edge determined it (etcd's `AuthInfo`). `revision` is the
 /// auth revision the edge saw; 0 means no user at all (etcd's "user name is empty").
@@ -82,6 +95,67 @@ impl Default for AuthState {
     /// real state and can mean "no user" in an [`AuthInfo`].
     fn default() -> Self {
         AuthState { enabled: false, revision: 1, users: BTreeMap::new(), roles: BTreeMap::new() }
+    }
+}
+
+/// One replicated auth request. Passwords arrive already hashed (see the module docs of
+/// [`crate::auth`]), so the log never holds a plain password.
+///
+/// It is written into the Raft log inside [`crate::raft::Command::Auth`] with bincode, which
+/// encodes a variant as its position. So add a variant only at the end, and never reorder or
+/// remove one: an old log would replay as a different auth change. Give the new variant an
+/// example in `src/encoding_tests.rs` and commit the golden bytes its test prints into
+/// `testdata/golden_encoding.txt`; the test fails until then.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AuthOp {
+    Enable,
+    Disable,
+    /// The password was checked by the receiving member; `prefix` is the token's random part.
+    Authenticate {
+        name: String,
+        prefix: String,
+    },
+    UserAdd {
+        name: String,
+        hash: String,
+        no_password: bool,
+    },
+    UserDelete {
+        name: String,
+    },
+    UserChangePassword {
+        name: String,
+        hash: String,
+    },
+    UserGrantRole {
+        user: String,
+        role: String,
+    },
+    UserRevokeRole {
+        name: String,
+        role: String,
+    },
+    RoleAdd {
+        name: String,
+    },
+    RoleDelete {
+        role: String,
+    },
+    RoleGrantPermission {
+        name: String,
+        perm: Perm,
+    },
+    RoleRevokePermission {
+        role: String,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
+}
+
+impl AuthOp {
+    /// Everything but Authenticate is an admin operation (etcd's `needAdminPermission`).
+    pub fn needs_admin(&self) -> bool {
+        !matches!(self, AuthOp::Authenticate { .. })
     }
 }
 

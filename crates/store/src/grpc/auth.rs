@@ -13,26 +13,11 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{observed, Headed};
-use crate::auth::apply::AuthOp;
 use crate::auth::tokens::{gen_prefix, token_index};
-use crate::auth::{AuthInfo, Perm};
+use crate::auth::{AuthInfo, AuthOp, Perm};
 use crate::error::{internal, EtcdError};
 use crate::raft::Command;
 use crate::server::EtcdServer;
-
-/// `--auth-token` and `--bcrypt-cost`, plus whether client certificates name users.
-#[derive(Clone, Debug)]
-pub struct AuthConfig {
-    pub bcrypt_cost: u32,
-    /// `--client-cert-auth`: a request without a token is made by its certificate's CN.
-    pub client_cert_auth: bool,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig { bcrypt_cost: bcrypt::DEFAULT_COST, client_cert_auth: false }
-    }
-}
 
 /// The verified client certificate's CommonName of a TLS connection, put into each request's
 /// extensions by the client listener (as axum's `ConnectInfo`).

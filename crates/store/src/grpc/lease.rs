@@ -1,6 +1,6 @@
 //! `etcdserverpb.Lease` (etcd's `v3rpc/lease.go` over `v3_server.go`): grant and revoke go
 //! through Raft; keep-alive and time-to-live are answered by the leader (see
-//! `lease::server`); the lease list is this member's replicated view.
+//! `server::lease`); the lease list is this member's replicated view.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

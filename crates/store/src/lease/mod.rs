@@ -10,13 +10,10 @@
 //! change can make a lease live longer, never shorter.
 //!
 //! [`Lessor`] is the in-memory state, owned by the MVCC store (whose writes attach and detach
-//! keys; the `lease` table itself is `mvcc/lease_rows.rs`); `apply.rs` is what a grant and a
-//! revoke do when applied; `expiry.rs` is the leader's loop; `server.rs` answers renew and
+//! keys; the `lease` table itself is `mvcc/lease_rows.rs`). The rest lives in the layer that
+//! uses it: `apply/lease.rs` is what a grant and a revoke do when applied;
+//! `server/lease_expiry.rs` is the leader's loop; `server/lease.rs` answers renew and
 //! time-to-live on the leader, forwarding them there from other members.
-
-pub mod apply;
-pub mod expiry;
-pub mod server;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};

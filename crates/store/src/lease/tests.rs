@@ -113,8 +113,8 @@ mod with_store {
     use prost::Message;
 
     use crate::apply;
+    use crate::apply::lease::{grant, revoke};
     use crate::error::EtcdError;
-    use crate::lease::apply::{grant, revoke};
     use crate::mvcc::MvccStore;
 
     fn open(dir: &tempfile::TempDir, name: &str) -> MvccStore {

@@ -10,21 +10,21 @@
 //! waits for its commit while a read-index call overtakes it). Bodies are the same bincode as
 //! on gRPC, which stays for the rare calls (hello, membership, campaign) and for votes and
 //! snapshots.
+//!
+//! This is the calling end and the frame format both ends share; the answering end is
+//! `peer::calls`.
 
 use std::collections::HashMap;
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader, WriteHalf};
+use tokio::sync::oneshot;
 
 use super::network::{PeerError, PeerRpc};
 use super::stream::{dial, read_frame, Io, CALLS_MAGIC};
 use super::MemberNode;
-use crate::server::EtcdServer;
 
 /// The RPCs sent on call streams, with their wire codes.
 const ROUTED: [(PeerRpc, u8); 3] = [(PeerRpc::Forward, 1), (PeerRpc::ReadIndex, 2), (PeerRpc::Lease, 3)];
@@ -37,11 +37,11 @@ fn wire_code(rpc: PeerRpc) -> Option<u8> {
     ROUTED.iter().find(|(r, _)| std::mem::discriminant(r) == std::mem::discriminant(&rpc)).map(|(_, c)| *c)
 }
 
-fn from_wire(code: u8) -> Option<PeerRpc> {
+pub(crate) fn from_wire(code: u8) -> Option<PeerRpc> {
     ROUTED.iter().find(|(_, c)| *c == code).map(|(r, _)| *r)
 }
 
-type Answer = Result<Vec<u8>, String>;
+pub(crate) type Answer = Result<Vec<u8>, String>;
 
 /// The calls waiting for an answer on one connection. `open` turns false when the connection
 /// fails, so the next call dials a new one.
@@ -203,7 +203,7 @@ async fn read_answers<R: AsyncRead + Unpin>(mut r: R, waiting: Arc<Mutex<Waiting
 }
 
 /// `[id u64][byte][body]` of a frame.
-fn split_header(frame: &[u8]) -> Option<(u64, u8, &[u8])> {
+pub(crate) fn split_header(frame: &[u8]) -> Option<(u64, u8, &[u8])> {
     if frame.len() < 9 {
         return None;
     }
@@ -211,54 +211,8 @@ fn split_header(frame: &[u8]) -> Option<(u64, u8, &[u8])> {
     Some((id, frame[8], &frame[9..]))
 }
 
-/// Serves one call stream: each call runs in a task of its own, and answers go back as they
-/// are ready, several to a write when they pile up. Ends when the caller closes the connection.
-pub async fn serve<T: AsyncRead + AsyncWrite + Send + 'static>(io: T, server: Arc<EtcdServer>) {
-    let (reader, mut writer) = tokio::io::split(io);
-    let (answers, mut ready) = mpsc::unbounded_channel::<Vec<u8>>();
-    let read = async move {
-        let mut reader = BufReader::new(reader);
-        let mut calls = JoinSet::new();
-        loop {
-            let frame = match read_frame(&mut reader).await {
-                Ok(f) => f,
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
-                        tracing::debug!("call stream ended: {e}");
-                    }
-                    return;
-                }
-            };
-            let Some((id, code, _)) = split_header(&frame) else { return };
-            let (server, answers) = (server.clone(), answers.clone());
-            calls.spawn(async move {
-                let answer = match from_wire(code) {
-                    Some(rpc) => crate::peer::serve_call(&server, rpc, &frame[9..]).await,
-                    None => Err(format!("unknown peer call {code}")),
-                };
-                let _ = answers.send(answer_frame(id, answer));
-            });
-            while calls.try_join_next().is_some() {}
-        }
-    };
-    let write = async move {
-        while let Some(mut batch) = ready.recv().await {
-            while let Ok(more) = ready.try_recv() {
-                batch.extend_from_slice(&more);
-            }
-            if writer.write_all(&batch).await.is_err() {
-                return;
-            }
-        }
-    };
-    // Either end stopping ends the stream; calls still running are dropped with it.
-    tokio::select! {
-        () = read => {}
-        () = write => {}
-    }
-}
-
-fn answer_frame(id: u64, answer: Answer) -> Vec<u8> {
+/// An answer's frame: `ok` 1 and the body, or 0 and the error text.
+pub(crate) fn answer_frame(id: u64, answer: Answer) -> Vec<u8> {
     match answer {
         Ok(body) => frame(id, 1, &body),
         Err(e) => frame(id, 0, e.as_bytes()),
@@ -305,10 +259,10 @@ mod tests {
                 let (tcp, _) = listener.accept().await.unwrap();
                 count.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    let Ok(super::super::stream::Accepted::Calls(io)) = super::super::stream::sniff(tcp).await else {
+                    let mut io = BufReader::new(tcp);
+                    if !super::super::stream::opens_with(&mut io, CALLS_MAGIC).await {
                         return;
-                    };
-                    let mut io = BufReader::new(io);
+                    }
                     while let Ok(frame) = read_frame(&mut io).await {
                         let (id, _, body) = split_header(&frame).unwrap();
                         if body == b"swallow" {

@@ -18,6 +18,12 @@ use crate::error::EtcdError;
 /// One replicated request. etcd requests travel as their protobuf encoding, so the log holds
 /// exactly what the client sent and the apply step decodes it with the same types the gRPC
 /// edge used.
+///
+/// Commands are written into the Raft log (every member's WAL, replayed at restart) with
+/// bincode, which encodes a variant as its position. So add a variant only at the end, and
+/// never reorder or remove one: an old log would replay as the wrong command. Give the new
+/// variant an example in `src/encoding_tests.rs` and commit the golden bytes its test prints
+/// into `testdata/golden_encoding.txt`; the test fails until then.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     // serde_bytes: bincode would otherwise (de)serialize payloads byte by byte.
@@ -32,7 +38,8 @@ pub enum Command {
         name: String,
         client_urls: Vec<String>,
     },
-    // New variants go last: bincode numbers variants by position, in logs and on the wire.
+    // New variants go last: bincode numbers variants by position, in logs and on the wire
+    // (see the enum's docs).
     /// An `AlarmRequest` that raises or clears an alarm (alarms are replicated state).
     Alarm(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An encoded `LeaseGrantRequest`, its ID already chosen (IDs must agree on all members).
@@ -44,7 +51,7 @@ pub enum Command {
     Auth {
         user: String,
         auth_revision: u64,
-        op: crate::auth::apply::AuthOp,
+        op: crate::auth::AuthOp,
     },
     /// A client's write (Put, DeleteRange, Txn, LeaseRevoke) with who sent it and the auth
     /// revision the receiving member saw (etcd's request header `Username`/`AuthRevision`):
@@ -104,7 +111,7 @@ pub type CommandResult = Result<serde_bytes::ByteBuf, EtcdError>;
 /// openraft 0.9 appends each client write as its own entry and waits for that entry's fsync
 /// before taking the next one, so without batching every request would pay a full disk
 /// round alone. The server collects whatever arrives while earlier proposals are in flight
-/// into one proposal (see `server::Batcher`), which is what makes group commit happen.
+/// into one proposal (see `server::batcher`), which is what makes group commit happen.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Proposal(pub Vec<Command>);
 

@@ -1,5 +1,8 @@
-//! Member-to-member transport: openraft's RPCs (and our forwarding RPCs) as bincode payloads
-//! over the `kanamepeer.RaftPeer` gRPC service on the peer URL.
+//! Member-to-member transport, calling end: openraft's RPCs (and our forwarding RPCs) as
+//! bincode payloads over the `kanamepeer.RaftPeer` gRPC service on the peer URL, or over the
+//! replication and call streams (`stream.rs`, `calls.rs`). Also the messages of the peer
+//! protocol both ends share ([`PeerRpc`], [`ForwardReply`], [`REMOVED_MEMBER`]); the answering
+//! end is the `peer` module.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,12 +17,13 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
 use super::calls::{self, CallStreams};
 use super::stream::{ReplicationStream, StreamPool};
 use super::{MemberNode, TypeConfig};
+use crate::error::EtcdError;
 
 /// Which peer RPC to call; one enum so the plumbing is written once.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +36,20 @@ pub enum PeerRpc {
     Hello,
     Membership,
     Campaign,
+}
+
+/// A forwarded request's outcome as the leader reports it.
+///
+/// A peer message, in bincode (a variant is its position): add variants only at the end,
+/// never reorder or remove one, and give each an example and golden bytes
+/// (`src/encoding_tests.rs`), so members of different versions understand each other.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply<T> {
+    /// Done: the log index it was committed at, and the result.
+    Done(u64, T),
+    /// The callee is not the leader (any more); it may know who is.
+    NotLeader(Option<u64>),
+    Failed(EtcdError),
 }
 
 /// Lazily connected channels to the other members, shared by Raft replication and request

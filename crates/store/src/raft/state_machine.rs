@@ -36,7 +36,7 @@ const END: u8 = 0xFF;
 const META_APPLIED: &str = "raft_applied";
 const META_MEMBERSHIP: &str = "raft_membership";
 /// Members a membership change removed (etcd's `RemovedMemberIDs`): their messages are refused,
-/// which is how a removed member learns it is out (see `peer.rs`).
+/// which is how a removed member learns it is out (see `peer/`).
 const META_REMOVED_MEMBERS: &str = "removed_members";
 
 /// Meta rows that describe the cluster a snapshot came from, not its data: a restore into a new
@@ -268,7 +268,7 @@ fn apply_command(batch: &mut WriteBatch, cmd: &Command, quota: &Quota, index: u6
     match cmd {
         Command::Auth { user, auth_revision, op } => {
             let ai = AuthInfo { user: user.clone(), revision: *auth_revision };
-            crate::auth::apply::apply(batch, &ai, op, index)
+            crate::apply::auth::apply(batch, &ai, op, index)
         }
         Command::AsUser { user, auth_revision, cmd } => {
             let ai = AuthInfo { user: user.clone(), revision: *auth_revision };
@@ -327,8 +327,8 @@ fn apply_command(batch: &mut WriteBatch, cmd: &Command, quota: &Quota, index: u6
         }
         // etcd's applierV3Capped refuses new leases too while NOSPACE is raised.
         Command::LeaseGrant(_) if batch.alarms().no_space() => Err(EtcdError::NoSpace),
-        Command::LeaseGrant(b) => crate::lease::apply::grant(batch, b),
-        Command::LeaseRevoke(b) => crate::lease::apply::revoke(batch, b),
+        Command::LeaseGrant(b) => crate::apply::lease::grant(batch, b),
+        Command::LeaseRevoke(b) => crate::apply::lease::revoke(batch, b),
         Command::PublishAttributes { .. } => Ok(Vec::new()),
     }
 }
@@ -584,7 +584,7 @@ fn ser<T: Serialize>(v: &T) -> Vec<u8> {
 #[cfg(test)]
 mod auth_tests {
     use super::*;
-    use crate::auth::apply::AuthOp;
+    use crate::auth::AuthOp;
 
     fn put(key: &str) -> Command {
         Command::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() }.encode_to_vec())
@@ -616,7 +616,7 @@ mod auth_tests {
             AuthOp::Enable,
         ];
         for op in ops {
-            crate::auth::apply::apply(&mut batch, &admin, &op, 1).unwrap();
+            crate::apply::auth::apply(&mut batch, &admin, &op, 1).unwrap();
         }
         let rev = batch.auth().revision;
         // A client without credentials (the edge wraps every client write).
@@ -628,13 +628,13 @@ mod auth_tests {
         );
         let root = AuthInfo { user: "root".into(), revision: rev };
         let revoke = AuthOp::RoleRevokePermission { role: "w".into(), key: b"k".to_vec(), range_end: Vec::new() };
-        crate::auth::apply::apply(&mut batch, &root, &revoke, 5).unwrap();
+        crate::apply::auth::apply(&mut batch, &root, &revoke, 5).unwrap();
         assert_eq!(
             apply_command(&mut batch, &as_user("alice", rev, put("k")), &q, 6).err(),
             Some(EtcdError::AuthOldRevision)
         );
         let alice = AuthInfo { user: "alice".into(), revision: batch.auth().revision };
-        let denied = crate::auth::apply::apply(&mut batch, &alice, &AuthOp::Disable, 7);
+        let denied = crate::apply::auth::apply(&mut batch, &alice, &AuthOp::Disable, 7);
         assert_eq!(denied.err(), Some(EtcdError::PermissionDenied));
         batch.commit(false).unwrap();
         assert!(store.auth().enabled, "the state is published on commit");

@@ -11,29 +11,25 @@
 //! frame back. Votes and snapshots stay on gRPC; our own per-request calls have call streams
 //! (`raft::calls`).
 //!
-//! The streams share the peer URL with the gRPC service: a connection that opens with
-//! [`MAGIC`] is a replication stream, one that opens with [`CALLS_MAGIC`] a call stream, and
-//! anything else (an HTTP/2 preface) goes to tonic with its first bytes put back ([`Rewound`]).
-//! With `https://` peer URLs all of them run inside the same TLS.
+//! This is the leader's (dialing) end and the wire format both ends share; the follower's end
+//! is `peer::stream`. The streams share the peer URL with the gRPC service: a connection that
+//! opens with [`MAGIC`] is a replication stream, one that opens with [`CALLS_MAGIC`] a call
+//! stream, and anything else goes to tonic (see `peer::stream::sniff`). With `https://` peer
+//! URLs all of them run inside the same TLS.
 
 use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::network::{PeerError, REMOVED_MEMBER};
+use super::network::PeerError;
 use super::{MemberNode, TypeConfig};
-use crate::raft::state_machine::removed_members;
-use crate::server::EtcdServer;
 
 /// The first bytes a replication stream sends. An HTTP/2 connection starts with `PRI * HTTP`,
 /// so neither this nor [`CALLS_MAGIC`] can be confused with gRPC.
@@ -45,11 +41,8 @@ pub const CALLS_MAGIC: &[u8; 8] = b"KNMCALL1";
 /// openraft's `max_payload_entries`; this only guards against a corrupt length.
 const MAX_FRAME: usize = 1 << 30;
 
-/// How long an accepted connection may take to send its first bytes.
-const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What the follower answers: the Raft reply, or why the message was not handed to Raft.
-type Reply = Result<Result<AppendEntriesResponse<u64>, RaftError<u64>>, String>;
+pub(crate) type Reply = Result<Result<AppendEntriesResponse<u64>, RaftError<u64>>, String>;
 
 /// A peer connection, plain or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
@@ -196,7 +189,7 @@ pub(crate) async fn dial(node: &MemberNode, tls: Option<Arc<rustls::ClientConfig
 /// As the gRPC channels' connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn encode_frame<T: Serialize>(out: &mut Vec<u8>, msg: &T) -> Result<(), String> {
+pub(crate) fn encode_frame<T: Serialize>(out: &mut Vec<u8>, msg: &T) -> Result<(), String> {
     out.clear();
     out.extend_from_slice(&[0; 4]);
     bincode::serialize_into(&mut *out, msg).map_err(|e| e.to_string())?;
@@ -215,167 +208,17 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Ve
     Ok(frame)
 }
 
-fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
-    bincode::deserialize(frame).map_err(|e| format!("bad peer message: {e}"))
-}
-
-/// What an accepted peer connection turned out to be.
-pub enum Accepted<T> {
-    /// A replication stream, for [`serve`].
-    Replication(T),
-    /// A call stream, for `raft::calls::serve`.
-    Calls(T),
-    /// Anything else, for the gRPC server, its first bytes put back.
-    Grpc(Rewound<T>),
-}
-
-/// Reads the first bytes of an accepted peer connection to tell our streams from gRPC.
-pub async fn sniff<T: AsyncRead + Unpin>(mut io: T) -> io::Result<Accepted<T>> {
-    let mut head = [0u8; MAGIC.len()];
-    let mut got = 0;
-    let read = async {
-        while got < head.len() {
-            let n = io.read(&mut head[got..]).await?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed before speaking"));
-            }
-            got += n;
-            // An HTTP/2 preface is told apart by its first byte; don't wait for 8 of them.
-            if head[0] != MAGIC[0] {
-                break;
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(SNIFF_TIMEOUT, read)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer sent nothing"))??;
-    if got == MAGIC.len() && &head == MAGIC {
-        Ok(Accepted::Replication(io))
-    } else if got == MAGIC.len() && &head == CALLS_MAGIC {
-        Ok(Accepted::Calls(io))
-    } else {
-        Ok(Accepted::Grpc(Rewound { head: head[..got].to_vec(), pos: 0, io }))
-    }
-}
-
-/// Serves one replication stream: each frame is an AppendEntries for our Raft, answered in
-/// order. Ends when the leader closes the connection or sends garbage.
-pub async fn serve<T: AsyncRead + AsyncWrite + Unpin>(io: T, server: Arc<EtcdServer>) {
-    let mut io = BufReader::new(io);
-    let mut out = Vec::new();
-    loop {
-        let frame = match read_frame(&mut io).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
-            Err(e) => {
-                tracing::debug!("replication stream ended: {e}");
-                return;
-            }
-        };
-        let reply: Reply = match decode::<AppendEntriesRequest<TypeConfig>>(&frame) {
-            Err(e) => Err(e),
-            // A removed member does not learn of its removal from Raft; as etcd, tell it
-            // when it next talks to us.
-            Ok(req)
-                if req.vote.leader_id().voted_for().is_some_and(|id| removed_members(&server.store).contains(&id)) =>
-            {
-                Err(REMOVED_MEMBER.to_string())
-            }
-            Ok(req) => Ok(server.raft.append_entries(req).await),
-        };
-        let refused = reply.is_err();
-        if let Err(e) = encode_frame(&mut out, &reply) {
-            tracing::warn!("replication stream: cannot encode reply: {e}");
-            return;
-        }
-        if io.get_mut().write_all(&out).await.is_err() || refused {
-            return;
-        }
-    }
-}
-
-/// A connection whose first bytes were read to sniff it, handing them out again first.
-pub struct Rewound<T> {
-    head: Vec<u8>,
-    pos: usize,
-    io: T,
-}
-
-impl<T> tonic::transport::server::Connected for Rewound<T> {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Rewound<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.head.len() {
-            let n = (self.head.len() - self.pos).min(buf.remaining());
-            let start = self.pos;
-            buf.put_slice(&self.head[start..start + n]);
-            self.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewound<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+/// Whether a connection we accepted opens with `magic` (what `peer::stream::sniff` tells
+/// apart), for stand-ins of the other end in tests.
+#[cfg(test)]
+pub(crate) async fn opens_with<R: AsyncRead + Unpin>(r: &mut R, magic: &[u8; 8]) -> bool {
+    let mut head = [0u8; 8];
+    r.read_exact(&mut head).await.is_ok() && &head == magic
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn sniff_tells_a_replication_stream_from_http2_and_puts_bytes_back() {
-        let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(MAGIC).await.unwrap();
-        a.write_all(b"rest").await.unwrap();
-        match sniff(b).await.unwrap() {
-            Accepted::Replication(mut io) => {
-                let mut rest = [0u8; 4];
-                io.read_exact(&mut rest).await.unwrap();
-                assert_eq!(&rest, b"rest");
-            }
-            _ => panic!("the magic was not recognized"),
-        }
-        let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(CALLS_MAGIC).await.unwrap();
-        assert!(matches!(sniff(b).await.unwrap(), Accepted::Calls(_)));
-
-        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-        let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(preface).await.unwrap();
-        drop(a);
-        match sniff(b).await.unwrap() {
-            Accepted::Grpc(mut io) => {
-                let mut all = Vec::new();
-                io.read_to_end(&mut all).await.unwrap();
-                assert_eq!(all, preface);
-            }
-            _ => panic!("HTTP/2 taken for a stream of ours"),
-        }
-    }
 
     /// A follower stand-in on a real listener: answers `Success` to a request without a
     /// commit index and `Conflict` to one with, its first answer on each connection only after
@@ -387,11 +230,13 @@ mod tests {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
                 tokio::spawn(async move {
-                    let Ok(Accepted::Replication(io)) = sniff(tcp).await else { return };
-                    let mut io = BufReader::new(io);
+                    let mut io = BufReader::new(tcp);
+                    if !opens_with(&mut io, MAGIC).await {
+                        return;
+                    }
                     let mut first = true;
                     while let Ok(frame) = read_frame(&mut io).await {
-                        let req: AppendEntriesRequest<TypeConfig> = decode(&frame).unwrap();
+                        let req: AppendEntriesRequest<TypeConfig> = bincode::deserialize(&frame).unwrap();
                         let answer: AppendEntriesResponse<u64> = match req.leader_commit {
                             None => AppendEntriesResponse::Success,
                             Some(_) => AppendEntriesResponse::Conflict,
@@ -455,7 +300,7 @@ mod tests {
         encode_frame(&mut out, &("hello", 42u64)).unwrap();
         let mut r = &out[..];
         let frame = read_frame(&mut r).await.unwrap();
-        assert_eq!(decode::<(String, u64)>(&frame).unwrap(), ("hello".to_string(), 42));
+        assert_eq!(bincode::deserialize::<(String, u64)>(&frame).unwrap(), ("hello".to_string(), 42));
 
         let huge = (u32::MAX).to_be_bytes();
         let mut r = &huge[..];

@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::error::EtcdError;
-use crate::raft::network::{PeerError, PeerRpc};
-use crate::server::{EtcdServer, ForwardReply};
+use crate::raft::network::{ForwardReply, PeerError, PeerRpc};
+use crate::server::EtcdServer;
 
 /// How one kind of leader-only request travels.
 pub(crate) struct LeaderCall<'a, Req> {

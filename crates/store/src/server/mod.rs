@@ -1,6 +1,18 @@
 //! The member's request path (etcd's `etcdserver`): writes are proposed through Raft and the
 //! caller waits for them to be applied on *this* member; linearizable reads wait for a
 //! read index confirmed by the leader; any member accepts any request.
+//!
+//! The layer's parts: [`batcher`] (proposals of concurrent clients travel together),
+//! [`read_index`] (linearizable reads share read-index rounds), `leader_call` (requests
+//! only the leader can carry out, sent to it over the peer calls of [`crate::raft::network`]),
+//! and the leader-local side of leases: [`lease`] (renew and time-to-live, answered by the
+//! leader) and [`lease_expiry`] (the leader's loop revoking expired leases).
+
+pub mod batcher;
+pub(crate) mod leader_call;
+pub mod lease;
+pub mod lease_expiry;
+pub mod read_index;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,16 +21,15 @@ use kaname_proto::etcdserverpb::alarm_request::AlarmAction;
 use kaname_proto::etcdserverpb::{AlarmRequest, AlarmType, ResponseHeader};
 use openraft::error::RaftError;
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use self::batcher::Batcher;
 use crate::alarm;
-use crate::batcher::Batcher;
 use crate::error::{internal, EtcdError};
 use crate::metrics::Metrics;
 use crate::mvcc::MvccStore;
-use crate::raft::network::PeerChannels;
+use crate::raft::network::{ForwardReply, PeerChannels};
 use crate::raft::{Command, CommandResult, MemberNode, Raft};
 
 /// Limits and timing a member enforces on requests.
@@ -33,16 +44,6 @@ pub struct RequestLimits {
     pub quota_backend_bytes: u64,
     /// How long followers keep trusting a silent leader (openraft's leader lease).
     pub leader_lease: Duration,
-}
-
-/// A forwarded request's outcome as the leader reports it.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardReply<T> {
-    /// Done: the log index it was committed at, and the result.
-    Done(u64, T),
-    /// The callee is not the leader (any more); it may know who is.
-    NotLeader(Option<u64>),
-    Failed(EtcdError),
 }
 
 /// One member's server: the Raft handle, the store it applies to, and the identity used in
@@ -62,8 +63,8 @@ pub struct EtcdServer {
     /// Set while this leader transfers leadership (see `batcher::Route::transferring`).
     pub transferring: watch::Sender<bool>,
     /// Linearizable reads share read-index rounds through it.
-    pub read_rounds: crate::read_index::ReadIndexRounds,
-    pub auth_cfg: crate::grpc::auth::AuthConfig,
+    pub read_rounds: read_index::ReadIndexRounds,
+    pub auth_cfg: crate::auth::AuthConfig,
 }
 
 /// How often to look again for a leader while none is known.

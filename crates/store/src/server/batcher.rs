@@ -14,9 +14,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::{internal, EtcdError};
-use crate::raft::network::{PeerChannels, PeerError, PeerRpc};
+use crate::raft::network::{ForwardReply, PeerChannels, PeerError, PeerRpc};
 use crate::raft::{Command, CommandResult, Proposal, Raft};
-use crate::server::ForwardReply;
 
 /// Batches out at once, per member.
 const MAX_IN_FLIGHT: usize = 4;

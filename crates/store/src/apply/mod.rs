@@ -3,6 +3,12 @@
 //!
 //! The same code answers committed Raft entries (writes) and local reads, so a Range inside a
 //! Txn and a standalone Range cannot drift apart.
+//!
+//! Beside them, what the replicated lease and auth requests do when applied: [`lease`] (grant,
+//! revoke) and [`auth`] (every [`crate::auth::AuthOp`]).
+
+pub mod auth;
+pub mod lease;
 
 use std::cmp::Ordering;
 

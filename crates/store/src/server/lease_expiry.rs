@@ -8,8 +8,8 @@ use std::time::Duration;
 use kaname_proto::etcdserverpb::LeaseRevokeRequest;
 use prost::Message;
 
-use super::LEASE_REVOKE_RATE;
 use crate::error::EtcdError;
+use crate::lease::LEASE_REVOKE_RATE;
 use crate::raft::Command;
 use crate::server::EtcdServer;
 

@@ -7,13 +7,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{LeaseStatus, RenewOutcome};
 use crate::error::EtcdError;
-use crate::leader_call::LeaderCall;
-use crate::raft::network::PeerRpc;
-use crate::server::{EtcdServer, ForwardReply};
+use crate::lease::{LeaseStatus, RenewOutcome};
+use crate::raft::network::{ForwardReply, PeerRpc};
+use crate::server::leader_call::LeaderCall;
+use crate::server::EtcdServer;
 
 /// A lease question for the leader.
+///
+/// A peer message, in bincode (a variant is its position): add variants only at the end,
+/// never reorder or remove one, and give each an example and golden bytes
+/// (`src/encoding_tests.rs`), so members of different versions understand each other.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub enum LeaseCall {
     Renew(i64),
@@ -21,6 +25,10 @@ pub enum LeaseCall {
 }
 
 /// The leader's answer to a [`LeaseCall`].
+///
+/// A peer message, in bincode (a variant is its position): add variants only at the end,
+/// never reorder or remove one, and give each an example and golden bytes
+/// (`src/encoding_tests.rs`), so members of different versions understand each other.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum LeaseAnswer {
     /// The TTL the lease was renewed for.
@@ -75,7 +83,7 @@ impl EtcdServer {
                 return ForwardReply::Failed(EtcdError::Timeout);
             }
             // A fresh leader answers once it has applied the earlier terms and taken over
-            // expiry (see `expiry::run`); until then its view of the leases is incomplete.
+            // expiry (see `lease_expiry::run`); until then its view of the leases is incomplete.
             if !lessor.is_primary() {
                 tokio::time::sleep(POLL).await;
                 continue;

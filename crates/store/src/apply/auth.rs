@@ -4,66 +4,10 @@
 
 use kaname_proto::etcdserverpb as pb;
 use prost::Message;
-use serde::{Deserialize, Serialize};
 
-use super::{AuthInfo, AuthState, Perm, Role, User, ROOT_ROLE, ROOT_USER};
+use crate::auth::{AuthInfo, AuthOp, AuthState, Role, User, ROOT_ROLE, ROOT_USER};
 use crate::error::EtcdError;
 use crate::mvcc::WriteBatch;
-
-/// One replicated auth request. Passwords arrive already hashed (see the module docs of
-/// [`crate::auth`]), so the log never holds a plain password.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum AuthOp {
-    Enable,
-    Disable,
-    /// The password was checked by the receiving member; `prefix` is the token's random part.
-    Authenticate {
-        name: String,
-        prefix: String,
-    },
-    UserAdd {
-        name: String,
-        hash: String,
-        no_password: bool,
-    },
-    UserDelete {
-        name: String,
-    },
-    UserChangePassword {
-        name: String,
-        hash: String,
-    },
-    UserGrantRole {
-        user: String,
-        role: String,
-    },
-    UserRevokeRole {
-        name: String,
-        role: String,
-    },
-    RoleAdd {
-        name: String,
-    },
-    RoleDelete {
-        role: String,
-    },
-    RoleGrantPermission {
-        name: String,
-        perm: Perm,
-    },
-    RoleRevokePermission {
-        role: String,
-        key: Vec<u8>,
-        range_end: Vec<u8>,
-    },
-}
-
-impl AuthOp {
-    /// Everything but Authenticate is an admin operation (etcd's `needAdminPermission`).
-    fn needs_admin(&self) -> bool {
-        !matches!(self, AuthOp::Authenticate { .. })
-    }
-}
 
 fn header(rev: i64) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader { revision: rev, ..Default::default() })

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::EtcdError;
-use crate::leader_call::LeaderCall;
 use crate::raft::network::PeerRpc;
+use crate::server::leader_call::LeaderCall;
 use crate::server::EtcdServer;
 
 /// A read waiting for the next round: its deadline, and where to send the confirmed index.
