@@ -122,13 +122,14 @@ impl Storage {
         if let Some(a) = res.allocator {
             a.prepare(&alloc, &mut obj);
         }
-        let requested = obj.clone();
+        // What the client asked for, kept only where an allocator writes into the object.
+        let requested = res.allocator.map(|_| obj.clone());
         // Retried when a generated name or an allocated value collides, or the namespace
         // changed between reading it and writing, as upstream's registry retries.
         for _attempt in 0..16 {
             // Each attempt allocates afresh from what the client asked for.
-            if res.allocator.is_some() {
-                obj = requested.clone();
+            if let Some(r) = &requested {
+                obj = r.clone();
             }
             if generate && !generate_prefix.is_empty() {
                 let suffix: String =
