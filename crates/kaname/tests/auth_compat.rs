@@ -291,7 +291,15 @@ mod tokens {
     use kaname_proto::etcdserverpb::kv_client::KvClient;
     use kaname_proto::etcdserverpb::lease_client::LeaseClient;
     use kaname_proto::etcdserverpb::*;
+    use tonic::transport::Channel;
     use tonic::Request;
+
+    /// A channel with tonic's defaults (no TCP_NODELAY, no connect timeout), as this transcript
+    /// has always dialled: it reads through m3 right after a password change made on m2, so
+    /// its timing is part of what it checks.
+    async fn channel(c: &Cluster, i: usize) -> Channel {
+        grpc_endpoint(c, i).connect().await.expect("connect")
+    }
 
     fn with_token<T>(msg: T, token: &str) -> Request<T> {
         let mut r = Request::new(msg);
@@ -309,7 +317,7 @@ mod tokens {
 
     async fn token_of(c: &Cluster, i: usize, name: &str, password: &str) -> Result<String, String> {
         let req = AuthenticateRequest { name: name.into(), password: password.into() };
-        match AuthClient::new(grpc_channel(c, i).await).authenticate(req).await {
+        match AuthClient::new(channel(c, i).await).authenticate(req).await {
             Ok(r) => Ok(r.into_inner().token),
             Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
         }
@@ -343,7 +351,7 @@ mod tokens {
         let root = token_of(&c, 1, "root", "rootpw").await.expect("root's token");
         out.push(format!("wrong password: {:?}", token_of(&c, 2, "alice", "nope").await.err()));
         for i in [2, 3] {
-            let mut kv = KvClient::new(grpc_channel(&c, i).await);
+            let mut kv = KvClient::new(channel(&c, i).await);
             let read = kv.range(with_token(get("foo"), &alice)).await;
             out.push(format!("m{i} alice get foo: {}", outcome(read, |r| format!("{} kvs", r.kvs.len()))));
             let put = PutRequest { key: "foo".into(), value: "x".into(), ..Default::default() };
@@ -352,23 +360,23 @@ mod tokens {
             out.push(format!("m{i} made-up token: {}", outcome(bogus, |_| "".into())));
         }
         // A lease with a key alice may not write: only root may revoke it.
-        let mut lease = LeaseClient::new(grpc_channel(&c, 1).await);
+        let mut lease = LeaseClient::new(channel(&c, 1).await);
         let grant = LeaseGrantRequest { ttl: 600, id: 0 };
         let id = lease.lease_grant(with_token(grant, &root)).await.expect("grant").into_inner().id;
         let put = PutRequest { key: "foo".into(), value: "leased".into(), lease: id, ..Default::default() };
-        KvClient::new(grpc_channel(&c, 1).await).put(with_token(put, &root)).await.expect("root's put");
-        let mut lease3 = LeaseClient::new(grpc_channel(&c, 3).await);
+        KvClient::new(channel(&c, 1).await).put(with_token(put, &root)).await.expect("root's put");
+        let mut lease3 = LeaseClient::new(channel(&c, 3).await);
         let revoke = lease3.lease_revoke(with_token(LeaseRevokeRequest { id }, &alice)).await;
         out.push(format!("alice revokes: {}", outcome(revoke, |_| "".into())));
         let revoke = lease3.lease_revoke(with_token(LeaseRevokeRequest { id }, &root)).await;
         out.push(format!("root revokes: {}", outcome(revoke, |_| "".into())));
         // A password change invalidates the user's tokens everywhere.
         let pw = AuthUserChangePasswordRequest { name: "alice".into(), password: "new".into(), ..Default::default() };
-        AuthClient::new(grpc_channel(&c, 2).await).user_change_password(with_token(pw, &root)).await.expect("passwd");
-        let stale = KvClient::new(grpc_channel(&c, 3).await).range(with_token(get("foo"), &alice)).await;
+        AuthClient::new(channel(&c, 2).await).user_change_password(with_token(pw, &root)).await.expect("passwd");
+        let stale = KvClient::new(channel(&c, 3).await).range(with_token(get("foo"), &alice)).await;
         out.push(format!("old token after passwd: {}", outcome(stale, |_| "".into())));
         let fresh = token_of(&c, 3, "alice", "new").await.expect("new token");
-        let read = KvClient::new(grpc_channel(&c, 1).await).range(with_token(get("foo"), &fresh)).await;
+        let read = KvClient::new(channel(&c, 1).await).range(with_token(get("foo"), &fresh)).await;
         out.push(format!("new token on m1: {}", outcome(read, |r| format!("{} kvs", r.kvs.len()))));
         out
     }
@@ -382,7 +390,7 @@ mod tokens {
             assert!(etcdctl(&ep, args, None).success(), "{}: {args:?}", flavor.label());
         }
         let token = token_of(&c, 1, "root", "rootpw").await.expect("root's token");
-        let mut kv = KvClient::new(grpc_channel(&c, 1).await);
+        let mut kv = KvClient::new(channel(&c, 1).await);
         let mut out = Vec::new();
         for _ in 0..3 {
             tokio::time::sleep(std::time::Duration::from_millis(1000)).await;

@@ -34,17 +34,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 /// How long the two survivors get to elect a leader among themselves.
 const ELECTION: Duration = Duration::from_secs(30);
 
-async fn grpc_channel(c: &Cluster, i: usize) -> Channel {
-    let url = format!("http://{}", c.member_endpoint(i));
-    tonic::transport::Endpoint::from_shared(url)
-        .unwrap()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .expect("connect")
-}
-
 /// Grants a lease of `ttl` seconds through member `i` and attaches `key` to it.
 async fn grant_with_key(c: &Cluster, i: usize, ttl: i64, key: &str) -> i64 {
     let ch = grpc_channel(c, i).await;

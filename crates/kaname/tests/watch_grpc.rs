@@ -75,11 +75,6 @@ fn prefix(p: &str) -> WatchCreateRequest {
     WatchCreateRequest { key: p.as_bytes().to_vec(), range_end: end, ..Default::default() }
 }
 
-async fn grpc_channel(c: &Cluster, i: usize) -> Channel {
-    let url = format!("http://{}", c.member_endpoint(i));
-    tonic::transport::Endpoint::from_shared(url).unwrap().tcp_nodelay(true).connect().await.expect("connect")
-}
-
 async fn put(kv: &mut KvClient<Channel>, k: &str, v: &[u8]) -> i64 {
     let r = kv.put(PutRequest { key: k.into(), value: v.to_vec(), ..Default::default() }).await.expect("put");
     r.into_inner().header.unwrap().revision

@@ -13,7 +13,7 @@
 //! - [`compare_session`]: runs one etcdctl script against etcd and kaname and
 //!   asserts identical (normalized) stdout, stderr and exit codes,
 //! - [`Apiserver`] (feature `apiserver`): `kaname apiserver` processes, kubectl, admin requests,
-//! - [`grpc_channel`] (feature `grpc`): a tonic channel to one member,
+//! - [`grpc_channel`] / [`grpc_endpoint`] (feature `grpc`): a tonic channel to one member,
 //! - [`serial`]: one process-wide lock for the tests that must not overlap, and
 //!   [`wait_serving`]: the wait until a member answers.
 //!
@@ -149,18 +149,17 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The tonic endpoint (not connected, tonic's defaults) of member `i` of `c`.
+#[cfg(feature = "grpc")]
+pub fn grpc_endpoint(c: &Cluster, i: usize) -> tonic::transport::Endpoint {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", c.member_endpoint(i))).unwrap()
+}
+
 /// A connected gRPC channel to member `i` of `c` (TCP_NODELAY, 3 s to connect), for tests
 /// that speak the etcd v3 API directly.
 #[cfg(feature = "grpc")]
 pub async fn grpc_channel(c: &Cluster, i: usize) -> tonic::transport::Channel {
-    let url = format!("http://{}", c.member_endpoint(i));
-    tonic::transport::Endpoint::from_shared(url)
-        .unwrap()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .expect("connect")
+    grpc_endpoint(c, i).tcp_nodelay(true).connect_timeout(Duration::from_secs(3)).connect().await.expect("connect")
 }
 
 /// Polls `etcdctl ARGS` (with a 3 s `--command-timeout`) on `endpoint` every `poll` until it
