@@ -24,23 +24,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::netns::Netns;
 
-/// Which server the cluster runs.
-#[derive(Clone, Debug)]
-pub enum Flavor {
-    /// `<binary> etcd ...`: kaname's store.
-    Kaname(PathBuf),
-    /// A real etcd binary (Debian's 3.4 at /usr/bin/etcd).
-    Etcd(PathBuf),
-}
-
-impl Flavor {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Flavor::Kaname(_) => "kaname",
-            Flavor::Etcd(_) => "etcd",
-        }
-    }
-}
+/// Which server the cluster runs: the test harness's, so that `kaname chaos` and the tests
+/// start members the same way.
+pub use kaname_testkit::Flavor;
 
 /// libfaketime as Debian's `faketime` package installs it (scripts/install-test-deps.sh).
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -216,27 +202,13 @@ impl Cluster {
         let current = self.initial_cluster();
         let initial_cluster = self.members[i].initial_cluster.get_or_insert(current).clone();
         let m = &self.members[i];
-        let program = |bin: &Path| match &self.net {
+        // Without the user's ETCD_* variables: etcd and kaname both read them as flags.
+        let mut cmd = self.flavor.command_with(|bin| match &self.net {
             Some(net) => net.command(m.slot, bin),
             None => Command::new(bin),
-        };
-        let mut cmd = match &self.flavor {
-            Flavor::Kaname(bin) => {
-                let mut c = program(bin);
-                c.arg("etcd");
-                c
-            }
-            Flavor::Etcd(bin) => {
-                let mut c = program(bin);
-                c.args(["--logger", "zap", "--log-outputs", "stderr"]);
-                c
-            }
-        };
-        // etcd and kaname both read ETCD_* variables as flags: keep the user's out.
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(k);
-            }
+        });
+        if self.flavor.is_etcd() {
+            cmd.args(["--logger", "zap", "--log-outputs", "stderr"]);
         }
         cmd.args(["--name", &m.name])
             .arg("--data-dir")
@@ -279,7 +251,7 @@ impl Cluster {
 
     fn signal(&self, i: usize, sig: &str) {
         if let Some(child) = &self.members[i].child {
-            let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+            let _ = kaname_testkit::signal(child.id(), sig);
         }
     }
 

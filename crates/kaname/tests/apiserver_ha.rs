@@ -10,10 +10,7 @@
 //! Run: `cargo test -p kaname --test apiserver_ha`. Needs etcd (scripts/install-test-deps.sh)
 //! and kubectl.
 
-mod apiserver_support;
-mod support;
-use apiserver_support::*;
-use support::*;
+use kaname_testkit::*;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,8 +21,8 @@ use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 
 /// `kubectl get -w` on `b` sees what is written through `a`.
 fn watch_across(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let a = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let a = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let b = a.start_sibling();
     assert_ne!(a.port.port, b.port.port);
     let w = Command::new("kubectl")
@@ -50,12 +47,12 @@ fn watch_across(flavor: Flavor) {
 
 #[test]
 fn watch_across_instances_on_etcd() {
-    watch_across(Flavor::Etcd);
+    watch_across(Flavor::etcd());
 }
 
 #[test]
 fn watch_across_instances_on_kaname() {
-    watch_across(Flavor::Kaname);
+    watch_across(kaname!());
 }
 
 /// What one writer did: the tokens of its successful updates and how many conflicts it met.
@@ -93,8 +90,8 @@ async fn writer(api: Api<ConfigMap>, id: usize, rounds: usize) -> Tally {
 }
 
 fn no_lost_updates(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let a = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let a = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let b = a.start_sibling();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -168,10 +165,10 @@ fn no_lost_updates(flavor: Flavor) {
 
 #[test]
 fn no_lost_updates_on_etcd() {
-    no_lost_updates(Flavor::Etcd);
+    no_lost_updates(Flavor::etcd());
 }
 
 #[test]
 fn no_lost_updates_on_kaname() {
-    no_lost_updates(Flavor::Kaname);
+    no_lost_updates(kaname!());
 }

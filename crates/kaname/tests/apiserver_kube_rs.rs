@@ -13,10 +13,7 @@
 //! Run: `cargo test -p kaname --test apiserver_kube_rs`. Needs etcd (scripts/install-test-deps.sh)
 //! and kubectl (the harness waits for readiness with it).
 
-mod apiserver_support;
-mod support;
-use apiserver_support::*;
-use support::*;
+use kaname_testkit::*;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,9 +116,9 @@ fn revision(api: &Apiserver) -> String {
 }
 
 fn stays_in_sync(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
+    let store = Cluster::start(flavor.clone(), 1);
     let endpoint = store.member_endpoint(1);
-    let mut api = Apiserver::start(&endpoint);
+    let mut api = Apiserver::start(kaname_bin!(), &endpoint);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = api.kube_client(&rt);
@@ -195,10 +192,10 @@ fn stays_in_sync(flavor: Flavor) {
 
 #[test]
 fn reflectors_stay_in_sync_on_etcd() {
-    stays_in_sync(Flavor::Etcd);
+    stays_in_sync(Flavor::etcd());
 }
 
 #[test]
 fn reflectors_stay_in_sync_on_kaname() {
-    stays_in_sync(Flavor::Kaname);
+    stays_in_sync(kaname!());
 }

@@ -8,10 +8,7 @@
 //! Run: `cargo test -p kaname --test apiserver_kubectl`. Needs scripts/install-test-deps.sh
 //! (etcd) and kubectl.
 
-mod apiserver_support;
-mod support;
-use apiserver_support::*;
-use support::*;
+use kaname_testkit::*;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,8 +17,8 @@ use std::time::{Duration, Instant};
 /// clients send protobuf), get in every output format, -A, label selectors, field selectors,
 /// paging, delete, and the NotFound/AlreadyExists errors as kubectl prints them.
 fn crud(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
 
     assert_eq!(api.ok(&["create", "namespace", "team-a"]), "namespace/team-a created\n");
     let ns = api.ok(&["get", "ns"]);
@@ -158,12 +155,12 @@ fn crud(flavor: Flavor) {
 
 #[test]
 fn crud_on_etcd() {
-    crud(Flavor::Etcd);
+    crud(Flavor::etcd());
 }
 
 #[test]
 fn crud_on_kaname() {
-    crud(Flavor::Kaname);
+    crud(kaname!());
 }
 
 /// `kubectl create -f` with YAML: kubectl finds `fieldValidation` in /openapi/v3 and leaves
@@ -173,8 +170,8 @@ fn crud_on_kaname() {
 /// through the status subresource only. Events serve
 /// `kubectl get events` and `kubectl describe`. Too large bodies and objects get 413.
 fn create_from_files(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let dir = api.dir.path().to_path_buf();
     let cm = dir.join("cm.yaml");
     std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  k: v\n").unwrap();
@@ -307,19 +304,19 @@ fn create_from_files(flavor: Flavor) {
 
 #[test]
 fn create_from_files_on_etcd() {
-    create_from_files(Flavor::Etcd);
+    create_from_files(Flavor::etcd());
 }
 
 #[test]
 fn create_from_files_on_kaname() {
-    create_from_files(Flavor::Kaname);
+    create_from_files(kaname!());
 }
 
 /// Two updates from the same read (same resourceVersion): the first wins, the second is a
 /// 409 Conflict, because an update is an etcd compare-and-swap on the mod_revision.
 fn update_conflict(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     api.ok(&["create", "configmap", "shared", "--from-literal=v=0"]);
     let read = api.ok(&["get", "cm", "shared", "-o", "json"]);
     let first = read.replace("\"v\": \"0\"", "\"v\": \"1\"");
@@ -340,12 +337,12 @@ fn update_conflict(flavor: Flavor) {
 
 #[test]
 fn update_conflict_on_etcd() {
-    update_conflict(Flavor::Etcd);
+    update_conflict(Flavor::etcd());
 }
 
 #[test]
 fn update_conflict_on_kaname() {
-    update_conflict(Flavor::Kaname);
+    update_conflict(kaname!());
 }
 
 /// `kubectl replace -f` of the same minimal manifests that created the objects, with no
@@ -354,8 +351,8 @@ fn update_conflict_on_kaname() {
 /// refused as a change of defaulted fields (imagePullPolicy, dnsPolicy, ...). A real change of
 /// an immutable pod field is still a 422, and a service keeps its allocated cluster IP.
 fn replace_minimal_manifests(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let pod = |image: &str, policy: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  restartPolicy: {policy}\n  initContainers:\n  - name: init\n    image: busybox\n  containers:\n  - name: nginx\n    image: {image}\n"
@@ -412,20 +409,20 @@ fn replace_minimal_manifests(flavor: Flavor) {
 
 #[test]
 fn replace_minimal_manifests_on_etcd() {
-    replace_minimal_manifests(Flavor::Etcd);
+    replace_minimal_manifests(Flavor::etcd());
 }
 
 #[test]
 fn replace_minimal_manifests_on_kaname() {
-    replace_minimal_manifests(Flavor::Kaname);
+    replace_minimal_manifests(kaname!());
 }
 
 /// Watch from a resourceVersion: every later change as ADDED/MODIFIED/DELETED lines, ending
 /// at timeoutSeconds; `kubectl get -w` rows; from a compacted revision, one ERROR event with
 /// a 410 Expired Status.
 fn watch(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let list = json(&api.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"]));
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     api.ok(&["create", "configmap", "w1", "--from-literal=a=1"]);
@@ -483,12 +480,12 @@ fn watch(flavor: Flavor) {
 
 #[test]
 fn watch_on_etcd() {
-    watch(Flavor::Etcd);
+    watch(Flavor::etcd());
 }
 
 #[test]
 fn watch_on_kaname() {
-    watch(Flavor::Kaname);
+    watch(kaname!());
 }
 
 /// Anonymous requests: 401 Status everywhere but the health checks; other users than
@@ -497,8 +494,8 @@ fn watch_on_kaname() {
 /// generated CA for 127.0.0.1; `--tls-cert-file`/`--tls-private-key-file`/`--client-ca-file`
 /// serve with given certificates instead.
 fn auth_and_health(flavor: Flavor) {
-    let mut store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let mut store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let (code, body) = api.curl("/api", true);
     assert_eq!(code, 401);
     assert_eq!(
@@ -599,12 +596,12 @@ fn auth_and_health(flavor: Flavor) {
 
 #[test]
 fn auth_and_health_on_etcd() {
-    auth_and_health(Flavor::Etcd);
+    auth_and_health(Flavor::etcd());
 }
 
 #[test]
 fn auth_and_health_on_kaname() {
-    auth_and_health(Flavor::Kaname);
+    auth_and_health(kaname!());
 }
 
 /// A store process started by a test (not through `Cluster`), killed by PID on drop.
@@ -647,33 +644,36 @@ fn etcd_over_tls(flavor: Flavor) {
             .spawn()
             .expect("start store"),
     );
-    let api = Apiserver::start_args(&[
-        format!("--etcd-servers={client_url}"),
-        format!("--etcd-cafile={}", path("ca.pem")),
-        format!("--etcd-certfile={}", path("apiserver.pem")),
-        format!("--etcd-keyfile={}", path("apiserver-key.pem")),
-    ]);
+    let api = Apiserver::start_args(
+        kaname_bin!(),
+        &[
+            format!("--etcd-servers={client_url}"),
+            format!("--etcd-cafile={}", path("ca.pem")),
+            format!("--etcd-certfile={}", path("apiserver.pem")),
+            format!("--etcd-keyfile={}", path("apiserver-key.pem")),
+        ],
+    );
     assert_eq!(api.ok(&["create", "namespace", "secure"]), "namespace/secure created\n");
     assert_eq!(api.ok(&["get", "ns", "secure", "-o", "jsonpath={.status.phase}"]), "Active");
 }
 
 #[test]
 fn etcd_over_tls_on_etcd() {
-    etcd_over_tls(Flavor::Etcd);
+    etcd_over_tls(Flavor::etcd());
 }
 
 #[test]
 fn etcd_over_tls_on_kaname() {
-    etcd_over_tls(Flavor::Kaname);
+    etcd_over_tls(kaname!());
 }
 
 /// With every member in `--etcd-servers`, the API server keeps working when one member of a
 /// three-member store is killed (the others still form a quorum): requests that find the
 /// dead member unreachable move on to another.
 fn survives_a_member_failure(flavor: Flavor) {
-    let mut store = Cluster::start(flavor, 3);
+    let mut store = Cluster::start(flavor.clone(), 3);
     let servers: Vec<String> = (1..=3).map(|i| format!("http://{}", store.member_endpoint(i))).collect();
-    let api = Apiserver::start_args(&[format!("--etcd-servers={}", servers.join(","))]);
+    let api = Apiserver::start_args(kaname_bin!(), &[format!("--etcd-servers={}", servers.join(","))]);
     api.ok(&["create", "configmap", "before", "--from-literal=a=1"]);
     store.kill(1);
     // Writes wait for a leader if the killed member led (etcd answers "request timed out"
@@ -695,20 +695,20 @@ fn survives_a_member_failure(flavor: Flavor) {
 
 #[test]
 fn survives_a_member_failure_on_etcd() {
-    survives_a_member_failure(Flavor::Etcd);
+    survives_a_member_failure(Flavor::etcd());
 }
 
 #[test]
 fn survives_a_member_failure_on_kaname() {
-    survives_a_member_failure(Flavor::Kaname);
+    survives_a_member_failure(kaname!());
 }
 
 /// `kubectl wait` as a script waits for a controller: for a condition and for a jsonpath value
 /// that another client (here a second kubectl, as a kubelet would) writes through `/status`
 /// while kubectl watches; and a wait that cannot succeed times out with kubectl's error.
 fn wait_for_condition(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     api.ok(&["run", "web", "--image=nginx"]);
     let timed_out = api.kubectl(&["wait", "--for=condition=Ready", "pod/web", "--timeout=2s"]);
     assert!(!timed_out.success());
@@ -730,10 +730,10 @@ fn wait_for_condition(flavor: Flavor) {
 
 #[test]
 fn wait_for_condition_on_etcd() {
-    wait_for_condition(Flavor::Etcd);
+    wait_for_condition(Flavor::etcd());
 }
 
 #[test]
 fn wait_for_condition_on_kaname() {
-    wait_for_condition(Flavor::Kaname);
+    wait_for_condition(kaname!());
 }

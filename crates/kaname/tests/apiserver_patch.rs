@@ -8,10 +8,7 @@
 //! Run: `cargo test -p kaname --test apiserver_patch`. Needs scripts/install-test-deps.sh
 //! (etcd) and kubectl.
 
-mod apiserver_support;
-mod support;
-use apiserver_support::*;
-use support::*;
+use kaname_testkit::*;
 
 use serde_json::Value;
 
@@ -48,8 +45,8 @@ spec:
 /// Every patch type through `kubectl patch`, plus `label`, `annotate` and `edit`, each
 /// recorded in managedFields under kubectl's manager name for the command.
 fn patch_types(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let dir = api.dir.path().to_path_buf();
     let pod = dir.join("pod.yaml");
     std::fs::write(&pod, TWO_CONTAINERS).unwrap();
@@ -163,20 +160,20 @@ fn patch_types(flavor: Flavor) {
 
 #[test]
 fn patch_types_on_etcd() {
-    patch_types(Flavor::Etcd);
+    patch_types(Flavor::etcd());
 }
 
 #[test]
 fn patch_types_on_kaname() {
-    patch_types(Flavor::Kaname);
+    patch_types(kaname!());
 }
 
 /// `kubectl apply -f` twice with a change in between, client-side (a three-way strategic
 /// merge patch from the last-applied annotation) and server-side (managedFields), then a
 /// second field manager's conflict and `--force-conflicts`.
 fn apply(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let dir = api.dir.path().to_path_buf();
     let file = dir.join("app.yaml");
     let f = file.to_str().unwrap();
@@ -267,19 +264,19 @@ fn apply(flavor: Flavor) {
 
 #[test]
 fn apply_on_etcd() {
-    apply(Flavor::Etcd);
+    apply(Flavor::etcd());
 }
 
 #[test]
 fn apply_on_kaname() {
-    apply(Flavor::Kaname);
+    apply(kaname!());
 }
 
 /// `kubectl explain` reads the schemas from /openapi/v3; `--validate=strict` (kubectl's
 /// default) rejects unknown fields, nested ones too.
 fn explain_and_validate(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let out = api.ok(&["explain", "pod.spec.containers"]);
     assert!(out.starts_with("KIND:       Pod\nVERSION:    v1\n\nFIELD: containers <[]Container>\n"), "{out}");
     assert!(out.contains("DESCRIPTION:\n    List of containers belonging to the pod."), "{out}");
@@ -308,12 +305,12 @@ fn explain_and_validate(flavor: Flavor) {
 
 #[test]
 fn explain_and_validate_on_etcd() {
-    explain_and_validate(Flavor::Etcd);
+    explain_and_validate(Flavor::etcd());
 }
 
 #[test]
 fn explain_and_validate_on_kaname() {
-    explain_and_validate(Flavor::Kaname);
+    explain_and_validate(kaname!());
 }
 
 /// A request with the admin certificate: (status code, Status body).
@@ -328,8 +325,8 @@ fn raw(api: &Apiserver, method: &str, path: &str, content_type: &str, body: &str
 /// exactly what it held before (checked by the objects and their resourceVersions). A
 /// dryRun value other than `All` is refused as upstream refuses it.
 fn dry_run(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     api.ok(&["create", "configmap", "kept", "--from-literal=k=v"]);
     let before = json(&api.ok(&["get", "cm", "kept", "-o", "json"]));
 
@@ -383,10 +380,10 @@ fn dry_run(flavor: Flavor) {
 
 #[test]
 fn dry_run_on_etcd() {
-    dry_run(Flavor::Etcd);
+    dry_run(Flavor::etcd());
 }
 
 #[test]
 fn dry_run_on_kaname() {
-    dry_run(Flavor::Kaname);
+    dry_run(kaname!());
 }

@@ -12,10 +12,7 @@
 //! `create -f` runs with kubectl's default `--validate=strict`, which reads /openapi/v3: the
 //! named groups' documents must be there too.
 
-mod apiserver_support;
-mod support;
-use apiserver_support::*;
-use support::*;
+use kaname_testkit::*;
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -153,8 +150,8 @@ metadata: {name: node-a, labels: {node-role.kubernetes.io/control-plane: ""}}
 /// `scale`, typed `kubectl create` commands (protobuf bodies), validation errors as kubectl
 /// prints them, and pods/binding.
 fn workloads(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
 
     let out = create_yaml(&api, "all.yaml", WORKLOADS, &[]);
     assert!(out.success(), "{}{}\n{}", out.stdout, out.stderr, api.log());
@@ -342,23 +339,23 @@ fn workloads(flavor: Flavor) {
 
 #[test]
 fn workloads_on_etcd() {
-    workloads(Flavor::Etcd);
+    workloads(Flavor::etcd());
 }
 
 #[test]
 fn workloads_on_kaname() {
-    workloads(Flavor::Kaname);
+    workloads(kaname!());
 }
 
 /// Cluster IPs: distinct, from the range, kept across updates, refused when taken or out of
 /// range (upstream's messages), released on delete, and never handed out twice by two API
 /// servers sharing one store.
 fn service_ips(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
+    let store = Cluster::start(flavor.clone(), 1);
     let range = "--service-cluster-ip-range=10.96.0.0/28".to_string();
     let etcd = format!("--etcd-servers=http://{}", store.member_endpoint(1));
-    let api = Apiserver::start_args(&[etcd.clone(), range.clone()]);
-    let api2 = Apiserver::start_args(&[etcd, range]);
+    let api = Apiserver::start_args(kaname_bin!(), &[etcd.clone(), range.clone()]);
+    let api2 = Apiserver::start_args(kaname_bin!(), &[etcd, range]);
 
     // Twelve services, created concurrently through both servers: all get distinct IPs in
     // 10.96.0.2-14 (.0 is the network, .15 the broadcast, .1 is left for `kubernetes`).
@@ -425,12 +422,12 @@ fn service_ips(flavor: Flavor) {
 
 #[test]
 fn service_ips_on_etcd() {
-    service_ips(Flavor::Etcd);
+    service_ips(Flavor::etcd());
 }
 
 #[test]
 fn service_ips_on_kaname() {
-    service_ips(Flavor::Kaname);
+    service_ips(kaname!());
 }
 
 /// Finalizers hold an object (deletionTimestamp set) until they are removed; namespaces go
@@ -438,8 +435,8 @@ fn service_ips_on_kaname() {
 /// returns once the object is gone; deletecollection deletes what a selector picks; a pod on
 /// a node waits out its grace period.
 fn deletion(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
 
     api.ok(&["create", "configmap", "held", "--from-literal=a=1"]);
     api.ok(&["patch", "cm", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":["example.com/hold"]}}"#]);
@@ -532,20 +529,20 @@ fn deletion(flavor: Flavor) {
 
 #[test]
 fn deletion_on_etcd() {
-    deletion(Flavor::Etcd);
+    deletion(Flavor::etcd());
 }
 
 #[test]
 fn deletion_on_kaname() {
-    deletion(Flavor::Kaname);
+    deletion(kaname!());
 }
 
 /// `scheduling.k8s.io/v1` PriorityClass, the first kind added as one file plus one
 /// registration line: discovery, the typed `kubectl create priorityclass`, its table,
 /// upstream's validation and its immutable value.
 fn priority_classes(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
 
     let resources = api.ok(&["api-resources", "--api-group=scheduling.k8s.io"]);
     let row: Vec<String> =
@@ -578,10 +575,10 @@ fn priority_classes(flavor: Flavor) {
 
 #[test]
 fn priority_classes_on_etcd() {
-    priority_classes(Flavor::Etcd);
+    priority_classes(Flavor::etcd());
 }
 
 #[test]
 fn priority_classes_on_kaname() {
-    priority_classes(Flavor::Kaname);
+    priority_classes(kaname!());
 }

@@ -5,10 +5,7 @@
 //! Run: `cargo test -p kaname --test apiserver_watch`. Needs etcd (scripts/install-test-deps.sh)
 //! and kubectl (the harness waits for readiness with it).
 
-mod apiserver_support;
-mod support;
-use apiserver_support::*;
-use support::*;
+use kaname_testkit::*;
 
 use std::time::{Duration, Instant};
 
@@ -36,8 +33,8 @@ fn types(events: &[serde_json::Value]) -> Vec<&str> {
 }
 
 fn semantics(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     api.ok(&["create", "configmap", "a", "--from-literal=k=1"]);
     let (_, list) = get(&api, CMS);
     let rv: i64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
@@ -114,12 +111,12 @@ fn semantics(flavor: Flavor) {
 
 #[test]
 fn semantics_on_etcd() {
-    semantics(Flavor::Etcd);
+    semantics(Flavor::etcd());
 }
 
 #[test]
 fn semantics_on_kaname() {
-    semantics(Flavor::Kaname);
+    semantics(kaname!());
 }
 
 /// etcd's count of watchers (`etcd_debugging_mvcc_watcher_total`, kaname exports it too).
@@ -133,9 +130,9 @@ fn etcd_watchers(endpoint: &str) -> i64 {
 /// A hundred watchers of one apiserver share its one etcd watch per resource, and each gets
 /// every event.
 fn many_watchers_one_etcd_watch(flavor: Flavor) {
-    let store = Cluster::start(flavor, 1);
+    let store = Cluster::start(flavor.clone(), 1);
     let endpoint = store.member_endpoint(1);
-    let api = Apiserver::start(&endpoint);
+    let api = Apiserver::start(kaname_bin!(), &endpoint);
     // The caches start their etcd watches right after the server starts.
     let served = kaname_apiserver::resources::GROUPS.iter().map(|gv| gv.resources.len() as i64).sum::<i64>();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -174,19 +171,19 @@ fn many_watchers_one_etcd_watch(flavor: Flavor) {
 
 #[test]
 fn many_watchers_one_etcd_watch_on_etcd() {
-    many_watchers_one_etcd_watch(Flavor::Etcd);
+    many_watchers_one_etcd_watch(Flavor::etcd());
 }
 
 #[test]
 fn many_watchers_one_etcd_watch_on_kaname() {
-    many_watchers_one_etcd_watch(Flavor::Kaname);
+    many_watchers_one_etcd_watch(kaname!());
 }
 
 /// A store restart breaks the caches' etcd watches: they resume from the last revision they
 /// saw, so an HTTP watch open across the restart misses nothing and repeats nothing.
 fn survives_a_store_restart(flavor: Flavor) {
-    let mut store = Cluster::start(flavor, 1);
-    let api = Apiserver::start(&store.member_endpoint(1));
+    let mut store = Cluster::start(flavor.clone(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
     let rv = get(&api, CMS).1["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     let path = format!("{CMS}?watch=true&resourceVersion={rv}&timeoutSeconds=25");
     let watch = std::thread::scope(|s| {
@@ -212,10 +209,10 @@ fn survives_a_store_restart(flavor: Flavor) {
 
 #[test]
 fn survives_a_store_restart_on_etcd() {
-    survives_a_store_restart(Flavor::Etcd);
+    survives_a_store_restart(Flavor::etcd());
 }
 
 #[test]
 fn survives_a_store_restart_on_kaname() {
-    survives_a_store_restart(Flavor::Kaname);
+    survives_a_store_restart(kaname!());
 }

@@ -1,8 +1,7 @@
 //! Authentication and authorization, judged by real etcd 3.4: the same etcdctl session against
 //! etcd and `kaname etcd`, outputs, stderr and exit codes compared after masking.
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
 /// Users, roles and permissions set up while auth is off, then auth enable. Checks: `user add`
 /// with `--new-user-password`/`--interactive=false` (stdin), role add, grant-permission for a
@@ -131,7 +130,7 @@ fn auth_session_matches_etcd_on_one_member() {
     let mut script = setup();
     script.extend(maintenance_steps());
     script.extend(enabled_session());
-    compare_session(1, &script);
+    compare_session(kaname!(), 1, &script);
 }
 
 /// On three members, steps go to different members; a member applies the auth state (and
@@ -152,7 +151,7 @@ fn auth_session_matches_etcd_on_three_members() {
         step(&["auth", "disable", root]).on(3),
         step(&["get", "foo"]).on(1),
     ]);
-    compare_session(3, &script);
+    compare_session(kaname!(), 3, &script);
 }
 
 /// `kaname etcdctl` against kaname: the same user/role/auth commands as the real etcdctl.
@@ -161,27 +160,21 @@ fn kaname_etcdctl_auth_commands_match_etcdctl_against_kaname() {
     let mut script = setup();
     script.extend(maintenance_steps());
     script.extend(enabled_session());
-    compare_tools(Flavor::Kaname, 1, &script);
+    compare_tools(kaname!(), kaname_bin!(), 1, &script);
 }
 
 /// Waits until `root` can read through member `i` (`endpoint health` cannot tell: without
 /// credentials it is refused once auth is on, on etcd too).
-fn wait_serving(c: &Cluster, i: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    loop {
-        let out = etcdctl_timeout(&c.member_endpoint(i), &["--user=root:rootpw", "get", "foo"], None, "3s");
-        if out.success() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "m{i} does not serve: {}{}\n{}",
-            out.stdout,
-            out.stderr,
-            c.log_tails(30)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+fn wait_root_reads(c: &Cluster, i: usize) {
+    let (timeout, poll) = (std::time::Duration::from_secs(40), std::time::Duration::from_millis(300));
+    wait_serving(
+        &c.member_endpoint(i),
+        &["--user=root:rootpw", "get", "foo"],
+        timeout,
+        poll,
+        || Ok(()),
+        || c.log_tails(30),
+    );
 }
 
 /// What the auth state looks like from member `i`, normalized.
@@ -214,7 +207,7 @@ fn auth_view(c: &Cluster, i: usize, into: &mut Vec<String>) {
 /// new member (etcdctl restore for etcd, `kaname etcdctl snapshot restore` for kaname) keeps
 /// them too. Compared with etcd's transcript.
 fn persistence_transcript(flavor: Flavor) -> Vec<String> {
-    let mut c = Cluster::start(flavor, 3);
+    let mut c = Cluster::start(flavor.clone(), 3);
     let ep = c.member_endpoint(1);
     let setup: [&[&str]; 8] = [
         &["user", "add", "root", "--new-user-password=rootpw"],
@@ -238,7 +231,7 @@ fn persistence_transcript(flavor: Flavor) -> Vec<String> {
         c.restart(i);
     }
     for i in 1..=3 {
-        wait_serving(&c, i);
+        wait_root_reads(&c, i);
         auth_view(&c, i, &mut out);
     }
 
@@ -248,7 +241,7 @@ fn persistence_transcript(flavor: Flavor) -> Vec<String> {
     out.push(format!("snapshot save as alice: exit {}", denied.code()));
     let saved = etcdctl(&ep, &["snapshot", "save", snap, "--user=root:rootpw"], None);
     assert!(saved.success(), "{}: snapshot save: {}", flavor.label(), saved.stderr);
-    let mut dst = Cluster::prepare(flavor, 1);
+    let mut dst = Cluster::prepare(flavor.clone(), 1);
     let m = dst.member(1);
     let peer = format!("http://127.0.0.1:{}", m.peer.port);
     let args = [
@@ -266,21 +259,21 @@ fn persistence_transcript(flavor: Flavor) -> Vec<String> {
         "--initial-advertise-peer-urls",
         &peer,
     ];
-    let restored = match flavor {
-        Flavor::Etcd => etcdctl(&ep, &args, None),
-        Flavor::Kaname => kaname_etcdctl(&ep, &args, None),
+    let restored = match &flavor {
+        Flavor::Etcd(_) => etcdctl(&ep, &args, None),
+        Flavor::Kaname(bin) => kaname_etcdctl(bin, &ep, &args, None),
     };
     assert!(restored.success(), "{}: restore: {}{}", flavor.label(), restored.stdout, restored.stderr);
     dst.restart(1);
-    wait_serving(&dst, 1);
+    wait_root_reads(&dst, 1);
     auth_view(&dst, 1, &mut out);
     out
 }
 
 #[test]
 fn auth_state_survives_restart_and_snapshot_restore_as_in_etcd() {
-    let expected = persistence_transcript(Flavor::Etcd);
-    let got = persistence_transcript(Flavor::Kaname);
+    let expected = persistence_transcript(Flavor::etcd());
+    let got = persistence_transcript(kaname!());
     // Not vacuous: alice kept her role and auth stayed on.
     let all = got.join("\n");
     assert!(all.contains("Role reader\nKV Read:") && all.contains("etcdserver: permission denied"), "{all}");
@@ -301,9 +294,11 @@ mod tokens {
     use tonic::transport::Channel;
     use tonic::Request;
 
+    /// A channel with tonic's defaults (no TCP_NODELAY, no connect timeout), as this transcript
+    /// has always dialled: it reads through m3 right after a password change made on m2, so
+    /// its timing is part of what it checks.
     async fn channel(c: &Cluster, i: usize) -> Channel {
-        let url = format!("http://{}", c.member_endpoint(i));
-        tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.expect("connect")
+        grpc_endpoint(c, i).connect().await.expect("connect")
     }
 
     fn with_token<T>(msg: T, token: &str) -> Request<T> {
@@ -337,7 +332,7 @@ mod tokens {
     /// password are `invalid auth token` (Unauthenticated); LeaseRevoke needs write on every
     /// attached key; a wrong password is refused with etcd's code and text.
     async fn transcript(flavor: Flavor) -> Vec<String> {
-        let c = Cluster::start(flavor, 3);
+        let c = Cluster::start(flavor.clone(), 3);
         let ep = c.member_endpoint(1);
         let setup: [&[&str]; 7] = [
             &["user", "add", "root", "--new-user-password=rootpw"],
@@ -389,7 +384,7 @@ mod tokens {
     /// `--auth-token-ttl 2`: a token used within its TTL stays valid (use extends it), one left
     /// unused for longer is `invalid auth token`.
     async fn ttl_transcript(flavor: Flavor) -> Vec<String> {
-        let c = Cluster::start_with(flavor, 1, &["--auth-token-ttl", "2"]);
+        let c = Cluster::start_with(flavor.clone(), 1, &["--auth-token-ttl", "2"]);
         let ep = c.member_endpoint(1);
         for args in [&["user", "add", "root", "--new-user-password=rootpw"][..], &["auth", "enable"]] {
             assert!(etcdctl(&ep, args, None).success(), "{}: {args:?}", flavor.label());
@@ -408,16 +403,16 @@ mod tokens {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn token_ttl_as_in_etcd() {
-        let expected = ttl_transcript(Flavor::Etcd).await;
-        let got = ttl_transcript(Flavor::Kaname).await;
+        let expected = ttl_transcript(Flavor::etcd()).await;
+        let got = ttl_transcript(kaname!()).await;
         assert_eq!(expected, got, "etcd (left) vs kaname (right)");
         assert_eq!(got.last().map(String::as_str), Some("Unauthenticated: etcdserver: invalid auth token"));
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn tokens_work_across_members_as_in_etcd() {
-        let expected = transcript(Flavor::Etcd).await;
-        let got = transcript(Flavor::Kaname).await;
+        let expected = transcript(Flavor::etcd()).await;
+        let got = transcript(kaname!()).await;
         assert_eq!(expected, got, "etcd (left) vs kaname (right)");
         // Not vacuous: a token from m1 read on m2 and m3, and a made-up one was refused.
         assert!(got.iter().any(|l| l == "m3 alice get foo: ok 1 kvs"), "{got:#?}");

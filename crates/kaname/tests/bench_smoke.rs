@@ -2,9 +2,8 @@
 //! against both and reports without errors. (It measures nothing here; the numbers come from
 //! bench/compare.sh on a quiet machine.)
 
-mod support;
+use kaname_testkit::*;
 use std::process::Command;
-use support::*;
 
 fn bench(endpoint: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kaname"))
@@ -19,7 +18,7 @@ fn bench(endpoint: &str, args: &[&str]) -> String {
 }
 
 fn every_workload(flavor: Flavor) {
-    let c = Cluster::start(flavor, 1);
+    let c = Cluster::start(flavor.clone(), 1);
     let ep = c.member_endpoint(1);
     let workloads: [&[&str]; 6] = [
         &["put", "--clients", "4", "--total", "200", "--val-size", "64", "--key-space-size", "100"],
@@ -39,10 +38,10 @@ fn every_workload(flavor: Flavor) {
 
 #[test]
 fn every_workload_runs_against_etcd() {
-    every_workload(Flavor::Etcd);
+    every_workload(Flavor::etcd());
 }
 
 #[test]
 fn every_workload_runs_against_kaname() {
-    every_workload(Flavor::Kaname);
+    every_workload(kaname!());
 }

@@ -7,18 +7,11 @@
 //! Runs one cluster at a time (2 cores); about 2.5 minutes in all.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use kaname_chaos::cluster::Flavor;
 use kaname_chaos::workload::WorkloadConfig;
 use kaname_chaos::{run_one, FaultKind, RunConfig};
-
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
+use kaname_testkit::{kaname, serial, Flavor};
 
 /// Partitions need root, ip and nft (scripts/install-test-deps.sh installs nft).
 fn can_partition() -> bool {
@@ -51,10 +44,6 @@ fn config(flavor: Flavor, seed: u64, secs: u64) -> RunConfig {
     }
 }
 
-fn kaname() -> Flavor {
-    Flavor::Kaname(PathBuf::from(env!("CARGO_BIN_EXE_kaname")))
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
 }
@@ -63,7 +52,7 @@ fn rt() -> tokio::runtime::Runtime {
 fn chaos_kaname_short_profile() {
     let _g = serial();
     for seed in [101, 102, 103] {
-        let report = rt().block_on(run_one(&config(kaname(), seed, 12))).expect("run");
+        let report = rt().block_on(run_one(&config(kaname!(), seed, 12))).expect("run");
         println!("{report}");
         assert!(report.passed(), "{report}");
         assert!(report.ok > 1000, "too few operations succeeded: {report}");
@@ -83,7 +72,7 @@ fn chaos_kaname_membership_clock_leases() {
         "libfaketime missing: run scripts/install-test-deps.sh"
     );
     let _g = serial();
-    let mut cfg = config(kaname(), 203, 12);
+    let mut cfg = config(kaname!(), 203, 12);
     cfg.faults = if can_partition() {
         vec![FaultKind::All]
     } else {
@@ -107,7 +96,7 @@ fn chaos_real_etcd_passes() {
         panic!("/usr/bin/etcd missing: run scripts/install-test-deps.sh");
     }
     let _g = serial();
-    let mut cfg = config(Flavor::Etcd("/usr/bin/etcd".into()), 101, 12);
+    let mut cfg = config(Flavor::etcd(), 101, 12);
     cfg.faults.push(FaultKind::Membership);
     cfg.lease_clients = 2;
     let report = rt().block_on(run_one(&cfg)).expect("run");
@@ -122,7 +111,7 @@ fn chaos_real_etcd_passes() {
 #[test]
 fn chaos_catches_serializable_reads() {
     let _g = serial();
-    let mut cfg = config(kaname(), 7, 8);
+    let mut cfg = config(kaname!(), 7, 8);
     cfg.workload.serializable_reads = true;
     let report = rt().block_on(run_one(&cfg)).expect("run");
     println!("{report}");

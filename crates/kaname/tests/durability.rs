@@ -7,20 +7,13 @@
 //! Scenarios run one at a time (a process-wide lock): each starts a
 //! 3-member cluster plus etcdctl writer processes, which is plenty for 2 cores.
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// How soon after losing its leader a 3-member cluster must take writes again.
 const FAILOVER_BUDGET: Duration = Duration::from_secs(3);
@@ -171,8 +164,8 @@ fn leader_kill(flavor: Flavor) {
     let _g = serial();
     // kaname is judged on its defaults (the bar); etcd gets the faster timers
     // because with its defaults it misses the 3 s budget now and then (see FAST_ELECTION).
-    let flags: &[&str] = if flavor == Flavor::Kaname { &[] } else { &FAST_ELECTION };
-    let mut c = Cluster::start_with(flavor, 3, flags);
+    let flags: &[&str] = if flavor.is_kaname() { &[] } else { &FAST_ELECTION };
+    let mut c = Cluster::start_with(flavor.clone(), 3, flags);
     let leader = c.wait_leader(Duration::from_secs(15));
     let writers = Writers::start(4, "acked/", c.endpoints());
     thread::sleep(Duration::from_millis(2000));
@@ -231,12 +224,12 @@ fn leader_kill(flavor: Flavor) {
 
 #[test]
 fn leader_kill_etcd() {
-    leader_kill(Flavor::Etcd);
+    leader_kill(Flavor::etcd());
 }
 
 #[test]
 fn leader_kill_kaname() {
-    leader_kill(Flavor::Kaname);
+    leader_kill(kaname!());
 }
 
 // ---------------------------------------------------------------------------
@@ -245,7 +238,7 @@ fn leader_kill_kaname() {
 
 fn kill_all(flavor: Flavor, members: usize) {
     let _g = serial();
-    let mut c = Cluster::start(flavor, members);
+    let mut c = Cluster::start(flavor.clone(), members);
     // A batch through txn too, so multi-op entries are covered.
     let batch: String = (0..100).map(|i| format!("put batch/{i:03} v\n")).collect();
     let out = etcdctl(&c.endpoints(), &["txn"], Some(&format!("\n{batch}\n\n")));
@@ -277,22 +270,22 @@ fn kill_all(flavor: Flavor, members: usize) {
 
 #[test]
 fn kill_all_3m_etcd() {
-    kill_all(Flavor::Etcd, 3);
+    kill_all(Flavor::etcd(), 3);
 }
 
 #[test]
 fn kill_all_3m_kaname() {
-    kill_all(Flavor::Kaname, 3);
+    kill_all(kaname!(), 3);
 }
 
 #[test]
 fn kill_all_1m_etcd() {
-    kill_all(Flavor::Etcd, 1);
+    kill_all(Flavor::etcd(), 1);
 }
 
 #[test]
 fn kill_all_1m_kaname() {
-    kill_all(Flavor::Kaname, 1);
+    kill_all(kaname!(), 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -304,7 +297,7 @@ const BATCH: usize = 100;
 
 fn follower_catch_up(flavor: Flavor) {
     let _g = serial();
-    let mut c = Cluster::start(flavor, 3);
+    let mut c = Cluster::start(flavor.clone(), 3);
     let leader = c.wait_leader(Duration::from_secs(15));
     let follower = (1..=3).find(|&i| i != leader).unwrap();
     c.kill(follower);
@@ -375,10 +368,10 @@ fn follower_catch_up(flavor: Flavor) {
 
 #[test]
 fn follower_catch_up_etcd() {
-    follower_catch_up(Flavor::Etcd);
+    follower_catch_up(Flavor::etcd());
 }
 
 #[test]
 fn follower_catch_up_kaname() {
-    follower_catch_up(Flavor::Kaname);
+    follower_catch_up(kaname!());
 }

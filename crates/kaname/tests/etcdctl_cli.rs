@@ -10,12 +10,7 @@
 //!
 //! Run: `cargo test -p kaname --test etcdctl_cli`. Needs scripts/install-test-deps.sh.
 
-mod support;
-use support::*;
-
-fn txn(text: &str) -> Step {
-    step(&["txn"]).stdin(text)
-}
+use kaname_testkit::*;
 
 fn kv_script() -> Vec<Step> {
     let mut s = vec![
@@ -255,47 +250,47 @@ fn auth_script() -> Vec<Step> {
 
 #[test]
 fn auth_on_etcd() {
-    compare_tools(Flavor::Etcd, 1, &auth_script());
+    compare_tools(Flavor::etcd(), kaname_bin!(), 1, &auth_script());
 }
 
 #[test]
 fn kv_on_etcd() {
-    compare_tools(Flavor::Etcd, 1, &kv_script());
+    compare_tools(Flavor::etcd(), kaname_bin!(), 1, &kv_script());
 }
 
 #[test]
 fn kv_on_kaname() {
-    compare_tools(Flavor::Kaname, 1, &kv_script());
+    compare_tools(kaname!(), kaname_bin!(), 1, &kv_script());
 }
 
 #[test]
 fn lease_on_etcd() {
-    compare_tools(Flavor::Etcd, 1, &lease_script());
+    compare_tools(Flavor::etcd(), kaname_bin!(), 1, &lease_script());
 }
 
 #[test]
 fn lease_on_kaname() {
-    compare_tools(Flavor::Kaname, 1, &lease_script());
+    compare_tools(kaname!(), kaname_bin!(), 1, &lease_script());
 }
 
 #[test]
 fn maintenance_on_etcd() {
-    compare_tools(Flavor::Etcd, 1, &maintenance_script());
+    compare_tools(Flavor::etcd(), kaname_bin!(), 1, &maintenance_script());
 }
 
 #[test]
 fn maintenance_on_kaname() {
-    compare_tools(Flavor::Kaname, 1, &maintenance_script());
+    compare_tools(kaname!(), kaname_bin!(), 1, &maintenance_script());
 }
 
 #[test]
 fn cluster_on_kaname_3m() {
-    compare_tools(Flavor::Kaname, 3, &cluster_script());
+    compare_tools(kaname!(), kaname_bin!(), 3, &cluster_script());
 }
 
 /// Both clients against one cluster: outputs must be the same bytes.
 fn same_bytes(flavor: Flavor) {
-    let c = Cluster::start(flavor, 1);
+    let c = Cluster::start(flavor.clone(), 1);
     let ep = c.endpoints();
     for (k, v) in [("a", "1"), ("b", "two words"), ("c/\u{e9}", "tab\there"), ("d", "<&>\"")] {
         assert!(etcdctl(&ep, &["put", k, v], None).success());
@@ -319,7 +314,7 @@ fn same_bytes(flavor: Flavor) {
     cmds.push(vec!["member", "list", "--hex", "-w", "json"]);
     for args in &cmds {
         let e = etcdctl(&ep, args, None);
-        let k = kaname_etcdctl(&ep, args, None);
+        let k = kaname_etcdctl(kaname_bin!(), &ep, args, None);
         assert_eq!(
             (e.stdout.as_bytes(), e.code()),
             (k.stdout.as_bytes(), k.code()),
@@ -338,7 +333,7 @@ fn same_bytes(flavor: Flavor) {
         vec!["get", "l", "-w", "json"],
     ] {
         let e = etcdctl(&ep, &args, None);
-        let k = kaname_etcdctl(&ep, &args, None);
+        let k = kaname_etcdctl(kaname_bin!(), &ep, &args, None);
         // remaining TTL may tick between the two runs
         let mask = |s: &str| s.replace("remaining(599s)", "remaining(600s)").replace("\"ttl\":599", "\"ttl\":600");
         assert_eq!(mask(&e.stdout), mask(&k.stdout), "{} `etcdctl {}`", flavor.label(), args.join(" "));
@@ -359,12 +354,12 @@ fn same_bytes(flavor: Flavor) {
 
 #[test]
 fn same_bytes_on_etcd() {
-    same_bytes(Flavor::Etcd);
+    same_bytes(Flavor::etcd());
 }
 
 #[test]
 fn same_bytes_on_kaname() {
-    same_bytes(Flavor::Kaname);
+    same_bytes(kaname!());
 }
 
 /// Runs a client for `secs` (watch never ends on its own) and returns stdout, stderr
@@ -412,7 +407,7 @@ fn run_for(kaname: bool, ep: &str, args: &[&str], stdin: &str, secs: f64) -> (St
 
 /// watch: historical events from one cluster, both clients, same bytes.
 fn watch_same_bytes(flavor: Flavor) {
-    let c = Cluster::start(flavor, 1);
+    let c = Cluster::start(flavor.clone(), 1);
     let ep = c.endpoints();
     for args in [["put", "w/a", "1"], ["put", "w/b", "2"], ["del", "w/a", ""], ["put", "x", "3"]] {
         let args: Vec<&str> = args.iter().copied().filter(|a| !a.is_empty()).collect();
@@ -442,12 +437,12 @@ fn watch_same_bytes(flavor: Flavor) {
 
 #[test]
 fn watch_on_etcd() {
-    watch_same_bytes(Flavor::Etcd);
+    watch_same_bytes(Flavor::etcd());
 }
 
 #[test]
 fn watch_on_kaname() {
-    watch_same_bytes(Flavor::Kaname);
+    watch_same_bytes(kaname!());
 }
 
 /// member add (as learner, so quorum stays), update, remove and move-leader errors; real
@@ -470,12 +465,12 @@ fn membership_script() -> Vec<Step> {
 
 #[test]
 fn membership_on_etcd_3m() {
-    compare_tools(Flavor::Etcd, 3, &membership_script());
+    compare_tools(Flavor::etcd(), kaname_bin!(), 3, &membership_script());
 }
 
 /// snapshot save, environment variables, dead endpoints.
 fn misc(flavor: Flavor) {
-    let c = Cluster::start(flavor, 1);
+    let c = Cluster::start(flavor.clone(), 1);
     let ep = c.endpoints();
     assert!(etcdctl(&ep, &["put", "a", "1"], None).success());
     let dir = tempfile::tempdir().unwrap();
@@ -484,7 +479,7 @@ fn misc(flavor: Flavor) {
     let e = etcdctl(&ep, &["snapshot", "save", p], None);
     let e_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     std::fs::remove_file(&path).unwrap();
-    let k = kaname_etcdctl(&ep, &["snapshot", "save", p], None);
+    let k = kaname_etcdctl(kaname_bin!(), &ep, &["snapshot", "save", p], None);
     let k_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     assert_eq!((e.stdout.as_str(), e.code()), (k.stdout.as_str(), k.code()), "{} snapshot save", flavor.label());
     assert!(e_size > 0 && e_size == k_size, "snapshot sizes: etcdctl {e_size}, kaname etcdctl {k_size}");
@@ -503,7 +498,7 @@ fn misc(flavor: Flavor) {
     let dead = format!("127.0.0.1:{}", claim_port().port);
     for args in [vec!["--dial-timeout=500ms", "get", "a"], vec!["--dial-timeout=500ms", "endpoint", "status"]] {
         let e = etcdctl(&dead, &args, None);
-        let k = kaname_etcdctl(&dead, &args, None);
+        let k = kaname_etcdctl(kaname_bin!(), &dead, &args, None);
         let errs = |s: &str| s.lines().filter(|l| !l.starts_with("{\"level\"")).collect::<Vec<_>>().join("\n");
         assert_eq!(
             (e.stdout.as_str(), errs(&e.stderr), e.code()),
@@ -515,12 +510,12 @@ fn misc(flavor: Flavor) {
 
 #[test]
 fn misc_on_etcd() {
-    misc(Flavor::Etcd);
+    misc(Flavor::etcd());
 }
 
 #[test]
 fn misc_on_kaname() {
-    misc(Flavor::Kaname);
+    misc(kaname!());
 }
 
 /// A real etcd serving clients over TLS (certificates made with openssl), killed on drop.
@@ -637,7 +632,7 @@ fn tls_on_etcd() {
     ];
     for (ep, args) in &cases {
         let e = etcdctl(ep, args, None);
-        let k = kaname_etcdctl(ep, args, None);
+        let k = kaname_etcdctl(kaname_bin!(), ep, args, None);
         let errs = |s: &str| s.lines().filter(|l| !l.starts_with("{\"level\"")).collect::<Vec<_>>().join("\n");
         assert_eq!(
             (e.stdout.as_str(), errs(&e.stderr), e.code()),

@@ -10,17 +10,7 @@
 //! Run one group: `cargo test -p kaname --test etcdctl_compat _etcd`
 //! or `... _kaname`. Needs scripts/install-test-deps.sh.
 
-mod support;
-use support::*;
-
-/// Member `i` when the cluster has it, else member 1 (so one script serves 1 and 3 members).
-fn m(n: usize, i: usize) -> usize {
-    if i <= n {
-        i
-    } else {
-        1
-    }
-}
+use kaname_testkit::*;
 
 /// A linearizable read on every member: afterwards each has applied all
 /// earlier writes, so member-local answers (status, hashkv) are deterministic.
@@ -28,19 +18,15 @@ fn sync_all(n: usize, key: &str) -> Vec<Step> {
     (1..=n).map(|i| step(&["get", key]).on(i)).collect()
 }
 
-fn txn(text: &str) -> Step {
-    step(&["txn"]).stdin(text)
-}
-
 macro_rules! session {
     ($etcd:ident, $kaname:ident, $members:expr, $script:expr) => {
         #[test]
         fn $etcd() {
-            compare_flavors(Flavor::Etcd, Flavor::Etcd, $members, &$script($members));
+            compare_flavors(Flavor::etcd(), Flavor::etcd(), $members, &$script($members));
         }
         #[test]
         fn $kaname() {
-            compare_session($members, &$script($members));
+            compare_session(kaname!(), $members, &$script($members));
         }
     };
 }
@@ -380,7 +366,7 @@ session!(cluster_info_3m_etcd, cluster_info_3m_kaname, 3, cluster_info_script);
 /// etcd lists members sorted by ID (so `--cluster` commands visit them in that
 /// order); the sessions above sort lines, so check the order here.
 fn member_list_sorted(flavor: Flavor) {
-    let c = Cluster::start(flavor, 3);
+    let c = Cluster::start(flavor.clone(), 3);
     for i in 1..=3 {
         let out = etcdctl(&c.member_endpoint(i), &["member", "list", "-w", "json"], None);
         assert!(out.success(), "member list on m{i}: {}", out.stderr);
@@ -396,12 +382,12 @@ fn member_list_sorted(flavor: Flavor) {
 
 #[test]
 fn member_list_sorted_by_id_etcd() {
-    member_list_sorted(Flavor::Etcd);
+    member_list_sorted(Flavor::etcd());
 }
 
 #[test]
 fn member_list_sorted_by_id_kaname() {
-    member_list_sorted(Flavor::Kaname);
+    member_list_sorted(kaname!());
 }
 
 /// Pure normalization checks on real etcd 3.4.23 output (no processes).

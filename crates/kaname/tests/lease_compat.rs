@@ -11,27 +11,10 @@
 //!
 //! Tests run one at a time: expiry is judged to the second, and 2 cores are shared.
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Member `i` when the cluster has it, else member 1.
-fn m(n: usize, i: usize) -> usize {
-    if i <= n {
-        i
-    } else {
-        1
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Sessions with lease IDs
@@ -131,7 +114,7 @@ fn mask_time_to_live(text: &str, notes: &mut Vec<String>) -> String {
 /// lease masks. Steps whose output starts with `lease ... granted` (or is a grant's JSON)
 /// teach the next `{Ln}`.
 fn run_lease_session(flavor: Flavor, members: usize, script: &[Step]) -> Result<SessionRun, String> {
-    let cluster = Cluster::try_start(flavor, members)?;
+    let cluster = Cluster::try_start(flavor.clone(), members)?;
     let (masker, warning) = Masker::for_cluster(&cluster);
     let mut notes: Vec<String> = warning.into_iter().collect();
     let mut leases = Leases::default();
@@ -142,13 +125,7 @@ fn run_lease_session(flavor: Flavor, members: usize, script: &[Step]) -> Result<
         }
         let args = leases.args(&s.args);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let targets = match &s.target {
-            Target::All => (1..=cluster.size()).collect(),
-            Target::Member(i) => vec![*i],
-            Target::Members(v) => v.clone(),
-        };
-        let endpoints = targets.iter().map(|&i| cluster.member_endpoint(i)).collect::<Vec<_>>().join(",");
-        let out = etcdctl(&endpoints, &args, s.stdin.as_deref());
+        let out = etcdctl(&s.endpoints(&cluster), &args, s.stdin.as_deref());
         if args.len() >= 2 && args[0] == "lease" && args[1] == "grant" && out.success() {
             leases.learn(&out.stdout);
         }
@@ -294,22 +271,22 @@ fn lease_script(n: usize) -> Vec<Step> {
 
 #[test]
 fn lease_1m_etcd() {
-    compare_lease_sessions(Flavor::Etcd, Flavor::Etcd, 1, &lease_script(1));
+    compare_lease_sessions(Flavor::etcd(), Flavor::etcd(), 1, &lease_script(1));
 }
 
 #[test]
 fn lease_1m_kaname() {
-    compare_lease_sessions(Flavor::Etcd, Flavor::Kaname, 1, &lease_script(1));
+    compare_lease_sessions(Flavor::etcd(), kaname!(), 1, &lease_script(1));
 }
 
 #[test]
 fn lease_3m_etcd() {
-    compare_lease_sessions(Flavor::Etcd, Flavor::Etcd, 3, &lease_script(3));
+    compare_lease_sessions(Flavor::etcd(), Flavor::etcd(), 3, &lease_script(3));
 }
 
 #[test]
 fn lease_3m_kaname() {
-    compare_lease_sessions(Flavor::Etcd, Flavor::Kaname, 3, &lease_script(3));
+    compare_lease_sessions(Flavor::etcd(), kaname!(), 3, &lease_script(3));
 }
 
 // ---------------------------------------------------------------------------
@@ -359,7 +336,7 @@ fn wait_keeping_alive(c: &Cluster, lease: &str, until: Instant) {
 #[test]
 fn lease_survives_leader_kill_and_restart_kaname() {
     let _g = serial();
-    let mut c = Cluster::start(Flavor::Kaname, 3);
+    let mut c = Cluster::start(kaname!(), 3);
     let leader = c.wait_leader(Duration::from_secs(15));
     let follower = if leader == 1 { 2 } else { 1 };
     let fe = c.member_endpoint(follower);
@@ -487,7 +464,7 @@ fn agreed_hash(c: &Cluster, timeout: Duration) -> Option<u64> {
 #[test]
 fn lease_travels_in_snapshots_kaname() {
     let _g = serial();
-    let mut c = Cluster::start_with(Flavor::Kaname, 3, &["--snapshot-count=20"]);
+    let mut c = Cluster::start_with(kaname!(), 3, &["--snapshot-count=20"]);
     let leader = c.wait_leader(Duration::from_secs(15));
     let follower = (1..=3).find(|&i| i != leader).unwrap();
     c.kill(follower);
@@ -544,7 +521,7 @@ fn keep_alive_stream_through_follower_kaname() {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let _g = serial();
-    let c = Cluster::start(Flavor::Kaname, 3);
+    let c = Cluster::start(kaname!(), 3);
     let leader = c.wait_leader(Duration::from_secs(15));
     let fe = c.member_endpoint(if leader == 1 { 2 } else { 1 });
     let lease = grant(&c, &fe, "2");

@@ -12,10 +12,9 @@
 //! Run: `cargo test -p kaname --test lease_leadership`. One test at a time: each holds a
 //! cluster and its timings are judged to the second on 2 shared cores.
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,32 +28,15 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// kaname's request timeout with the default 1 s election timeout (5 s + 2 election
 /// timeouts, as etcd): how long a member keeps trying before it answers a timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 /// How long the two survivors get to elect a leader among themselves.
 const ELECTION: Duration = Duration::from_secs(30);
 
-async fn channel(c: &Cluster, i: usize) -> Channel {
-    let url = format!("http://{}", c.member_endpoint(i));
-    tonic::transport::Endpoint::from_shared(url)
-        .unwrap()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .expect("connect")
-}
-
 /// Grants a lease of `ttl` seconds through member `i` and attaches `key` to it.
 async fn grant_with_key(c: &Cluster, i: usize, ttl: i64, key: &str) -> i64 {
-    let ch = channel(c, i).await;
+    let ch = grpc_channel(c, i).await;
     let grant = LeaseClient::new(ch.clone()).lease_grant(LeaseGrantRequest { ttl, id: 0 }).await.expect("grant");
     let id = grant.into_inner().id;
     let put = PutRequest { key: key.into(), value: b"v".to_vec(), lease: id, ..Default::default() };
@@ -92,14 +74,14 @@ async fn keep_alive_once(ch: Channel, id: i64, wait: Duration) -> KeepAlive {
 
 /// Whether `key` exists, read linearizably through member `i`.
 async fn key_exists(c: &Cluster, i: usize, key: &str) -> Result<bool, String> {
-    let ch = channel(c, i).await;
+    let ch = grpc_channel(c, i).await;
     let r = KvClient::new(ch).range(RangeRequest { key: key.into(), ..Default::default() }).await;
     Ok(r.map_err(|s| format!("{s:?}"))?.into_inner().count == 1)
 }
 
 /// The remaining TTL the leader reports through member `i` (-1: no such lease).
 async fn time_to_live(c: &Cluster, i: usize, id: i64) -> Result<i64, String> {
-    let ch = channel(c, i).await;
+    let ch = grpc_channel(c, i).await;
     let r = LeaseClient::new(ch).lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false }).await;
     Ok(r.map_err(|s| format!("{s:?}"))?.into_inner().ttl)
 }
@@ -157,7 +139,7 @@ fn term_of(c: &Cluster, i: usize) -> u64 {
 fn isolated_leader_does_not_renew_a_lease() {
     let _g = serial();
     let rt = Runtime::new().unwrap();
-    let c = Cluster::start(Flavor::Kaname, 3);
+    let c = Cluster::start(kaname!(), 3);
     let old = c.wait_leader(ELECTION);
     let followers: Vec<usize> = (1..=3).filter(|&i| i != old).collect();
     let term = term_of(&c, old);
@@ -165,7 +147,7 @@ fn isolated_leader_does_not_renew_a_lease() {
     let key = "lease-leadership/isolated";
     let id = rt.block_on(grant_with_key(&c, old, TTL, key));
     // Connect before the cut: only the answer is in question, not the dial.
-    let ch_old = rt.block_on(channel(&c, old));
+    let ch_old = rt.block_on(grpc_channel(&c, old));
 
     let followers_stopped = Frozen::stop(&c, &followers);
     let t = Instant::now();
@@ -189,7 +171,7 @@ fn isolated_leader_does_not_renew_a_lease() {
     let (new, new_term) = wait_leader_among(&c, &followers, term, ELECTION);
     eprintln!("m{new} leads the majority in term {new_term} (the isolated leader had term {term})");
     // Retried: a fresh leader answers once it has taken over expiry, and the machine is shared.
-    let ch_new = rt.block_on(channel(&c, new));
+    let ch_new = rt.block_on(grpc_channel(&c, new));
     let deadline = Instant::now() + ELECTION;
     loop {
         match rt.block_on(keep_alive_once(ch_new.clone(), id, REQUEST_TIMEOUT)) {
@@ -257,7 +239,7 @@ fn isolated_leader_does_not_renew_a_lease() {
 fn deposed_leader_does_not_revoke_a_renewed_lease() {
     let _g = serial();
     let rt = Runtime::new().unwrap();
-    let c = Cluster::start(Flavor::Kaname, 3);
+    let c = Cluster::start(kaname!(), 3);
     let old = c.wait_leader(ELECTION);
     let followers: Vec<usize> = (1..=3).filter(|&i| i != old).collect();
     let term = term_of(&c, old);
@@ -280,7 +262,7 @@ fn deposed_leader_does_not_revoke_a_renewed_lease() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let renewer = {
         let (log, stop) = (log.clone(), stop.clone());
-        let ch = rt.block_on(channel(&c, new));
+        let ch = rt.block_on(grpc_channel(&c, new));
         let start = Instant::now();
         rt.spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {

@@ -5,8 +5,7 @@
 //! each run first writes 20 kB values until the first refusal and reports where it happened;
 //! everything after that point must look the same on both.
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
 const QUOTA: &str = "1048576";
 
@@ -21,7 +20,7 @@ fn db_size(c: &Cluster, i: usize) -> u64 {
 }
 
 fn run(flavor: Flavor, members: usize) -> Transcript {
-    let c = Cluster::start_with(flavor, members, &["--quota-backend-bytes", QUOTA]);
+    let c = Cluster::start_with(flavor.clone(), members, &["--quota-backend-bytes", QUOTA]);
     let (masker, _) = Masker::for_cluster(&c);
     let first = c.member_endpoint(1);
     let last = c.member_endpoint(members);
@@ -86,8 +85,8 @@ fn run(flavor: Flavor, members: usize) -> Transcript {
 }
 
 fn compare(members: usize) {
-    let expected = run(Flavor::Etcd, members);
-    let got = run(Flavor::Kaname, members);
+    let expected = run(Flavor::etcd(), members);
+    let got = run(kaname!(), members);
     let mut report = String::new();
     for (e, g) in expected.steps.iter().zip(&got.steps) {
         if (&e.1, &e.2, e.3) != (&g.1, &g.2, g.3) {
@@ -112,7 +111,7 @@ fn nospace_alarm_defrag_disarm_1_member() {
 /// expectations) and then on kaname.
 fn alarm_is_cluster_state(flavor: Flavor) {
     let label = flavor.label();
-    let c = Cluster::start_with(flavor, 3, &["--quota-backend-bytes", QUOTA]);
+    let c = Cluster::start_with(flavor.clone(), 3, &["--quota-backend-bytes", QUOTA]);
     let value = "x".repeat(20_000);
     let mut refused = false;
     for i in 0..200 {
@@ -163,19 +162,19 @@ fn alarm_is_cluster_state(flavor: Flavor) {
 
 #[test]
 fn nospace_alarm_is_cluster_state_3_members_etcd() {
-    alarm_is_cluster_state(Flavor::Etcd);
+    alarm_is_cluster_state(Flavor::etcd());
 }
 
 #[test]
 fn nospace_alarm_is_cluster_state_3_members_kaname() {
-    alarm_is_cluster_state(Flavor::Kaname);
+    alarm_is_cluster_state(kaname!());
 }
 
 /// `etcdctl snapshot save` (through a follower, too) works against kaname as against etcd: same
 /// output, and a file whose last 32 bytes are the SHA-256 of the rest, which is what restore
 /// tools check. (The contents are each system's own backend format.)
 fn snapshot_save(flavor: Flavor, members: usize) -> Vec<(String, String, i32)> {
-    let c = Cluster::start(flavor, members);
+    let c = Cluster::start(flavor.clone(), members);
     let (masker, _) = Masker::for_cluster(&c);
     for i in 0..60 {
         let out = etcdctl(&c.member_endpoint(1), &["put", &format!("snapkey{i}"), &"v".repeat(2500)], None);
@@ -197,7 +196,7 @@ fn snapshot_save(flavor: Flavor, members: usize) -> Vec<(String, String, i32)> {
         let (content, sum) = bytes.split_at(bytes.len() - 32);
         use sha2::Digest;
         assert_eq!(sha2::Sha256::digest(content).as_slice(), sum, "{}: checksum trailer", flavor.label());
-        if flavor == Flavor::Kaname {
+        if flavor.is_kaname() {
             let text = String::from_utf8_lossy(content);
             assert!(text.contains("snapkey59"), "kaname snapshot lacks the last key written");
         }
@@ -210,10 +209,10 @@ fn snapshot_save(flavor: Flavor, members: usize) -> Vec<(String, String, i32)> {
 
 #[test]
 fn snapshot_save_matches_etcd_1_member() {
-    assert_eq!(snapshot_save(Flavor::Kaname, 1), snapshot_save(Flavor::Etcd, 1));
+    assert_eq!(snapshot_save(kaname!(), 1), snapshot_save(Flavor::etcd(), 1));
 }
 
 #[test]
 fn snapshot_save_matches_etcd_3_members() {
-    assert_eq!(snapshot_save(Flavor::Kaname, 3), snapshot_save(Flavor::Etcd, 3));
+    assert_eq!(snapshot_save(kaname!(), 3), snapshot_save(Flavor::etcd(), 3));
 }

@@ -4,9 +4,8 @@
 //! in `--initial-cluster` after changes. Each scenario runs on etcd, then on kaname;
 //! the normalized transcripts must be equal.
 
-mod support;
+use kaname_testkit::*;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// What one scenario printed, step by step, normalized.
 type Transcript = Vec<(String, String)>;
@@ -19,7 +18,7 @@ struct Run {
 
 impl Run {
     fn start(flavor: Flavor) -> Run {
-        let c = Cluster::start(flavor, 3);
+        let c = Cluster::start(flavor.clone(), 3);
         let (masker, _) = Masker::for_cluster(&c);
         // etcd refuses membership changes ("unhealthy cluster") until every peer has been
         // connected for its HealthInterval (5 s); kaname applies the same rule.
@@ -106,8 +105,8 @@ fn generic_ids(t: &str) -> String {
 }
 
 fn compare(scenario: fn(Flavor) -> Transcript) {
-    let expected = scenario(Flavor::Etcd);
-    let got = scenario(Flavor::Kaname);
+    let expected = scenario(Flavor::etcd());
+    let got = scenario(kaname!());
     let mut report = String::new();
     for (e, g) in expected.iter().zip(&got) {
         if e != g {
@@ -121,7 +120,7 @@ fn compare(scenario: fn(Flavor) -> Transcript) {
 /// remove it (it stops); members that never start count against etcd's strict reconfiguration
 /// check.
 fn add_join_update_remove(flavor: Flavor) -> Transcript {
-    let mut r = Run::start(flavor);
+    let mut r = Run::start(flavor.clone());
     r.step("put", 1, &["put", "before", "1"]);
     let m4 = r.c.add_member_slot();
     let url4 = r.peer_url(m4);
@@ -167,7 +166,7 @@ fn add_join_update_remove(flavor: Flavor) -> Transcript {
 
 /// A learner: added, started, refused as a second learner, promoted once in sync.
 fn learner(flavor: Flavor) -> Transcript {
-    let mut r = Run::start(flavor);
+    let mut r = Run::start(flavor.clone());
     for i in 0..50 {
         etcdctl(&r.c.member_endpoint(1), &["put", &format!("k{i}"), "v"], None);
     }
@@ -195,7 +194,7 @@ fn learner(flavor: Flavor) -> Transcript {
 
 /// Removing the current leader: the others elect a new one and keep serving; the old leader stops.
 fn remove_leader(flavor: Flavor) -> Transcript {
-    let mut r = Run::start(flavor);
+    let mut r = Run::start(flavor.clone());
     let leader = r.c.wait_leader(Duration::from_secs(10));
     let other = if leader == 1 { 2 } else { 1 };
     let id = r.id_of(leader);
@@ -214,7 +213,7 @@ fn remove_leader(flavor: Flavor) -> Transcript {
 
 /// `move-leader` hands leadership to the member asked for, while writes keep succeeding.
 fn move_leader(flavor: Flavor) -> Transcript {
-    let mut r = Run::start(flavor);
+    let mut r = Run::start(flavor.clone());
     let leader = r.c.wait_leader(Duration::from_secs(10));
     let target = if leader == 3 { 2 } else { 3 };
     let target_id = r.id_of(target);
@@ -239,7 +238,7 @@ fn move_leader(flavor: Flavor) -> Transcript {
 /// accepts it because it matches the latest membership in the data (the founding members are
 /// accepted too, anything else is refused: `startup_errors`). Both must start and serve.
 fn restart_with_current_members(flavor: Flavor) -> Transcript {
-    let mut r = Run::start(flavor);
+    let mut r = Run::start(flavor.clone());
     r.step("put", 1, &["put", "before", "1"]);
     let m4 = r.c.add_member_slot();
     let url4 = r.peer_url(m4);

@@ -8,19 +8,10 @@
 //! serializable get still answers from its local copy; after SIGCONT the cluster takes
 //! writes again.
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
-
-static HEAVY: Mutex<()> = Mutex::new(());
-
-/// One 3-member cluster at a time: plenty for 2 cores.
-fn serial() -> MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// etcdctl's `--command-timeout` for requests that are expected to hang on the minority.
 const MINORITY_TIMEOUT: &str = "3s";
@@ -29,7 +20,7 @@ const RECOVERY: Duration = Duration::from_secs(30);
 
 fn minority(flavor: Flavor) {
     let _g = serial();
-    let c = Cluster::start(flavor, 3);
+    let c = Cluster::start(flavor.clone(), 3);
     let leader = c.wait_leader(Duration::from_secs(30));
     isolate_and_check(&c, leader, "the leader", "partition/leader");
 
@@ -123,10 +114,10 @@ fn isolate_and_check(c: &Cluster, survivor: usize, role: &str, key: &str) {
 
 #[test]
 fn minority_member_etcd() {
-    minority(Flavor::Etcd);
+    minority(Flavor::etcd());
 }
 
 #[test]
 fn minority_member_kaname() {
-    minority(Flavor::Kaname);
+    minority(kaname!());
 }

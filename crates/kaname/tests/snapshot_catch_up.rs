@@ -8,19 +8,12 @@
 //! Scenarios in this file run one at a time (a process-wide lock): each starts a
 //! 3-member cluster and writes 11,000 keys, which is plenty for 2 cores.
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
 use std::fs;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 // ---------------------------------------------------------------------------
 // (d) with --snapshot-count 1000, a follower down for 10,000 writes can only
@@ -324,7 +317,7 @@ struct SnapRun {
 
 fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
     let t0 = Instant::now();
-    let mut c = Cluster::start_with(flavor, 3, &SNAPSHOT_FLAGS);
+    let mut c = Cluster::start_with(flavor.clone(), 3, &SNAPSHOT_FLAGS);
     let leader = c.wait_leader(Duration::from_secs(15));
     let follower = (1..=3).find(|&i| i != leader).unwrap();
     let other = (1..=3).find(|&i| i != leader && i != follower).unwrap();
@@ -363,7 +356,7 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
         .unwrap_or_else(|| panic!("no revision in put response: {}", out.stdout));
     let target = status_u64(&c, leader, "raftIndex");
     let mut leader_snaps = Vec::new();
-    if flavor == Flavor::Kaname {
+    if flavor.is_kaname() {
         leader_snaps.extend(kaname_snapshots(&c, leader));
         println!("kaname: leader m{leader} snapshots before the restart: {leader_snaps:?}");
     }
@@ -391,7 +384,7 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
         }
     }
     match flavor {
-        Flavor::Kaname => {
+        Flavor::Kaname(_) => {
             leader_snaps.extend(kaname_snapshots(&c, leader));
             let mine = kaname_snapshots(&c, follower);
             println!("kaname: m{follower} snapshots after catching up: {mine:?}; leader's: {leader_snaps:?}");
@@ -415,7 +408,7 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
                 c.log_tails(40)
             );
         }
-        Flavor::Etcd => {
+        Flavor::Etcd(_) => {
             // etcd logs `applied snapshot` with the leader's snapshot index when
             // it applies one it was sent.
             let incoming: Vec<u64> = lines
@@ -444,24 +437,24 @@ fn follower_snapshot_catch_up(flavor: Flavor) -> SnapRun {
 #[test]
 fn follower_snapshot_catch_up_etcd() {
     let _g = serial();
-    follower_snapshot_catch_up(Flavor::Etcd);
+    follower_snapshot_catch_up(Flavor::etcd());
 }
 
 #[test]
 fn follower_snapshot_catch_up_kaname() {
     let _g = serial();
-    follower_snapshot_catch_up(Flavor::Kaname);
+    follower_snapshot_catch_up(kaname!());
 }
 
 /// After the snapshot catch-up, kill -9 all three members and restart them:
 /// each must come back from its snapshot plus the log after it.
 fn restart_all_after_snapshot(flavor: Flavor) {
-    let SnapRun { mut c, final_rev, target } = follower_snapshot_catch_up(flavor);
+    let SnapRun { mut c, final_rev, target } = follower_snapshot_catch_up(flavor.clone());
     let t0 = Instant::now();
     let before: Vec<u64> = (1..=3).map(|i| applied_index(&c, i).unwrap_or(0)).collect();
     for i in 1..=3 {
         println!("{}: m{i} member/snap before kill -9 of all: {:?}", flavor.label(), snap_dir_listing(&c, i));
-        if flavor == Flavor::Kaname {
+        if flavor.is_kaname() {
             let snaps = kaname_snapshots(&c, i);
             assert!(
                 !snaps.is_empty(),
@@ -495,11 +488,11 @@ fn restart_all_after_snapshot(flavor: Flavor) {
 #[test]
 fn restart_all_after_snapshot_etcd() {
     let _g = serial();
-    restart_all_after_snapshot(Flavor::Etcd);
+    restart_all_after_snapshot(Flavor::etcd());
 }
 
 #[test]
 fn restart_all_after_snapshot_kaname() {
     let _g = serial();
-    restart_all_after_snapshot(Flavor::Kaname);
+    restart_all_after_snapshot(kaname!());
 }

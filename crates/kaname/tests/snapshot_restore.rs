@@ -2,9 +2,8 @@
 //! the data dirs of a new 3-member cluster, and that cluster serving the data: same keys, same
 //! revision, same leases, equal HashKV on every member, and new writes on top.
 
-mod support;
+use kaname_testkit::*;
 use std::process::Command;
-use support::*;
 
 fn restore(snapshot: &str, c: &Cluster, i: usize, extra: &[&str]) -> std::process::Output {
     let m = c.member(i);
@@ -22,7 +21,7 @@ fn restore(snapshot: &str, c: &Cluster, i: usize, extra: &[&str]) -> std::proces
 #[test]
 fn saved_snapshot_restores_into_a_new_cluster() {
     // The source: one member with some history, a lease and a compaction.
-    let src = Cluster::start(Flavor::Kaname, 1);
+    let src = Cluster::start(kaname!(), 1);
     let ep = src.member_endpoint(1);
     for i in 0..20 {
         assert!(etcdctl(&ep, &["put", &format!("key{i}"), &format!("value{i}")], None).success());
@@ -39,7 +38,7 @@ fn saved_snapshot_restores_into_a_new_cluster() {
     assert!(saved.success(), "snapshot save: {}", saved.stderr);
 
     // The new cluster: restore into each member's data dir, then start them.
-    let mut dst = Cluster::prepare(Flavor::Kaname, 3);
+    let mut dst = Cluster::prepare(kaname!(), 3);
     for i in 1..=3 {
         let out = restore(snap, &dst, i, &[]);
         assert!(
@@ -83,7 +82,7 @@ fn saved_snapshot_restores_into_a_new_cluster() {
 
 #[test]
 fn corrupted_snapshot_is_refused() {
-    let src = Cluster::start(Flavor::Kaname, 1);
+    let src = Cluster::start(kaname!(), 1);
     let ep = src.member_endpoint(1);
     assert!(etcdctl(&ep, &["put", "a", "1"], None).success());
     let path = src.root().join("backup.db");
@@ -91,7 +90,7 @@ fn corrupted_snapshot_is_refused() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[40] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    let dst = Cluster::prepare(Flavor::Kaname, 1);
+    let dst = Cluster::prepare(kaname!(), 1);
     let out = restore(path.to_str().unwrap(), &dst, 1, &[]);
     assert!(!out.status.success());
     assert!(

@@ -6,8 +6,7 @@
 //! Where etcd 3.4 refuses the same thing, the expectation follows etcd (its messages are
 //! quoted in the cases); a flag value kaname accepts but etcd refuses is a kaname bug.
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -44,17 +43,12 @@ struct Ended {
 }
 
 fn spawn(args: &[String]) -> Proc {
-    let mut cmd = Command::new(KANAME);
-    // clap reads ETCD_* variables as flags; the tests give every flag explicitly.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ETCD_") {
-            cmd.env_remove(k);
-        }
-    }
+    // `kaname etcd` without ETCD_* variables (clap reads them as flags; the tests give every
+    // flag explicitly).
+    let mut cmd = kaname!().command();
     // Keep stderr to the error itself (anyhow appends a backtrace when these are set).
     cmd.env("RUST_BACKTRACE", "0").env("RUST_LIB_BACKTRACE", "0");
     let mut child = cmd
-        .arg("etcd")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -449,20 +443,14 @@ fn marker_of_another_format_is_refused_and_left_untouched() {
 // A data dir of another member or cluster
 // ---------------------------------------------------------------------------------------------
 
-fn wait_serving(m: &Member, p: &Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = etcdctl_timeout(&m.endpoint(), &["--dial-timeout=1s", "endpoint", "health"], None, "3s");
-        if out.success() {
-            return;
-        }
-        assert!(
-            fs::read_to_string(format!("/proc/{}/stat", p.pid())).is_ok_and(|s| !s.contains(") Z ")),
-            "kaname exited instead of serving"
-        );
-        assert!(Instant::now() < deadline, "kaname did not become healthy: {}{}", out.stdout, out.stderr);
-        thread::sleep(Duration::from_millis(200));
-    }
+/// Waits until `m` reports healthy, failing at once if its process `p` exited.
+fn wait_healthy(m: &Member, p: &Proc) {
+    let alive = || match fs::read_to_string(format!("/proc/{}/stat", p.pid())).is_ok_and(|s| !s.contains(") Z ")) {
+        true => Ok(()),
+        false => Err("kaname exited instead of serving".to_string()),
+    };
+    let (timeout, poll) = (Duration::from_secs(30), Duration::from_millis(200));
+    wait_serving(&m.endpoint(), &["--dial-timeout=1s", "endpoint", "health"], timeout, poll, alive, String::new);
 }
 
 /// SIGTERM, then waits for a clean exit.
@@ -476,7 +464,7 @@ fn stop(p: Proc) -> Ended {
 fn restart_with_another_identity_is_refused() {
     let m = Member::new();
     let first = m.spawn();
-    wait_serving(&m, &first);
+    wait_healthy(&m, &first);
     let put = etcdctl(&m.endpoint(), &["put", "k", "v"], None);
     assert!(put.success(), "put: {}", put.stderr);
     let ended = stop(first);
@@ -511,7 +499,7 @@ fn restart_with_another_identity_is_refused() {
 
     // The same flags as at creation still work, with the data intact.
     let again = m.spawn();
-    wait_serving(&m, &again);
+    wait_healthy(&m, &again);
     let get = etcdctl(&m.endpoint(), &["get", "k"], None);
     assert_eq!(get.stdout, "k\nv\n", "after restart: {}", get.stderr);
     let ended = stop(again);

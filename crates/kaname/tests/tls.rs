@@ -5,8 +5,7 @@
 //! The shared harness' `Cluster` speaks plain http, so this file has its own small launcher
 //! (same ports, same log capture, same kill-by-PID on drop).
 
-mod support;
-use support::*;
+use kaname_testkit::*;
 
 use std::fs;
 use std::io::Write;
@@ -151,7 +150,7 @@ impl TlsCluster {
             .collect::<Vec<_>>()
             .join(",");
         let token = format!("tls-{}", std::process::id());
-        let mut c = TlsCluster { flavor, members, ctl_flags: ctl_flags.to_vec(), _root: root };
+        let mut c = TlsCluster { flavor: flavor.clone(), members, ctl_flags: ctl_flags.to_vec(), _root: root };
         for m in &mut c.members {
             let client = format!("https://127.0.0.1:{}", m.client.port);
             let peer = format!("{peer_scheme}://127.0.0.1:{}", m.peer.port);
@@ -176,11 +175,11 @@ impl TlsCluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
-            if flavor == Flavor::Etcd {
+            if flavor.is_etcd() {
                 args.extend(["--logger", "zap", "--log-outputs", "stderr"].map(String::from));
             }
             args.extend(server_flags.iter().cloned());
-            m.child = Some(spawn(flavor, &args, env, &m.log));
+            m.child = Some(spawn(&flavor, &args, env, &m.log));
         }
         c.wait_healthy();
         c
@@ -262,7 +261,7 @@ impl Drop for TlsCluster {
     }
 }
 
-fn spawn(flavor: Flavor, args: &[String], env: &[(&str, String)], log: &Path) -> Child {
+fn spawn(flavor: &Flavor, args: &[String], env: &[(&str, String)], log: &Path) -> Child {
     let out = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let mut err = out.try_clone().unwrap();
     let _ = writeln!(err, "=== {} {}", flavor.label(), args.join(" "));
@@ -303,8 +302,8 @@ fn compare(etcd: &TlsCluster, kaname: &TlsCluster, steps: &[(usize, &[&str])]) {
 fn client_tls_one_member_matches_etcd() {
     let pki = Pki::new();
     let (flags, ctl) = (pki.server_flags(), pki.client_flags());
-    let etcd = TlsCluster::start(Flavor::Etcd, 1, "http", &flags, &ctl);
-    let kaname = TlsCluster::start(Flavor::Kaname, 1, "http", &flags, &ctl);
+    let etcd = TlsCluster::start(Flavor::etcd(), 1, "http", &flags, &ctl);
+    let kaname = TlsCluster::start(kaname!(), 1, "http", &flags, &ctl);
     compare(
         &etcd,
         &kaname,
@@ -365,8 +364,8 @@ fn client_tls_one_member_matches_etcd() {
 fn client_certificate_common_name_names_the_user_as_in_etcd() {
     let pki = Pki::new();
     let (flags, ctl) = (pki.server_flags(), pki.client_flags());
-    let etcd = TlsCluster::start(Flavor::Etcd, 1, "http", &flags, &ctl);
-    let kaname = TlsCluster::start(Flavor::Kaname, 1, "http", &flags, &ctl);
+    let etcd = TlsCluster::start(Flavor::etcd(), 1, "http", &flags, &ctl);
+    let kaname = TlsCluster::start(kaname!(), 1, "http", &flags, &ctl);
     let (cert, key) = (format!("--cert={}", pki.path("alice.pem")), format!("--key={}", pki.path("alice-key.pem")));
     let as_alice = |args: &[&'static str]| -> Vec<String> {
         [cert.clone(), key.clone()].into_iter().chain(args.iter().map(|s| s.to_string())).collect()
@@ -413,8 +412,8 @@ fn trusted_ca_alone_requires_client_certificates() {
     let pki = Pki::new();
     let flags: Vec<String> = pki.server_flags().into_iter().filter(|f| !f.contains("cert-auth")).collect();
     let ctl = pki.client_flags();
-    let etcd = TlsCluster::start(Flavor::Etcd, 1, "http", &flags, &ctl);
-    let kaname = TlsCluster::start(Flavor::Kaname, 1, "http", &flags, &ctl);
+    let etcd = TlsCluster::start(Flavor::etcd(), 1, "http", &flags, &ctl);
+    let kaname = TlsCluster::start(kaname!(), 1, "http", &flags, &ctl);
     compare(&etcd, &kaname, &[(1, &["put", "k", "v"]), (1, &["get", "k"])]);
     let ca = format!("--cacert={}", pki.path("ca.pem"));
     let run = |c: &TlsCluster| etcdctl_timeout(&c.endpoint(1), &[&ca, "--dial-timeout=1s", "get", "k"], None, "2s");
@@ -436,8 +435,8 @@ fn curl(args: &[&str]) -> String {
 fn peer_tls_three_members_match_etcd() {
     let pki = Pki::new();
     let (flags, ctl) = (pki.server_flags(), pki.client_flags());
-    let etcd = TlsCluster::start(Flavor::Etcd, 3, "https", &flags, &ctl);
-    let kaname = TlsCluster::start(Flavor::Kaname, 3, "https", &flags, &ctl);
+    let etcd = TlsCluster::start(Flavor::etcd(), 3, "https", &flags, &ctl);
+    let kaname = TlsCluster::start(kaname!(), 3, "https", &flags, &ctl);
     compare(
         &etcd,
         &kaname,
@@ -482,8 +481,8 @@ fn auto_tls_three_members_match_etcd() {
     let flags: Vec<String> = vec!["--auto-tls".into(), "--peer-auto-tls".into()];
     // etcdctl 3.4 uses TLS without certificate flags only with --insecure-transport=false.
     let ctl: Vec<String> = vec!["--insecure-transport=false".into(), "--insecure-skip-tls-verify".into()];
-    let etcd = TlsCluster::start(Flavor::Etcd, 3, "https", &flags, &ctl);
-    let kaname = TlsCluster::start(Flavor::Kaname, 3, "https", &flags, &ctl);
+    let etcd = TlsCluster::start(Flavor::etcd(), 3, "https", &flags, &ctl);
+    let kaname = TlsCluster::start(kaname!(), 3, "https", &flags, &ctl);
     compare(
         &etcd,
         &kaname,
@@ -500,7 +499,10 @@ fn auto_tls_three_members_match_etcd() {
     // kaname etcdctl with the same flags sees what etcdctl sees.
     for args in [&["get", "a"][..], &["member", "list"][..]] {
         let args: Vec<&str> = ctl.iter().map(String::as_str).chain(args.iter().copied()).collect();
-        let (e, k) = (etcdctl(&kaname.endpoint(1), &args, None), kaname_etcdctl(&kaname.endpoint(1), &args, None));
+        let (e, k) = (
+            etcdctl(&kaname.endpoint(1), &args, None),
+            kaname_etcdctl(kaname_bin!(), &kaname.endpoint(1), &args, None),
+        );
         let mask = kaname.masker();
         assert_eq!(
             (mask.normalize(&e.stdout, false), e.code()),
@@ -542,7 +544,7 @@ fn https_without_certs_is_refused_as_etcd() {
     for (n, (cs, ps, extra, msg)) in cases.iter().enumerate() {
         let client = format!("{cs}://127.0.0.1:{}", c.port);
         let peer = format!("{ps}://127.0.0.1:{}", p.port);
-        for flavor in [Flavor::Etcd, Flavor::Kaname] {
+        for flavor in [Flavor::etcd(), kaname!()] {
             let data = dir.path().join(format!("{}-{n}", flavor.label()));
             let mut child = flavor
                 .command()
@@ -572,7 +574,7 @@ fn https_without_certs_is_refused_as_etcd() {
             let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
             assert!(status.is_some_and(|s| !s.success()), "{} started with {client} {peer}:\n{err}", flavor.label());
             assert!(err.contains(msg), "{}: expected {msg:?} in:\n{err}", flavor.label());
-            if flavor == Flavor::Kaname {
+            if flavor.is_kaname() {
                 // Refused before the data dir was created, as etcd.
                 assert!(!data.exists(), "kaname created {} before refusing", data.display());
             }
@@ -592,7 +594,7 @@ fn tls_from_etcd_environment_variables() {
         ("ETCD_CLIENT_CERT_AUTH", "true".to_string()),
         ("ETCD_PEER_AUTO_TLS", "true".to_string()),
     ];
-    let kaname = TlsCluster::start_env(Flavor::Kaname, 1, "https", &[], &env, &pki.client_flags());
+    let kaname = TlsCluster::start_env(kaname!(), 1, "https", &[], &env, &pki.client_flags());
     let out = kaname.ctl(1, &["put", "k", "v"]);
     assert!(out.success(), "{out:?}");
     let peer_cert = kaname.members[0].data_dir.join("fixtures/peer/cert.pem");

@@ -9,8 +9,6 @@
 //!
 //! Run: `cargo test -p kaname --test watch_compat`. Needs scripts/install-test-deps.sh.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -19,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::*;
+use kaname_testkit::*;
 
 /// How long to wait for a watch to print what the session expects before giving up (the
 /// comparison then shows what is missing).
@@ -53,15 +51,6 @@ fn ctl(i: usize, args: &[&str]) -> Act {
 
 fn watch(name: &'static str, i: usize, args: &[&str]) -> Act {
     Act::Watch(name, i, args.iter().map(|s| s.to_string()).collect())
-}
-
-/// Member `i` when the cluster has it, else member 1.
-fn m(n: usize, i: usize) -> usize {
-    if i <= n {
-        i
-    } else {
-        1
-    }
 }
 
 struct WatchProc {
@@ -162,7 +151,7 @@ fn watcher_totals(port: u16) -> Option<(i64, i64)> {
 /// Runs a session on a fresh cluster of `flavor`; returns (label, normalized output) per
 /// compared action.
 fn run(flavor: Flavor, members: usize, script: &[Act]) -> Vec<(String, String)> {
-    let cluster = Cluster::start(flavor, members);
+    let cluster = Cluster::start(flavor.clone(), members);
     let (masker, _) = Masker::for_cluster(&cluster);
     let mut watches: HashMap<&str, (WatchProc, bool)> = HashMap::new();
     let mut results = Vec::new();
@@ -205,7 +194,7 @@ fn run(flavor: Flavor, members: usize, script: &[Act]) -> Vec<(String, String)> 
                     thread::sleep(Duration::from_millis(10));
                 }
                 let ok = seen() >= *count;
-                assert!(ok || flavor != Flavor::Etcd, "reference etcd: watch {name} never printed {text:?} x{count}");
+                assert!(ok || !flavor.is_etcd(), "reference etcd: watch {name} never printed {text:?} x{count}");
                 results.push((format!("step {}: watch {name} printed {text:?} x{count}", n + 1), ok.to_string()));
             }
             Act::Input(name, text) => {
@@ -229,8 +218,8 @@ fn run(flavor: Flavor, members: usize, script: &[Act]) -> Vec<(String, String)> 
 
 /// Runs `script` on real etcd, then on kaname, and asserts the same outputs.
 fn compare(members: usize, script: &[Act]) {
-    let expected = run(Flavor::Etcd, members, script);
-    let got = run(Flavor::Kaname, members, script);
+    let expected = run(Flavor::etcd(), members, script);
+    let got = run(kaname!(), members, script);
     if std::env::var_os("KANAME_IT_DUMP").is_some() {
         // Readable transcript: KANAME_IT_DUMP=1 cargo test ... -- --nocapture
         for (label, out) in &got {

@@ -10,8 +10,6 @@
 //!
 //! Run: `cargo test -p kaname --test watch_grpc`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use kaname_proto::etcdserverpb::kv_client::KvClient;
@@ -27,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use support::*;
+use kaname_testkit::*;
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -77,11 +75,6 @@ fn prefix(p: &str) -> WatchCreateRequest {
     WatchCreateRequest { key: p.as_bytes().to_vec(), range_end: end, ..Default::default() }
 }
 
-async fn channel(c: &Cluster, i: usize) -> Channel {
-    let url = format!("http://{}", c.member_endpoint(i));
-    tonic::transport::Endpoint::from_shared(url).unwrap().tcp_nodelay(true).connect().await.expect("connect")
-}
-
 async fn put(kv: &mut KvClient<Channel>, k: &str, v: &[u8]) -> i64 {
     let r = kv.put(PutRequest { key: k.into(), value: v.to_vec(), ..Default::default() }).await.expect("put");
     r.into_inner().header.unwrap().revision
@@ -89,7 +82,7 @@ async fn put(kv: &mut KvClient<Channel>, k: &str, v: &[u8]) -> i64 {
 
 /// Protocol details checked the same way on etcd 3.4 and on kaname.
 async fn semantics(c: &Cluster) {
-    let ch = channel(c, 1).await;
+    let ch = grpc_channel(c, 1).await;
     let mut kv = KvClient::new(ch.clone());
     let rev0 = put(&mut kv, "a", b"0").await;
 
@@ -154,13 +147,13 @@ async fn semantics(c: &Cluster) {
 
 #[tokio::test]
 async fn watch_semantics_etcd() {
-    let c = tokio::task::spawn_blocking(|| Cluster::start(Flavor::Etcd, 1)).await.unwrap();
+    let c = tokio::task::spawn_blocking(|| Cluster::start(Flavor::etcd(), 1)).await.unwrap();
     semantics(&c).await;
 }
 
 #[tokio::test]
 async fn watch_semantics_kaname() {
-    let c = tokio::task::spawn_blocking(|| Cluster::start(Flavor::Kaname, 1)).await.unwrap();
+    let c = tokio::task::spawn_blocking(|| Cluster::start(kaname!(), 1)).await.unwrap();
     semantics(&c).await;
 }
 
@@ -168,7 +161,7 @@ async fn watch_semantics_kaname() {
 /// in parts smaller than --max-request-bytes plus etcd's 512 KiB gRPC allowance, all but the
 /// last marked, nothing lost.
 async fn fragments(c: &Cluster) {
-    let ch = channel(c, 1).await;
+    let ch = grpc_channel(c, 1).await;
     let mut kv = KvClient::new(ch.clone());
     for i in 0..200 {
         put(&mut kv, &format!("f/{i:03}"), &[b'v'; 3000]).await;
@@ -195,7 +188,7 @@ async fn fragments(c: &Cluster) {
 
 #[tokio::test]
 async fn watch_fragments_etcd() {
-    let c = tokio::task::spawn_blocking(|| Cluster::start_with(Flavor::Etcd, 1, &["--max-request-bytes=10000"]))
+    let c = tokio::task::spawn_blocking(|| Cluster::start_with(Flavor::etcd(), 1, &["--max-request-bytes=10000"]))
         .await
         .unwrap();
     fragments(&c).await;
@@ -203,7 +196,7 @@ async fn watch_fragments_etcd() {
 
 #[tokio::test]
 async fn watch_fragments_kaname() {
-    let c = tokio::task::spawn_blocking(|| Cluster::start_with(Flavor::Kaname, 1, &["--max-request-bytes=10000"]))
+    let c = tokio::task::spawn_blocking(|| Cluster::start_with(kaname!(), 1, &["--max-request-bytes=10000"]))
         .await
         .unwrap();
     fragments(&c).await;
@@ -214,8 +207,8 @@ async fn watch_fragments_kaname() {
 #[tokio::test]
 async fn watch_progress_notify_kaname() {
     std::env::set_var("KANAME_WATCH_PROGRESS_NOTIFY_INTERVAL_MS", "300");
-    let c = tokio::task::spawn_blocking(|| Cluster::start(Flavor::Kaname, 1)).await.unwrap();
-    let ch = channel(&c, 1).await;
+    let c = tokio::task::spawn_blocking(|| Cluster::start(kaname!(), 1)).await.unwrap();
+    let ch = grpc_channel(&c, 1).await;
     let mut kv = KvClient::new(ch.clone());
     let mut s = Stream::open(&ch, WatchCreateRequest { progress_notify: true, ..key("quiet") }).await;
     assert!(s.recv().await.created);
@@ -230,15 +223,15 @@ async fn watch_progress_notify_kaname() {
 /// keys of 4 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_stream_slows_nobody_and_catches_up() {
-    let c = tokio::task::spawn_blocking(|| Cluster::start(Flavor::Kaname, 1)).await.unwrap();
-    let ch = channel(&c, 1).await;
+    let c = tokio::task::spawn_blocking(|| Cluster::start(kaname!(), 1)).await.unwrap();
+    let ch = grpc_channel(&c, 1).await;
     let mut kv = KvClient::new(ch.clone());
     let start = put(&mut kv, "start", b"").await;
     const KEYS: usize = 100;
     const PUTS: usize = 1000;
 
     // The stuck stream: a prefix watch that will not be read until the end.
-    let mut stuck = Stream::open(&channel(&c, 1).await, prefix("k/")).await;
+    let mut stuck = Stream::open(&grpc_channel(&c, 1).await, prefix("k/")).await;
     assert!(stuck.recv().await.created);
 
     // 10 streams x 100 watchers: watcher j of stream s watches key k/(j) when j < 99, and
@@ -335,14 +328,14 @@ fn watcher_gauges(port: u16) -> (i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_watch_survives_snapshot_install() {
     let c = tokio::task::spawn_blocking(|| {
-        let c = Cluster::start_with(Flavor::Kaname, 3, &["--snapshot-count=100"]);
+        let c = Cluster::start_with(kaname!(), 3, &["--snapshot-count=100"]);
         let leader = c.wait_leader(Duration::from_secs(20));
         (c, leader)
     });
     let (c, leader) = c.await.unwrap();
     let follower = if leader == 1 { 2 } else { 1 };
-    let mut kv = KvClient::new(channel(&c, leader).await);
-    let mut s = Stream::open(&channel(&c, follower).await, prefix("s/")).await;
+    let mut kv = KvClient::new(grpc_channel(&c, leader).await);
+    let mut s = Stream::open(&grpc_channel(&c, follower).await, prefix("s/")).await;
     assert!(s.recv().await.created);
 
     let mut written = Vec::new();

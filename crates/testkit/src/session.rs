@@ -2,6 +2,7 @@
 
 use super::{etcdctl, kaname_etcdctl, Cluster, Flavor, Masker};
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
@@ -27,6 +28,21 @@ pub struct Step {
     pub unordered: bool,
     /// Sleep this long before running the step.
     pub pause: Duration,
+}
+
+/// Member `i` when a cluster of `n` members has it, else member 1 (so one script serves 1 and
+/// 3 members).
+pub fn m(n: usize, i: usize) -> usize {
+    if i <= n {
+        i
+    } else {
+        1
+    }
+}
+
+/// A step running `etcdctl txn` with `text` on its stdin (interactive mode's input).
+pub fn txn(text: &str) -> Step {
+    step(&["txn"]).stdin(text)
 }
 
 /// A step running `etcdctl ARGS` against member 1.
@@ -68,7 +84,8 @@ impl Step {
         self
     }
 
-    fn endpoints(&self, c: &Cluster) -> String {
+    /// The `--endpoints` value of this step on cluster `c`.
+    pub fn endpoints(&self, c: &Cluster) -> String {
         let list = match &self.target {
             Target::All => (1..=c.size()).collect(),
             Target::Member(i) => vec![*i],
@@ -134,19 +151,19 @@ pub fn run_session(flavor: Flavor, members: usize, script: &[Step]) -> Result<Se
 }
 
 /// Which client runs a script's steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tool {
     /// The real etcdctl 3.4.
     Etcdctl,
-    /// `kaname etcdctl`.
-    Kaname,
+    /// `kaname etcdctl` of this kaname binary.
+    Kaname(PathBuf),
 }
 
 impl Tool {
-    pub fn label(self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             Tool::Etcdctl => "etcdctl",
-            Tool::Kaname => "kaname etcdctl",
+            Tool::Kaname(_) => "kaname etcdctl",
         }
     }
 }
@@ -165,7 +182,7 @@ pub fn run_session_with(
     tool: Tool,
     drop_logs: bool,
 ) -> Result<SessionRun, String> {
-    let cluster = Cluster::try_start(flavor, members)?;
+    let cluster = Cluster::try_start(flavor.clone(), members)?;
     let (masker, warning) = Masker::for_cluster(&cluster);
     let mut notes: Vec<String> = warning.into_iter().collect();
     let mut results = Vec::with_capacity(script.len());
@@ -174,9 +191,9 @@ pub fn run_session_with(
             thread::sleep(s.pause);
         }
         let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
-        let out = match tool {
+        let out = match &tool {
             Tool::Etcdctl => etcdctl(&s.endpoints(&cluster), &args, s.stdin.as_deref()),
-            Tool::Kaname => kaname_etcdctl(&s.endpoints(&cluster), &args, s.stdin.as_deref()),
+            Tool::Kaname(bin) => kaname_etcdctl(bin, &s.endpoints(&cluster), &args, s.stdin.as_deref()),
         };
         let r = StepResult {
             stdout: masker.normalize(&out.stdout, s.unordered),
@@ -206,11 +223,11 @@ pub fn run_session_with(
     Ok(SessionRun { results, notes, log_tails: cluster.log_tails(25) })
 }
 
-/// Runs `script` on a fresh real-etcd cluster, then on a fresh kaname cluster
-/// of the same size, and asserts identical normalized stdout, stderr and exit
-/// code at every step.
-pub fn compare_session(members: usize, script: &[Step]) {
-    compare_flavors(Flavor::Etcd, Flavor::Kaname, members, script)
+/// Runs `script` on a fresh real-etcd cluster, then on a fresh cluster of `kaname`
+/// (the test's [`kaname!()`](crate::kaname)) of the same size, and asserts identical
+/// normalized stdout, stderr and exit code at every step.
+pub fn compare_session(kaname: Flavor, members: usize, script: &[Step]) {
+    compare_flavors(Flavor::etcd(), kaname, members, script)
 }
 
 /// [`compare_session`] with any two flavours (etcd vs etcd proves the harness).
@@ -237,13 +254,14 @@ pub fn compare_flavors(reference: Flavor, candidate: Flavor, members: usize, scr
 }
 
 /// Runs `script` with the real etcdctl on a fresh `flavor` cluster, then with
-/// `kaname etcdctl` on another fresh one, and asserts identical normalized
-/// stdout, stderr (less the Go client's log lines) and exit codes.
-pub fn compare_tools(flavor: Flavor, members: usize, script: &[Step]) {
-    let expected = run_session_with(flavor, members, script, Tool::Etcdctl, true)
+/// `kaname etcdctl` of the binary `kaname` (the test's [`kaname_bin!()`](crate::kaname_bin))
+/// on another fresh one, and asserts identical normalized stdout, stderr (less the Go
+/// client's log lines) and exit codes.
+pub fn compare_tools(flavor: Flavor, kaname: &Path, members: usize, script: &[Step]) {
+    let expected = run_session_with(flavor.clone(), members, script, Tool::Etcdctl, true)
         .unwrap_or_else(|e| panic!("{} cluster of {members} failed to start:\n{e}", flavor.label()));
     assert_eq!(expected.results.len(), script.len(), "etcdctl run stopped early: {:?}", expected.notes);
-    let got = run_session_with(flavor, members, script, Tool::Kaname, true)
+    let got = run_session_with(flavor.clone(), members, script, Tool::Kaname(kaname.to_path_buf()), true)
         .unwrap_or_else(|e| panic!("{} cluster of {members} failed to start:\n{e}", flavor.label()));
     report("etcdctl", "kaname etcdctl", members, script, &expected, &got);
 }

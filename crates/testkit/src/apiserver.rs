@@ -1,12 +1,10 @@
-//! The `kaname apiserver` test harness shared by the apiserver test files: start a server
-//! on a claimed loopback port with its own cert dir, run the real kubectl against it, and
-//! make anonymous HTTPS requests. Used through `mod support; mod apiserver_support;`.
-#![allow(dead_code)]
+//! The `kaname apiserver` harness: start a server on a claimed loopback port with its own
+//! cert dir, run the real kubectl against it, and make admin and anonymous HTTPS requests.
 
-use crate::support::*;
+use crate::{claim_port, Output, PortClaim};
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +14,8 @@ pub struct Apiserver {
     pub port: PortClaim,
     pub kubeconfig: PathBuf,
     pub dir: tempfile::TempDir,
-    /// What it was started with, for [`Apiserver::restart`].
+    /// The kaname binary and what it was started with, for [`Apiserver::restart`].
+    bin: PathBuf,
     args: Vec<String>,
     /// Where its certificates are (its own, or those of the instance it shares them with).
     pub pki: PathBuf,
@@ -24,6 +23,7 @@ pub struct Apiserver {
 
 impl Apiserver {
     /// A kube-rs client on this server's admin kubeconfig (client certificate auth).
+    #[cfg(feature = "kube")]
     pub fn kube_client(&self, rt: &tokio::runtime::Runtime) -> kube::Client {
         rt.block_on(async {
             let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
@@ -33,28 +33,30 @@ impl Apiserver {
         })
     }
 
-    pub fn start(etcd_endpoint: &str) -> Apiserver {
-        Apiserver::start_args(&[format!("--etcd-servers=http://{etcd_endpoint}")])
+    /// Starts `kaname apiserver` of the binary `kaname` (the test's
+    /// [`kaname_bin!()`](crate::kaname_bin)) on the etcd at `etcd_endpoint`.
+    pub fn start(kaname: &Path, etcd_endpoint: &str) -> Apiserver {
+        Apiserver::start_args(kaname, &[format!("--etcd-servers=http://{etcd_endpoint}")])
     }
 
     /// Starts with `args` (at least `--etcd-servers`) on a claimed port and its own cert dir.
-    pub fn start_args(args: &[String]) -> Apiserver {
+    pub fn start_args(kaname: &Path, args: &[String]) -> Apiserver {
         let dir = tempfile::Builder::new().prefix("kaname-apiserver-it-").tempdir().unwrap();
         let pki = dir.path().join("pki");
-        Apiserver::start_in(dir, pki, args.to_vec())
+        Apiserver::start_in(kaname.to_path_buf(), dir, pki, args.to_vec())
     }
 
     /// A second instance that uses this one's certificates (so one kubeconfig's client
     /// certificate works on both, as behind a load balancer), on its own port.
     pub fn start_sibling(&self) -> Apiserver {
         let dir = tempfile::Builder::new().prefix("kaname-apiserver-it-").tempdir().unwrap();
-        Apiserver::start_in(dir, self.pki.clone(), self.args.clone())
+        Apiserver::start_in(self.bin.clone(), dir, self.pki.clone(), self.args.clone())
     }
 
-    fn start_in(dir: tempfile::TempDir, pki: PathBuf, args: Vec<String>) -> Apiserver {
+    fn start_in(bin: PathBuf, dir: tempfile::TempDir, pki: PathBuf, args: Vec<String>) -> Apiserver {
         let port = claim_port();
-        let (child, kubeconfig) = spawn(&dir, &pki, &args, port.port);
-        let a = Apiserver { child, port, kubeconfig, dir, args, pki };
+        let (child, kubeconfig) = spawn(&bin, &dir, &pki, &args, port.port);
+        let a = Apiserver { child, port, kubeconfig, dir, bin, args, pki };
         a.wait_ready();
         a
     }
@@ -62,7 +64,7 @@ impl Apiserver {
     /// Kills the server (SIGKILL) and starts it again on the same port and certificates.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, _) = spawn(&self.dir, &self.pki, &self.args, self.port.port);
+        let (child, _) = spawn(&self.bin, &self.dir, &self.pki, &self.args, self.port.port);
         self.child = child;
         self.wait_ready();
     }
@@ -174,11 +176,11 @@ impl Apiserver {
     }
 }
 
-/// Starts `kaname apiserver` with `args` on `port`, its certificates in `pki`; returns the
+/// Starts `<bin> apiserver` with `args` on `port`, its certificates in `pki`; returns the
 /// child and the admin kubeconfig it wrote (the first line it prints).
-fn spawn(dir: &tempfile::TempDir, pki: &std::path::Path, args: &[String], port: u16) -> (Child, PathBuf) {
+fn spawn(bin: &Path, dir: &tempfile::TempDir, pki: &Path, args: &[String], port: u16) -> (Child, PathBuf) {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("apiserver.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaname"))
+    let mut child = Command::new(bin)
         .arg("apiserver")
         .args(args)
         .arg("--bind-address=127.0.0.1")

@@ -1,271 +1,14 @@
-//! Shared harness for the integration tests that judge `kaname etcd` against
-//! real etcd 3.4, driven by Debian's real `etcdctl` 3.4.
-//!
-//! Used by test files through `mod support;`. It provides:
-//! - port claiming that is safe across threads and across test binaries,
-//! - [`Cluster`]: N members of real etcd or of kaname, with kill/restart,
-//! - [`Frozen`]: members cut off by SIGSTOP, resumed on drop,
-//! - [`etcdctl`]: runs `/usr/bin/etcdctl` (API v3) and captures its output,
-//! - [`normalize`] / [`Masker`]: masks what legitimately differs,
-//! - [`compare_session`]: runs one etcdctl script against etcd and kaname and
-//!   asserts identical (normalized) stdout, stderr and exit codes.
-//!
-//! `scripts/install-test-deps.sh` installs etcd and etcdctl.
-#![allow(dead_code)]
+//! [`Cluster`]: N members of real etcd or of kaname, each a process of its own, with
+//! kill/restart, health and leader waits.
 
-mod frozen;
-mod normalize;
-mod session;
-
-#[allow(unused_imports)]
-pub use frozen::{signal, Frozen};
-
-#[allow(unused_imports)]
-pub use normalize::{normalize, Masker};
-#[allow(unused_imports)]
-pub use session::{
-    compare_flavors, compare_session, compare_tools, run_session, run_session_with, step, SessionRun, Step, StepResult,
-    Target, Tool,
-};
-
-use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Stdio};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-pub const ETCD_BIN: &str = "/usr/bin/etcd";
-pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
-/// How long a cluster gets to report healthy after (re)start.
-pub const HEALTHY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Hard limit on one etcdctl process (its own --command-timeout is shorter).
-const ETCDCTL_WATCHDOG: Duration = Duration::from_secs(90);
-
-/// Which server implementation a [`Cluster`] runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flavor {
-    /// The real etcd 3.4 at /usr/bin/etcd.
-    Etcd,
-    /// `kaname etcd`, the binary built from this crate.
-    Kaname,
-}
-
-impl Flavor {
-    pub fn label(self) -> &'static str {
-        match self {
-            Flavor::Etcd => "etcd",
-            Flavor::Kaname => "kaname",
-        }
-    }
-
-    /// The command that starts a member of this flavor, without the caller's `ETCD_*`
-    /// variables: both read them as flags.
-    pub fn command(self) -> Command {
-        let mut c = match self {
-            Flavor::Etcd => Command::new(ETCD_BIN),
-            Flavor::Kaname => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_kaname"));
-                c.arg("etcd");
-                c
-            }
-        };
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCD_") {
-                c.env_remove(k);
-            }
-        }
-        c
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Ports
-// ---------------------------------------------------------------------------
-
-/// A TCP port on 127.0.0.1 reserved for this process until dropped.
-///
-/// Ports are taken below the kernel's ephemeral range (so outgoing client
-/// connections never grab them) and claimed with a lock file in
-/// `$TMPDIR/kaname-test-ports/` (so parallel test binaries never share one);
-/// a lock file whose owner process is gone is reclaimed.
-#[derive(Debug)]
-pub struct PortClaim {
-    pub port: u16,
-    lock: PathBuf,
-}
-
-impl Drop for PortClaim {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.lock);
-    }
-}
-
-fn port_range() -> (u32, u32) {
-    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u32>().ok()))
-        .unwrap_or(32768);
-    let hi = ephemeral_low.clamp(12_000, 65_000);
-    (10_000, hi)
-}
-
-static PORT_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Claims a free port on 127.0.0.1 (see [`PortClaim`]).
-pub fn claim_port() -> PortClaim {
-    let dir = std::env::temp_dir().join("kaname-test-ports");
-    fs::create_dir_all(&dir).expect("create port lock dir");
-    let (lo, hi) = port_range();
-    let span = hi - lo;
-    // Per-process pseudo-random start, so binaries start far apart.
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
-    let start = seed % span;
-    for _ in 0..span {
-        let n = PORT_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let port = (lo + (start + n) % span) as u16;
-        let lock = dir.join(port.to_string());
-        if !try_lock(&lock) {
-            continue;
-        }
-        match TcpListener::bind(("127.0.0.1", port)) {
-            Ok(l) => {
-                drop(l);
-                return PortClaim { port, lock };
-            }
-            Err(_) => {
-                let _ = fs::remove_file(&lock);
-            }
-        }
-    }
-    panic!("no free port found in {lo}..{hi}");
-}
-
-fn try_lock(lock: &Path) -> bool {
-    for _ in 0..2 {
-        match OpenOptions::new().write(true).create_new(true).open(lock) {
-            Ok(mut f) => {
-                let _ = write!(f, "{}", std::process::id());
-                return true;
-            }
-            Err(_) => {
-                // Reclaim the lock of a process that no longer exists.
-                let owner = fs::read_to_string(lock).unwrap_or_default();
-                let alive = match owner.trim().parse::<u32>() {
-                    Ok(pid) => Path::new(&format!("/proc/{pid}")).exists(),
-                    Err(_) => {
-                        // Being written right now, or garbage: young files count as alive.
-                        fs::metadata(lock)
-                            .and_then(|m| m.modified())
-                            .map(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60))
-                            .unwrap_or(false)
-                    }
-                };
-                if alive {
-                    return false;
-                }
-                let _ = fs::remove_file(lock);
-            }
-        }
-    }
-    false
-}
-
-// ---------------------------------------------------------------------------
-// etcdctl
-// ---------------------------------------------------------------------------
-
-/// What one etcdctl run printed and how it exited.
-#[derive(Debug, Clone)]
-pub struct Output {
-    pub stdout: String,
-    pub stderr: String,
-    pub status: ExitStatus,
-}
-
-impl Output {
-    pub fn success(&self) -> bool {
-        self.status.success()
-    }
-    /// Exit code, or -1 when killed by a signal (e.g. the watchdog).
-    pub fn code(&self) -> i32 {
-        self.status.code().unwrap_or(-1)
-    }
-}
-
-/// Runs `etcdctl --endpoints=E --command-timeout=10s ARGS` with API v3.
-pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    etcdctl_timeout(endpoints, args, stdin, "10s")
-}
-
-/// Like [`etcdctl`] with a given `--command-timeout` (e.g. "2s").
-pub fn etcdctl_timeout(endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: &str) -> Output {
-    run_ctl(Command::new(ETCDCTL_BIN), endpoints, args, stdin, timeout)
-}
-
-/// Like [`etcdctl`], running `kaname etcdctl` (the binary built from this crate).
-pub fn kaname_etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaname"));
-    cmd.arg("etcdctl");
-    run_ctl(cmd, endpoints, args, stdin, "10s")
-}
-
-fn run_ctl(mut cmd: Command, endpoints: &str, args: &[&str], stdin: Option<&str>, timeout: &str) -> Output {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ETCDCTL_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg(format!("--command-timeout={timeout}"))
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child =
-        cmd.spawn().unwrap_or_else(|e| panic!("cannot run {ETCDCTL_BIN} ({e}); run scripts/install-test-deps.sh"));
-    let writer = stdin.map(|text| {
-        let mut pipe = child.stdin.take().unwrap();
-        let text = text.to_owned();
-        thread::spawn(move || {
-            let _ = pipe.write_all(text.as_bytes());
-        })
-    });
-    let out_reader = reader(child.stdout.take().unwrap());
-    let err_reader = reader(child.stderr.take().unwrap());
-    let deadline = Instant::now() + ETCDCTL_WATCHDOG;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait etcdctl") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break child.wait().expect("wait etcdctl");
-        }
-        thread::sleep(Duration::from_millis(2));
-    };
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    Output { stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
-}
-
-fn reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-// ---------------------------------------------------------------------------
-// Cluster
-// ---------------------------------------------------------------------------
+use crate::{claim_port, etcdctl_timeout, Flavor, PortClaim, HEALTHY_TIMEOUT};
 
 /// One member's fixed identity and its running process, if any.
 #[derive(Debug)]
@@ -280,6 +23,24 @@ pub struct Member {
     pub joining: bool,
     /// Removed from the cluster: left out of later members' `--initial-cluster`.
     pub removed: bool,
+}
+
+impl Member {
+    /// Member `m{i}` with claimed ports and its directory under `root`, not started.
+    fn new(root: &Path, i: usize, joining: bool) -> Member {
+        let dir = root.join(format!("m{i}"));
+        fs::create_dir_all(&dir).expect("create member dir");
+        Member {
+            name: format!("m{i}"),
+            client: claim_port(),
+            peer: claim_port(),
+            data_dir: dir.join("data"),
+            log_path: dir.join(format!("m{i}.log")),
+            child: None,
+            joining,
+            removed: false,
+        }
+    }
 }
 
 /// N members (1 or 3) of one [`Flavor`], each in its own temp dir.
@@ -343,22 +104,7 @@ impl Cluster {
             std::process::id(),
             root.path().file_name().unwrap().to_string_lossy().replace('.', "")
         );
-        let members = (1..=n)
-            .map(|i| {
-                let dir = root.path().join(format!("m{i}"));
-                fs::create_dir_all(&dir).expect("create member dir");
-                Member {
-                    name: format!("m{i}"),
-                    client: claim_port(),
-                    peer: claim_port(),
-                    data_dir: dir.join("data"),
-                    log_path: dir.join(format!("m{i}.log")),
-                    child: None,
-                    joining: false,
-                    removed: false,
-                }
-            })
-            .collect();
+        let members = (1..=n).map(|i| Member::new(root.path(), i, false)).collect();
         let extra_args = extra.iter().map(|s| s.to_string()).collect();
         Cluster { flavor, token, extra_args, members, root }
     }
@@ -433,7 +179,7 @@ impl Cluster {
             "--initial-cluster-token".into(),
             self.token.clone(),
         ];
-        if self.flavor == Flavor::Etcd {
+        if self.flavor.is_etcd() {
             args.extend(["--logger", "zap", "--log-outputs", "stderr"].map(String::from));
         }
         args.extend(self.extra_args.iter().cloned());
@@ -466,18 +212,7 @@ impl Cluster {
     /// cluster: `etcdctl member add` it, then [`Cluster::start_joining`]); returns its number.
     pub fn add_member_slot(&mut self) -> usize {
         let i = self.members.len() + 1;
-        let dir = self.root.path().join(format!("m{i}"));
-        fs::create_dir_all(&dir).expect("create member dir");
-        self.members.push(Member {
-            name: format!("m{i}"),
-            client: claim_port(),
-            peer: claim_port(),
-            data_dir: dir.join("data"),
-            log_path: dir.join(format!("m{i}.log")),
-            child: None,
-            joining: true,
-            removed: false,
-        });
+        self.members.push(Member::new(self.root.path(), i, true));
         i
     }
 
@@ -600,11 +335,7 @@ impl Cluster {
 
     fn command_line(&self, m: &Member) -> String {
         let i = self.members.iter().position(|x| x.name == m.name).unwrap() + 1;
-        let bin = match self.flavor {
-            Flavor::Etcd => ETCD_BIN.to_string(),
-            Flavor::Kaname => format!("{} etcd", env!("CARGO_BIN_EXE_kaname")),
-        };
-        format!("{bin} {}", self.member_args(i).join(" "))
+        format!("{} {}", self.flavor.program_line(), self.member_args(i).join(" "))
     }
 
     /// The last `lines` lines of every member's log, for failure messages.
@@ -696,17 +427,4 @@ fn proc_state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ..." — comm may contain spaces, so split after the last ')'.
     stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
-}
-
-/// Keys under `prefix` as seen by `endpoint` (`--consistency=s` when `serializable`).
-pub fn get_keys(endpoint: &str, prefix: &str, serializable: bool) -> Result<BTreeSet<String>, String> {
-    let mut args = vec!["get", "--prefix", prefix, "--keys-only"];
-    if serializable {
-        args.push("--consistency=s");
-    }
-    let out = etcdctl_timeout(endpoint, &args, None, "20s");
-    if !out.success() {
-        return Err(format!("get --prefix {prefix} on {endpoint} failed ({}): {}", out.code(), out.stderr.trim()));
-    }
-    Ok(out.stdout.lines().filter(|l| !l.is_empty()).map(String::from).collect())
 }
