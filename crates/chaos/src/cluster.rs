@@ -9,23 +9,24 @@
 //! as etcdctl does them; a removed member's process leaves `members` for `retired`.
 //! With clock faults every member runs under libfaketime (offset 0 until a fault moves it).
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use kaname_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use kaname_proto::etcdserverpb::StatusRequest;
+use kaname_testkit::{agreed_leader, kill_and_reap, log_tails, spawn_logged, MemberFlags};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::netns::Netns;
 
 /// Which server the cluster runs: the test harness's, so that `kaname chaos` and the tests
-/// start members the same way.
+/// start members the same way (flags, logs and reaping are the harness's too: this file adds
+/// only what faults need around a member).
 pub use kaname_testkit::Flavor;
 
 /// libfaketime as Debian's `faketime` package installs it (scripts/install-test-deps.sh).
@@ -202,24 +203,24 @@ impl Cluster {
         let current = self.initial_cluster();
         let initial_cluster = self.members[i].initial_cluster.get_or_insert(current).clone();
         let m = &self.members[i];
-        // Without the user's ETCD_* variables: etcd and kaname both read them as flags.
+        let flags = MemberFlags {
+            name: m.name.clone(),
+            data_dir: m.data_dir.clone(),
+            client_url: m.client_url(),
+            peer_url: m.peer_url(),
+            initial_cluster,
+            joining: m.joined,
+            token: self.token.clone(),
+        };
+        let timing = [
+            format!("--heartbeat-interval={}", (self.election_timeout_ms / 10).max(10)),
+            format!("--election-timeout={}", self.election_timeout_ms),
+        ];
         let mut cmd = self.flavor.command_with(|bin| match &self.net {
             Some(net) => net.command(m.slot, bin),
             None => Command::new(bin),
         });
-        if self.flavor.is_etcd() {
-            cmd.args(["--logger", "zap", "--log-outputs", "stderr"]);
-        }
-        cmd.args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&m.data_dir)
-            .args(["--listen-client-urls", &m.client_url(), "--advertise-client-urls", &m.client_url()])
-            .args(["--listen-peer-urls", &m.peer_url(), "--initial-advertise-peer-urls", &m.peer_url()])
-            .args(["--initial-cluster", &initial_cluster])
-            .args(["--initial-cluster-state", if m.joined { "existing" } else { "new" }])
-            .args(["--initial-cluster-token", &self.token])
-            .args(["--heartbeat-interval", &(self.election_timeout_ms / 10).max(10).to_string()])
-            .args(["--election-timeout", &self.election_timeout_ms.to_string()]);
+        cmd.args(flags.args(&self.flavor, &timing));
         if let Some(f) = &m.clock_file {
             // The member's wall clock follows the offset in its file, re-read on every call
             // (FAKETIME_NO_CACHE) so that a jump takes effect at once; monotonic clocks are real.
@@ -230,20 +231,11 @@ impl Cluster {
                 .env_remove("FAKETIME")
                 .env_remove("FAKETIME_SHARED");
         }
-        let log = OpenOptions::new().create(true).append(true).open(&m.log_path)?;
-        let mut log2 = log.try_clone()?;
-        writeln!(log2, "=== chaos: starting {} {}", self.flavor.label(), m.name)?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
-        // If the tool itself is SIGKILLed (Drop never runs), the kernel kills the members.
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().with_context(|| format!("start {} member {}", self.flavor.label(), m.name))?;
+        // If the tool itself is SIGKILLed (Drop never runs), the kernel kills the members: the
+        // run's thread starts them and outlives them.
+        let what = format!("{} {}", self.flavor.label(), m.name);
+        let child = spawn_logged(cmd, &m.log_path, "chaos", &what, true)
+            .with_context(|| format!("start {} member {}", self.flavor.label(), m.name))?;
         self.members[i].child = Some(child);
         self.members[i].paused = false;
         Ok(())
@@ -362,21 +354,16 @@ impl Cluster {
         })
     }
 
-    /// The 0-based index of the member all answering members agree is the leader.
+    /// The 0-based index of the member all answering members agree is the leader (a majority
+    /// of the members must answer).
     pub async fn leader(&self) -> Option<usize> {
-        let mut ids = Vec::new();
-        let mut leaders = Vec::new();
+        let mut answers = Vec::new();
         for i in 0..self.members.len() {
             if let Some((id, leader)) = self.status(i).await {
-                ids.push((i, id));
-                leaders.push(leader);
+                answers.push((i, id, leader));
             }
         }
-        let first = *leaders.first()?;
-        if first == 0 || leaders.iter().any(|&l| l != first) || leaders.len() * 2 <= self.members.len() {
-            return None;
-        }
-        ids.iter().find(|&&(_, id)| id == first).map(|&(i, _)| i)
+        agreed_leader(&answers, self.members.len() / 2 + 1)
     }
 
     pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
@@ -406,19 +393,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// The last `n` lines of each member's log, for failure reports.
+    /// The last `n` lines of each member's log (retired members too), for failure reports.
     pub fn log_tails(&self, n: usize) -> String {
-        let mut out = String::new();
-        for m in self.members.iter().chain(&self.retired) {
-            let text = fs::read_to_string(&m.log_path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {} ({}) last {n} lines:\n", m.name, m.log_path.display()));
-            for l in &lines[lines.len().saturating_sub(n)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+        log_tails(self.members.iter().chain(&self.retired).map(|m| (m.name.as_str(), m.log_path.as_path())), n)
     }
 }
 
@@ -436,8 +413,7 @@ pub fn channel(url: &str) -> Channel {
 /// (also on a normal exit): remove exactly those of this PID, which this tool started.
 pub(crate) fn reap(mut child: Child, faketime: bool) {
     let pid = child.id();
-    let _ = child.kill();
-    let _ = child.wait();
+    kill_and_reap(&mut child);
     if faketime {
         let _ = fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
         let _ = fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));

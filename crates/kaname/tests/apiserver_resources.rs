@@ -15,26 +15,12 @@
 use kaname_testkit::*;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// An HTTPS request with the admin certificate: (status code, JSON body).
+/// An HTTPS request with the admin certificate and a JSON body: (status code, JSON body).
 fn raw(api: &Apiserver, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let pki = api.dir.path().join("pki");
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "-X", method, "--cacert"])
-        .arg(pki.join("ca.crt"))
-        .arg("--cert")
-        .arg(pki.join("admin.crt"))
-        .arg("--key")
-        .arg(pki.join("admin.key"))
-        .args(["-H", "Content-Type: application/json", "--data-binary", body])
-        .arg(format!("https://127.0.0.1:{}{path}", api.port.port))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), json(body))
+    let (code, body) = api.admin_send(method, path, Some(("application/json", body)));
+    (code, json(&body))
 }
 
 /// Creates from a YAML file in the server's temp dir; returns kubectl's output.

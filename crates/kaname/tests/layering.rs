@@ -248,10 +248,10 @@ fn the_check_finds_a_cycle() {
     assert!(cycles(&g).is_empty());
     g.entry("mvcc".into()).or_default().insert("server".into());
     assert_eq!(cycles(&g), [["mvcc", "raft", "server"]]);
-    assert_eq!(imports("use crate::raft::network::{Forward, X};\nlet a = crate::mvcc::Store::open();"), [
-        vec!["raft".to_string(), "network".to_string()],
-        vec!["mvcc".to_string()]
-    ]);
+    assert_eq!(
+        imports("use crate::raft::network::{Forward, X};\nlet a = crate::mvcc::Store::open();"),
+        [vec!["raft".to_string(), "network".to_string()], vec!["mvcc".to_string()]]
+    );
     assert_eq!(
         imports("use crate::{\n    auth::UserInfo,\n    status,\n};\n#[cfg(test)]\nmod tests;\nuse crate::meta;\n#[cfg(test)]\nmod t { use crate::etcd; }\nuse crate::selector;"),
         [vec!["auth".to_string()], vec!["status".to_string()], vec!["meta".to_string()], vec!["selector".to_string()]]
@@ -268,6 +268,8 @@ fn no_crate_links_the_store_or_the_apiserver() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let Ok(toml) = fs::read_to_string(dir.join("Cargo.toml")) else { continue };
         // Only [dependencies]: tests may start and link anything.
+        // Comments may name the crates (to say they are not used).
+        let toml: String = toml.lines().map(|l| l.split('#').next().unwrap_or("")).collect::<Vec<_>>().join("\n");
         let deps: String = toml
             .split("\n[")
             .filter(|section| section.starts_with("dependencies]") || section.starts_with("[dependencies]"))

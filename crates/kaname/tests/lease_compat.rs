@@ -110,99 +110,26 @@ fn mask_time_to_live(text: &str, notes: &mut Vec<String>) -> String {
     out.join("\n")
 }
 
-/// Runs `script` on a fresh cluster of `flavor`, normalizing as `run_session` does plus the
-/// lease masks. Steps whose output starts with `lease ... granted` (or is a grant's JSON)
-/// teach the next `{Ln}`.
-fn run_lease_session(flavor: Flavor, members: usize, script: &[Step]) -> Result<SessionRun, String> {
-    let cluster = Cluster::try_start(flavor.clone(), members)?;
-    let (masker, warning) = Masker::for_cluster(&cluster);
-    let mut notes: Vec<String> = warning.into_iter().collect();
-    let mut leases = Leases::default();
-    let mut results = Vec::with_capacity(script.len());
-    for (n, s) in script.iter().enumerate() {
-        if !s.pause.is_zero() {
-            thread::sleep(s.pause);
-        }
-        let args = leases.args(&s.args);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = etcdctl(&s.endpoints(&cluster), &args, s.stdin.as_deref());
+/// Lease IDs and remaining TTLs around every step: steps whose output is a `lease grant`
+/// (simple or JSON) teach the next `{Ln}`.
+impl StepHook for Leases {
+    fn args(&mut self, args: &[String]) -> Vec<String> {
+        Leases::args(self, args)
+    }
+    fn observe(&mut self, args: &[String], out: &Output) {
         if args.len() >= 2 && args[0] == "lease" && args[1] == "grant" && out.success() {
-            leases.learn(&out.stdout);
-        }
-        let norm = |text: &str, notes: &mut Vec<String>| {
-            let t = mask_time_to_live(&leases.mask(text), notes);
-            masker.normalize(&t, s.unordered)
-        };
-        let r = StepResult {
-            stdout: norm(&out.stdout, &mut notes),
-            stderr: norm(&out.stderr, &mut notes),
-            code: out.code(),
-        };
-        if std::env::var_os("KANAME_IT_DUMP").is_some() {
-            println!(
-                "[{} step {}] {}\n{}{}[exit {}]\n",
-                flavor.label(),
-                n + 1,
-                s.describe(),
-                r.stdout,
-                r.stderr,
-                r.code
-            );
-        }
-        results.push(r);
-        if let Err(e) = cluster.check_alive() {
-            notes.push(format!("after step {}: {e}", n + 1));
-            break;
+            self.learn(&out.stdout);
         }
     }
-    Ok(SessionRun { results, notes, log_tails: cluster.log_tails(25) })
+    fn mask(&self, text: &str, notes: &mut Vec<String>) -> String {
+        mask_time_to_live(&Leases::mask(self, text), notes)
+    }
 }
 
-/// Like `compare_flavors`, for sessions with lease IDs.
+/// `compare_flavors` for sessions with lease IDs.
 fn compare_lease_sessions(reference: Flavor, candidate: Flavor, members: usize, script: &[Step]) {
     let _g = serial();
-    let (r, c) = (reference.label(), candidate.label());
-    let expected = run_lease_session(reference, members, script).unwrap_or_else(|e| panic!("{r} did not start: {e}"));
-    assert!(
-        expected.results.len() == script.len() && expected.notes.is_empty(),
-        "reference {r} run failed: {:?}\n{}",
-        expected.notes,
-        expected.log_tails
-    );
-    let got = run_lease_session(candidate, members, script).unwrap_or_else(|e| panic!("{c} did not start: {e}"));
-    let mut report = String::new();
-    let mut differing = 0;
-    for (i, s) in script.iter().enumerate() {
-        let e = &expected.results[i];
-        match got.results.get(i) {
-            Some(g) if g == e => {}
-            Some(g) => {
-                differing += 1;
-                report.push_str(&format!(
-                    "\n=== step {}: {}\n  exit {r} {} / {c} {}\n  stdout {r}:\n{}\n  stdout {c}:\n{}\n  stderr {r}:\n{}\n  stderr {c}:\n{}\n",
-                    i + 1,
-                    s.describe(),
-                    e.code,
-                    g.code,
-                    e.stdout,
-                    g.stdout,
-                    e.stderr,
-                    g.stderr
-                ));
-            }
-            None => {
-                differing += 1;
-                report.push_str(&format!("\n=== step {}: {}\n  not run\n", i + 1, s.describe()));
-            }
-        }
-    }
-    assert!(
-        differing == 0 && got.notes.is_empty(),
-        "\nlease session differs between {r} and {c} on {members} member(s): {differing} of {} steps; notes: {:?}\n{report}\n{c} logs:\n{}",
-        script.len(),
-        got.notes,
-        got.log_tails
-    );
+    compare_flavors_hooked(reference, candidate, members, script, Leases::default);
 }
 
 fn lease_script(n: usize) -> Vec<Step> {

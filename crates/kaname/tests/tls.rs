@@ -2,14 +2,13 @@
 //! certificates (made here with kaname-pki), the same flags and the same etcdctl commands against
 //! both; normalized outputs and exit codes must match.
 //!
-//! The shared harness' `Cluster` speaks plain http, so this file has its own small launcher
-//! (same ports, same log capture, same kill-by-PID on drop).
+//! The shared harness' `Cluster` speaks plain http, so this file keeps a small TLS cluster of
+//! its own, started with the harness's member pieces (`MemberFlags`, `spawn_logged`, `log_tails`).
 
 use kaname_testkit::*;
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -152,34 +151,20 @@ impl TlsCluster {
         let token = format!("tls-{}", std::process::id());
         let mut c = TlsCluster { flavor: flavor.clone(), members, ctl_flags: ctl_flags.to_vec(), _root: root };
         for m in &mut c.members {
-            let client = format!("https://127.0.0.1:{}", m.client.port);
-            let peer = format!("{peer_scheme}://127.0.0.1:{}", m.peer.port);
-            let mut args: Vec<String> = [
-                "--name",
-                &m.name,
-                "--data-dir",
-                &m.data_dir.display().to_string(),
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &initial,
-                "--initial-cluster-token",
-                &token,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            if flavor.is_etcd() {
-                args.extend(["--logger", "zap", "--log-outputs", "stderr"].map(String::from));
-            }
-            args.extend(server_flags.iter().cloned());
-            m.child = Some(spawn(&flavor, &args, env, &m.log));
+            let flags = MemberFlags {
+                name: m.name.clone(),
+                data_dir: m.data_dir.clone(),
+                client_url: format!("https://127.0.0.1:{}", m.client.port),
+                peer_url: format!("{peer_scheme}://127.0.0.1:{}", m.peer.port),
+                initial_cluster: initial.clone(),
+                joining: false,
+                token: token.clone(),
+            };
+            let args = flags.args(&flavor, server_flags);
+            let mut cmd = flavor.command();
+            cmd.args(&args).envs(env.iter().map(|(k, v)| (k, v)));
+            let what = format!("{} {}", flavor.label(), args.join(" "));
+            m.child = Some(spawn_logged(cmd, &m.log, "tls", &what, false).expect("start server"));
         }
         c.wait_healthy();
         c
@@ -223,13 +208,7 @@ impl TlsCluster {
     }
 
     fn logs(&self) -> String {
-        let mut s = String::new();
-        for m in &self.members {
-            let text = fs::read_to_string(&m.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            s += &format!("--- {} log ---\n{}\n", m.name, lines[lines.len().saturating_sub(30)..].join("\n"));
-        }
-        s
+        log_tails(self.members.iter().map(|m| (m.name.as_str(), m.log.as_path())), 30)
     }
 
     /// Masks ports by member and member/cluster IDs (learnt from `member list -w json`).
@@ -254,26 +233,10 @@ impl Drop for TlsCluster {
     fn drop(&mut self) {
         for m in &mut self.members {
             if let Some(mut c) = m.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
+                kill_and_reap(&mut c);
             }
         }
     }
-}
-
-fn spawn(flavor: &Flavor, args: &[String], env: &[(&str, String)], log: &Path) -> Child {
-    let out = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let mut err = out.try_clone().unwrap();
-    let _ = writeln!(err, "=== {} {}", flavor.label(), args.join(" "));
-    flavor
-        .command()
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("start server")
 }
 
 /// Runs the same etcdctl commands on both clusters and asserts equal normalized output.

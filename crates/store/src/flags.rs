@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 
-use crate::config::{ClusterState, EtcdConfig};
 use crate::config::TlsInfo;
+use crate::config::{ClusterState, EtcdConfig};
 
 // `--initial-cluster-state`. (No doc comments on the variants: clap would print them in `--help`.)
 #[derive(Clone, Copy, Debug, ValueEnum)]

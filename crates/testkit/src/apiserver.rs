@@ -1,7 +1,7 @@
 //! The `kaname apiserver` harness: start a server on a claimed loopback port with its own
 //! cert dir, run the real kubectl against it, and make admin and anonymous HTTPS requests.
 
-use crate::{claim_port, Output, PortClaim};
+use crate::{claim_port, kill_and_reap, Output, PortClaim};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -70,8 +70,7 @@ impl Apiserver {
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 
     fn wait_ready(&self) {
@@ -103,7 +102,10 @@ impl Apiserver {
             .arg("--key")
             .arg(self.pki.join("admin.key"));
         if let Some((content_type, data)) = body {
-            cmd.args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", data]);
+            // An empty type sends none (`Content-Type:` removes the header curl would add).
+            let header =
+                if content_type.is_empty() { "Content-Type:".to_string() } else { format!("Content-Type: {content_type}") };
+            cmd.args(["-H", &header, "--data-binary", data]);
         }
         let out = cmd.arg(format!("https://127.0.0.1:{}{path}", self.port.port)).output().expect("run curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -204,8 +206,7 @@ fn spawn(bin: &Path, dir: &tempfile::TempDir, pki: &Path, args: &[String], port:
 
 impl Drop for Apiserver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

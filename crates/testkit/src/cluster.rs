@@ -1,13 +1,13 @@
 //! [`Cluster`]: N members of real etcd or of kaname, each a process of its own, with
 //! kill/restart, health and leader waits.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::member::{agreed_leader, kill_and_reap, log_tails, spawn_logged, MemberFlags};
 use crate::{claim_port, etcdctl_timeout, Flavor, PortClaim, HEALTHY_TIMEOUT};
 
 /// One member's fixed identity and its running process, if any.
@@ -157,48 +157,25 @@ impl Cluster {
     /// The flags member `i` runs with; the same on first start and restarts.
     pub fn member_args(&self, i: usize) -> Vec<String> {
         let m = self.member(i);
-        let client = format!("http://127.0.0.1:{}", m.client.port);
-        let peer = format!("http://127.0.0.1:{}", m.peer.port);
-        let mut args: Vec<String> = vec![
-            "--name".into(),
-            m.name.clone(),
-            "--data-dir".into(),
-            m.data_dir.display().to_string(),
-            "--listen-client-urls".into(),
-            client.clone(),
-            "--advertise-client-urls".into(),
-            client,
-            "--listen-peer-urls".into(),
-            peer.clone(),
-            "--initial-advertise-peer-urls".into(),
-            peer,
-            "--initial-cluster".into(),
-            self.initial_cluster(),
-            "--initial-cluster-state".into(),
-            if m.joining { "existing" } else { "new" }.into(),
-            "--initial-cluster-token".into(),
-            self.token.clone(),
-        ];
-        if self.flavor.is_etcd() {
-            args.extend(["--logger", "zap", "--log-outputs", "stderr"].map(String::from));
-        }
-        args.extend(self.extra_args.iter().cloned());
-        args
+        let flags = MemberFlags {
+            name: m.name.clone(),
+            data_dir: m.data_dir.clone(),
+            client_url: format!("http://127.0.0.1:{}", m.client.port),
+            peer_url: format!("http://127.0.0.1:{}", m.peer.port),
+            initial_cluster: self.initial_cluster(),
+            joining: m.joining,
+            token: self.token.clone(),
+        };
+        flags.args(&self.flavor, &self.extra_args)
     }
 
     fn spawn_member(&mut self, i: usize) {
         let args = self.member_args(i);
         let mut cmd = self.flavor.command();
+        cmd.args(&args);
         let m = self.member(i);
-        let log = OpenOptions::new().create(true).append(true).open(&m.log_path).expect("open member log");
-        let mut log2 = log.try_clone().expect("clone log handle");
-        let _ = writeln!(log2, "=== harness: starting {} {} {}", self.flavor.label(), m.name, args.join(" "));
-        cmd.args(&args)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
-        let child = cmd.spawn().unwrap_or_else(|e| {
+        let what = format!("{} {} {}", self.flavor.label(), m.name, args.join(" "));
+        let child = spawn_logged(cmd, &m.log_path, "harness", &what, false).unwrap_or_else(|e| {
             panic!(
                 "cannot start {} member {}: {e} (binary missing? run scripts/install-test-deps.sh)",
                 self.flavor.label(),
@@ -270,8 +247,7 @@ impl Cluster {
     /// SIGKILLs member `i` (by its PID) and reaps it.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.member_mut(i).child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_and_reap(&mut child);
         }
     }
 
@@ -340,24 +316,8 @@ impl Cluster {
 
     /// The last `lines` lines of every member's log, for failure messages.
     pub fn log_tails(&self, lines: usize) -> String {
-        let mut s = String::new();
-        for m in &self.members {
-            let text = fs::read_to_string(&m.log_path).unwrap_or_default();
-            let all: Vec<&str> = text.lines().collect();
-            let from = all.len().saturating_sub(lines);
-            s.push_str(&format!(
-                "----- {} {} log ({}), last {} lines -----\n",
-                self.flavor.label(),
-                m.name,
-                m.log_path.display(),
-                all.len() - from
-            ));
-            for l in &all[from..] {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        s
+        let names: Vec<String> = self.members.iter().map(|m| format!("{} {}", self.flavor.label(), m.name)).collect();
+        log_tails(names.iter().map(String::as_str).zip(self.members.iter().map(|m| m.log_path.as_path())), lines)
     }
 
     /// `endpoint status -w json` of member `i`: the `Status` object.
@@ -371,21 +331,16 @@ impl Cluster {
         Ok(v[0]["Status"].clone())
     }
 
-    /// The 1-based number of the member the live members agree is leader.
+    /// The 1-based number of the member the live members agree is leader (every live member
+    /// must answer).
     pub fn leader(&self) -> Option<usize> {
-        let mut ids = Vec::new();
-        let mut leader = None;
-        for i in self.live_members() {
+        let live = self.live_members();
+        let mut answers = Vec::new();
+        for &i in &live {
             let st = self.status(i).ok()?;
-            ids.push((i, st["header"]["member_id"].as_u64()?));
-            let l = st["leader"].as_u64()?;
-            if l == 0 || leader.is_some_and(|x| x != l) {
-                return None;
-            }
-            leader = Some(l);
+            answers.push((i, st["header"]["member_id"].as_u64()?, st["leader"].as_u64()?));
         }
-        let l = leader?;
-        ids.into_iter().find(|&(_, id)| id == l).map(|(i, _)| i)
+        agreed_leader(&answers, live.len())
     }
 
     /// Polls [`Cluster::leader`] until a leader is known.
@@ -411,8 +366,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for m in &mut self.members {
             if let Some(mut child) = m.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_and_reap(&mut child);
             }
         }
         if std::thread::panicking() && std::env::var_os("KANAME_IT_KEEP").is_some() {

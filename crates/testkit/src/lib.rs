@@ -7,6 +7,8 @@
 //! - [`Flavor`]: which server a member runs (kaname or real etcd) and from which binary,
 //! - [`claim_port`]: port claiming that is safe across threads and across test binaries,
 //! - [`Cluster`]: N members of real etcd or of kaname, with kill/restart and health waits,
+//! - [`MemberFlags`] / [`spawn_logged`] / [`log_tails`] / [`agreed_leader`]: how one member is
+//!   started, logged and reported, shared with `kaname chaos`'s fault cluster,
 //! - [`Frozen`] / [`signal`]: members cut off by SIGSTOP, resumed on drop,
 //! - [`etcdctl`]: runs `/usr/bin/etcdctl` (API v3) and captures its output,
 //! - [`normalize`] / [`Masker`]: masks what legitimately differs,
@@ -26,6 +28,7 @@
 mod cluster;
 mod etcdctl;
 mod frozen;
+mod member;
 mod normalize;
 mod ports;
 mod session;
@@ -38,11 +41,12 @@ pub use apiserver::{json, Apiserver};
 pub use cluster::{Cluster, Member};
 pub use etcdctl::{etcdctl, etcdctl_timeout, get_keys, kaname_etcdctl, Output};
 pub use frozen::{signal, Frozen};
+pub use member::{agreed_leader, kill_and_reap, log_tails, spawn_logged, MemberFlags};
 pub use normalize::{normalize, Masker};
 pub use ports::{claim_port, PortClaim};
 pub use session::{
-    compare_flavors, compare_session, compare_tools, m, run_session, run_session_with, step, txn, SessionRun, Step,
-    StepResult, Target, Tool,
+    compare_flavors, compare_flavors_hooked, compare_session, compare_tools, m, run_session, run_session_hooked,
+    run_session_with, step, txn, NoHook, SessionRun, Step, StepHook, StepResult, Target, Tool,
 };
 
 use std::path::{Path, PathBuf};

@@ -144,6 +144,27 @@ pub struct SessionRun {
     pub log_tails: String,
 }
 
+/// What a test adds around each step of a session, for values each server picks itself (e.g.
+/// lease IDs: learned from a grant's output, substituted into later steps' arguments, masked in
+/// every output). The default methods change nothing.
+pub trait StepHook {
+    /// The arguments the step runs with (e.g. `{L1}` replaced by the first lease's ID).
+    fn args(&mut self, args: &[String]) -> Vec<String> {
+        args.to_vec()
+    }
+    /// Sees a step's raw result before it is normalized (e.g. to learn an ID it printed).
+    fn observe(&mut self, _args: &[String], _out: &crate::Output) {}
+    /// Masks one output (stdout or stderr) before the standard normalization; may note a
+    /// problem that the comparison reports.
+    fn mask(&self, text: &str, _notes: &mut Vec<String>) -> String {
+        text.to_string()
+    }
+}
+
+/// The hook of sessions that need none.
+pub struct NoHook;
+impl StepHook for NoHook {}
+
 /// Starts a fresh cluster of `flavor`, runs `script`, normalizes, stops it.
 /// Err when the cluster cannot be started.
 pub fn run_session(flavor: Flavor, members: usize, script: &[Step]) -> Result<SessionRun, String> {
@@ -182,6 +203,18 @@ pub fn run_session_with(
     tool: Tool,
     drop_logs: bool,
 ) -> Result<SessionRun, String> {
+    run_session_hooked(flavor, members, script, tool, drop_logs, &mut NoHook)
+}
+
+/// [`run_session_with`] with `hook` around every step.
+pub fn run_session_hooked(
+    flavor: Flavor,
+    members: usize,
+    script: &[Step],
+    tool: Tool,
+    drop_logs: bool,
+    hook: &mut dyn StepHook,
+) -> Result<SessionRun, String> {
     let cluster = Cluster::try_start(flavor.clone(), members)?;
     let (masker, warning) = Masker::for_cluster(&cluster);
     let mut notes: Vec<String> = warning.into_iter().collect();
@@ -190,15 +223,19 @@ pub fn run_session_with(
         if !s.pause.is_zero() {
             thread::sleep(s.pause);
         }
-        let args: Vec<&str> = s.args.iter().map(String::as_str).collect();
+        let owned = hook.args(&s.args);
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         let out = match &tool {
             Tool::Etcdctl => etcdctl(&s.endpoints(&cluster), &args, s.stdin.as_deref()),
             Tool::Kaname(bin) => kaname_etcdctl(bin, &s.endpoints(&cluster), &args, s.stdin.as_deref()),
         };
+        hook.observe(&owned, &out);
+        let stderr = if drop_logs { drop_client_logs(&out.stderr) } else { out.stderr.clone() };
+        let stdout = hook.mask(&out.stdout, &mut notes);
+        let stderr = hook.mask(&stderr, &mut notes);
         let r = StepResult {
-            stdout: masker.normalize(&out.stdout, s.unordered),
-            stderr: masker
-                .normalize(&if drop_logs { drop_client_logs(&out.stderr) } else { out.stderr.clone() }, s.unordered),
+            stdout: masker.normalize(&stdout, s.unordered),
+            stderr: masker.normalize(&stderr, s.unordered),
             code: out.code(),
         };
         if std::env::var_os("KANAME_IT_DUMP").is_some() {
@@ -233,18 +270,33 @@ pub fn compare_session(kaname: Flavor, members: usize, script: &[Step]) {
 /// [`compare_session`] with any two flavours (etcd vs etcd proves the harness).
 /// They run one after the other, never together.
 pub fn compare_flavors(reference: Flavor, candidate: Flavor, members: usize, script: &[Step]) {
+    compare_flavors_hooked(reference, candidate, members, script, || NoHook)
+}
+
+/// [`compare_flavors`] with a fresh hook from `hook` for each run (see [`StepHook`]).
+pub fn compare_flavors_hooked<H: StepHook>(
+    reference: Flavor,
+    candidate: Flavor,
+    members: usize,
+    script: &[Step],
+    hook: impl Fn() -> H,
+) {
     let (r, c) = (reference.label(), candidate.label());
-    let expected = run_session(reference, members, script).unwrap_or_else(|e| {
-        panic!("reference {r} cluster of {members} failed to start; the harness or machine is broken:\n{e}")
-    });
-    assert_eq!(
+    let expected =
+        run_session_hooked(reference, members, script, Tool::Etcdctl, false, &mut hook()).unwrap_or_else(|e| {
+            panic!("reference {r} cluster of {members} failed to start; the harness or machine is broken:\n{e}")
+        });
+    // A reference that stopped early or noted a problem (a member crashed, member IDs
+    // unknown, a masked value out of range) would make the comparison meaningless.
+    assert!(
+        expected.results.len() == script.len() && expected.notes.is_empty(),
+        "reference {r} run failed: ran {} of {} steps; notes: {:?}\n{}",
         expected.results.len(),
         script.len(),
-        "reference {r} run stopped early: {:?}\n{}",
         expected.notes,
         expected.log_tails
     );
-    let got = run_session(candidate, members, script).unwrap_or_else(|e| {
+    let got = run_session_hooked(candidate, members, script, Tool::Etcdctl, false, &mut hook()).unwrap_or_else(|e| {
         panic!(
             "\n{c} cluster of {members} member(s) could not be started, so none of the {} etcdctl steps ran.\n{e}",
             script.len()
