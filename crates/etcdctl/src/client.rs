@@ -144,35 +144,9 @@ pub struct Global {
     pub debug: bool,
 }
 
-/// Go's time.ParseDuration for the units etcdctl users write (ns, us, ms, s, m, h, combined).
+/// Go's time.ParseDuration, as etcdctl's flags take durations.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("time: invalid duration \"{s}\"");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let v: f64 = rest[..n].parse().map_err(|_| bad())?;
-        rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let mult = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += v * mult;
-        rest = &rest[u..];
-    }
-    Ok(Duration::from_secs_f64(total))
+    kaname_goflags::duration::parse(s)
 }
 
 impl Global {

@@ -1,7 +1,7 @@
 //! endpoint, member, alarm, defrag, snapshot and move-leader: the cluster and maintenance
 //! commands.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use kaname_proto::etcdserverpb::{
@@ -139,34 +139,6 @@ pub struct MoveLeaderArgs {
     args: Vec<String>,
 }
 
-/// Go's time.Duration.String() for sub-minute durations.
-fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    let frac = |v: u128, div: u128, unit: &str| {
-        let whole = v / div;
-        let rest = v % div;
-        let digits = div.to_string().len() - 1;
-        let mut f = format!("{rest:0digits$}");
-        while f.ends_with('0') {
-            f.pop();
-        }
-        if f.is_empty() {
-            format!("{whole}{unit}")
-        } else {
-            format!("{whole}.{f}{unit}")
-        }
-    };
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        frac(ns, 1_000, "µs")
-    } else if ns < 1_000_000_000 {
-        frac(ns, 1_000_000, "ms")
-    } else {
-        frac(ns, 1_000_000_000, "s")
-    }
-}
-
 /// The endpoints to act on: `--endpoints`, or with --cluster every member's client URLs.
 async fn endpoints(g: &Global, cluster: bool) -> Res<Vec<String>> {
     if !cluster {
@@ -206,7 +178,7 @@ pub async fn endpoint(g: &Global, cmd: EndpointCmd) -> Res {
                     };
                     let st = Instant::now();
                     let r = g.timed(c.kv().range(RangeRequest { key: b"health".to_vec(), ..Default::default() })).await;
-                    let took = go_duration(st.elapsed());
+                    let took = kaname_goflags::duration::format(st.elapsed());
                     let mut err = match r {
                         Ok(_) => String::new(),
                         Err(e) if e.msg.as_deref() == Some("etcdserver: permission denied") => String::new(),
