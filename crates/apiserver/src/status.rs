@@ -49,6 +49,15 @@ impl FieldError {
         let detail = if why.is_empty() { "Required value".to_string() } else { format!("Required value: {why}") };
         FieldError { kind: "FieldValueRequired", field: field.into(), detail }
     }
+    /// Upstream's `field.Duplicate` of a string value (quoted as Go's `%#v` quotes it, which
+    /// for a string is JSON's quoting).
+    pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
+        FieldError {
+            kind: "FieldValueDuplicate",
+            field: field.into(),
+            detail: format!("Duplicate value: {}", serde_json::to_string(value).unwrap_or_default()),
+        }
+    }
     pub fn forbidden(field: impl Into<String>, why: &str) -> Self {
         FieldError { kind: "FieldValueForbidden", field: field.into(), detail: format!("Forbidden: {why}") }
     }
@@ -129,11 +138,15 @@ impl ApiError {
             None,
         )
     }
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// Upstream's `UnsupportedMediaTypeError`: the media types this request could have used.
+    pub fn unsupported_media_type(accepted: &[&str]) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?}; protobuf only for the kinds `kubectl create <kind>` sends)"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
             None,
         )
     }

@@ -13,6 +13,7 @@ pub static PRIORITYCLASS: Resource = Resource {
     validate: validate_priority_class,
     validate_update: priority_class_update_rules,
     defaults: default_priority_class,
+    normalize: priority_class_from_json,
     columns: priority_class_columns,
     cells: priority_class_cells,
     ..Resource::of::<PriorityClass>()
@@ -27,8 +28,20 @@ const SYSTEM_PREFIX: &str = "system-";
 const SYSTEM_CLASSES: &[(&str, i64)] = &[("system-node-critical", 2_000_001_000), ("system-cluster-critical", 2_000_000_000)];
 const PREEMPTION_POLICIES: &[&str] = &["Never", "PreemptLowerPriority"];
 
-/// Upstream's `SetDefaults_PriorityClass`.
+/// Go decodes a missing `value` (an int32 without omitempty) as 0, where k8s-openapi's field
+/// is required: a class without a value is a class of priority 0, as upstream stores it.
+fn priority_class_from_json(mut v: Value) -> Result<Value, String> {
+    if let Some(o) = v.as_object_mut() {
+        o.entry("value").or_insert(json!(0));
+    }
+    super::typed::<PriorityClass>(v)
+}
+
+/// Upstream's `SetDefaults_PriorityClass` (and the zero `value` Go's decoding gives).
 fn default_priority_class(pc: &mut Value) {
+    if pc["value"].is_null() {
+        pc["value"] = json!(0);
+    }
     if pc["preemptionPolicy"].is_null() {
         pc["preemptionPolicy"] = json!("PreemptLowerPriority");
     }
@@ -106,6 +119,15 @@ fn priority_class_cells(o: &Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_without_value_has_priority_zero() {
+        let v = (PRIORITYCLASS.normalize)(json!({"metadata": {"name": "low"}})).unwrap();
+        assert_eq!(v["value"], 0);
+        let mut stored = json!({"metadata": {"name": "low"}});
+        (PRIORITYCLASS.defaults)(&mut stored);
+        assert_eq!((stored["value"].clone(), stored["preemptionPolicy"].clone()), (json!(0), json!("PreemptLowerPriority")));
+    }
 
     #[test]
     fn system_names_and_user_values_are_checked_as_upstream() {

@@ -94,11 +94,7 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
                 errs.push(FieldError::invalid(format!("{path}.name"), name, &why));
             }
             if !seen.insert(name.to_string()) {
-                errs.push(FieldError {
-                    kind: "FieldValueDuplicate",
-                    field: format!("{path}.name"),
-                    detail: format!("Duplicate value: {}", serde_json::to_string(name).unwrap_or_default()),
-                });
+                errs.push(FieldError::duplicate(format!("{path}.name"), name));
             }
         }
         if c["image"].as_str().unwrap_or("").trim().is_empty() {

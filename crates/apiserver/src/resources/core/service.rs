@@ -86,11 +86,7 @@ fn validate_service(svc: &Value) -> Vec<FieldError> {
                 errs.push(FieldError::invalid(format!("{path}.name"), name, &why));
             }
             if !names.insert(name.to_string()) {
-                errs.push(FieldError {
-                    kind: "FieldValueDuplicate",
-                    field: format!("{path}.name"),
-                    detail: format!("Duplicate value: {name:?}"),
-                });
+                errs.push(FieldError::duplicate(format!("{path}.name"), name));
             }
         }
         let port = p["port"].as_i64().unwrap_or(0);
