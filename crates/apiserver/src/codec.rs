@@ -28,24 +28,41 @@ pub async fn read_body(body: Body) -> ApiResult<Bytes> {
     })
 }
 
-/// A create/update body: JSON or protobuf; unknown fields per `fieldValidation` (Strict: 400,
-/// Warn: warning headers, Ignore: dropped silently; upstream's default is Warn).
+/// The media types a create or update body may have, in upstream's order (its first is what
+/// a body without `Content-Type` is taken as).
+pub const BODY_MEDIA_TYPES: [&str; 3] = ["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+
+/// The media type of a request (`Content-Type` without parameters, lowercased as Go's
+/// `mime.ParseMediaType` does); None when the header is absent or empty.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    (!media.is_empty()).then_some(media)
+}
+
+/// A create/update body: JSON, YAML or protobuf; unknown fields per `fieldValidation` (Strict:
+/// 400, Warn: warning headers, Ignore: dropped silently; upstream's default is Warn).
+///
+/// A body without `Content-Type` is JSON, as upstream's `NegotiateInputSerializer` takes the
+/// first supported type (clients such as the Python and JavaScript libraries send none).
 pub fn decode_body(
     res: &Resource,
     headers: &HeaderMap,
     body: &[u8],
     q: &HashMap<String, String>,
 ) -> ApiResult<(Value, Vec<String>)> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = ct.split(';').next().unwrap_or("").trim();
-    let v: Value = match media {
+    let media = media_type(headers).unwrap_or_else(|| BODY_MEDIA_TYPES[0].to_string());
+    let v: Value = match media.as_str() {
         "application/json" => {
             serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?
         }
-        "application/vnd.kubernetes.protobuf" => {
-            crate::protobuf::decode(body).map_err(|_| ApiError::unsupported_media_type(ct))?
+        "application/yaml" => {
+            serde_norway::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?
         }
-        _ => return Err(ApiError::unsupported_media_type(ct)),
+        "application/vnd.kubernetes.protobuf" => {
+            crate::protobuf::decode(body).map_err(|_| ApiError::unsupported_media_type(&BODY_MEDIA_TYPES))?
+        }
+        _ => return Err(ApiError::unsupported_media_type(&BODY_MEDIA_TYPES)),
     };
     let warnings = check_fields(res, &v, q)?;
     Ok((v, warnings))

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kaname_proto::etcdserverpb::{
-    compare, kv_client::KvClient, request_op, watch_client::WatchClient, Compare, DeleteRangeRequest, PutRequest,
-    RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
+    compare, kv_client::KvClient, request_op, watch_client::WatchClient, CompactionRequest, Compare,
+    DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use kaname_proto::mvccpb::KeyValue;
 use kaname_tls::rustls::ClientConfig;
@@ -172,6 +172,18 @@ impl Etcd {
         }
     }
 
+    /// Compacts the history up to `revision` (not physically: etcd frees the space in the
+    /// background, as upstream's compactor asks it to).
+    pub async fn compact(&self, revision: i64) -> Result<(), tonic::Status> {
+        let req = CompactionRequest { revision, physical: false };
+        self.with_kv(|mut kv| {
+            let req = req.clone();
+            async move { kv.compact(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The store's current revision (a cheap count-only range), also the readiness probe.
     pub async fn revision(&self) -> Result<i64, tonic::Status> {
         let req = RangeRequest { key: b"/".to_vec(), count_only: true, limit: 1, ..Default::default() };
@@ -202,6 +214,17 @@ pub fn cmp_mod(key: &str, rev: i64) -> Compare {
         result: compare::CompareResult::Equal as i32,
         target: compare::CompareTarget::Mod as i32,
         target_union: Some(compare::TargetUnion::ModRevision(rev)),
+        ..Default::default()
+    }
+}
+
+/// The key's version (number of writes since it was created; 0 when absent) equals `version`.
+pub fn cmp_version(key: &str, version: i64) -> Compare {
+    Compare {
+        key: key.into(),
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Version as i32,
+        target_union: Some(compare::TargetUnion::Version(version)),
         ..Default::default()
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod compactor;
 pub mod consistency;
 pub mod discovery;
 pub mod etcd;
@@ -85,6 +86,9 @@ pub struct ApiserverFlags {
     /// The directory where the TLS certs are located (and generated when none are given).
     #[arg(long, default_value = "/var/run/kubernetes")]
     pub cert_dir: PathBuf,
+    /// The interval of compaction requests. If 0, the compaction request from apiserver is disabled.
+    #[arg(long, default_value = "5m0s", value_parser = kaname_goflags::duration::parse)]
+    pub etcd_compaction_interval: Duration,
     /// The maximum number of non-mutating and mutating requests in flight (0 = no limit).
     #[arg(long, default_value_t = 400)]
     pub max_requests_inflight: usize,
@@ -139,6 +143,8 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
     let tls_config = pki::server_config(&cert, &key, client_ca.as_deref())?;
 
     tokio::spawn(create_system_namespaces(storage.clone()));
+    let compactor = (!flags.etcd_compaction_interval.is_zero())
+        .then(|| tokio::spawn(compactor::run(storage.etcd.clone(), flags.etcd_compaction_interval)));
     let namespace_deleted = namespace_controller::in_server::Nudge::default();
     let (api, nudge) = (namespace_controller::in_server::InServer(storage.clone()), namespace_deleted.0.clone());
     tokio::spawn(async move { namespace_controller::run(api, &nudge).await });
@@ -172,6 +178,9 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
             a = listener.accept() => a?,
             _ = &mut shutdown => {
                 caches.shutdown();
+                if let Some(c) = &compactor {
+                    c.abort();
+                }
                 return Ok(());
             }
         };

@@ -3,7 +3,7 @@
 //! `kubectl scale` and autoscalers use) and `pods/<name>/binding` (how a scheduler places a
 //! pod on a node).
 
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
 use crate::resources::Resource;
@@ -79,10 +79,12 @@ pub async fn patch_scale(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Value> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = ct.split(';').next().unwrap_or("").trim();
-    if !matches!(media, "application/merge-patch+json" | "application/strategic-merge-patch+json") {
-        return Err(ApiError::unsupported_media_type(ct));
+    let media = crate::codec::media_type(headers);
+    if !matches!(media.as_deref(), Some("application/merge-patch+json" | "application/strategic-merge-patch+json")) {
+        return Err(ApiError::unsupported_media_type(&[
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ]));
     }
     let patch: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;

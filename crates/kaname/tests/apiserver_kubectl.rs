@@ -119,6 +119,48 @@ fn crud(flavor: Flavor) {
     assert_eq!((code.as_str(), st["reason"].as_str()), ("405", Some("MethodNotAllowed")), "{st}");
     let (code, st) = raw("POST", "/api/v1/namespaces/team-a/configmaps", "text/plain", "x");
     assert_eq!((code.as_str(), st["reason"].as_str()), ("415", Some("UnsupportedMediaType")), "{st}");
+    assert_eq!(
+        st["message"],
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
+    );
+    // Leniency other clients rely on, as upstream's: no Content-Type is JSON (the Python and
+    // JavaScript clients send none), media types are case-insensitive with parameters, YAML
+    // bodies are decoded, and discovery paths take a trailing slash.
+    let (code, st) = raw("POST", "/api/v1/namespaces/team-a/configmaps", "", r#"{"metadata":{"name":"untyped"}}"#);
+    assert_eq!((code.as_str(), st["metadata"]["name"].as_str()), ("201", Some("untyped")), "{st}");
+    let (code, st) = raw(
+        "PUT",
+        "/api/v1/namespaces/team-a/configmaps/untyped",
+        "",
+        r#"{"metadata":{"name":"untyped"},"data":{"k":"v"}}"#,
+    );
+    assert_eq!((code.as_str(), st["data"]["k"].as_str()), ("200", Some("v")), "{st}");
+    let (code, st) = raw(
+        "POST",
+        "/api/v1/namespaces/team-a/configmaps",
+        "Application/JSON; charset=utf-8",
+        r#"{"metadata":{"name":"cased"}}"#,
+    );
+    assert_eq!(code, "201", "{st}");
+    let (code, st) = raw(
+        "POST",
+        "/api/v1/namespaces/team-a/configmaps",
+        "application/yaml",
+        "metadata:\n  name: yaml\ndata:\n  k: v\n",
+    );
+    assert_eq!((code.as_str(), st["data"]["k"].as_str()), ("201", Some("v")), "{st}");
+    let (code, st) = raw("PATCH", "/api/v1/namespaces/team-a/configmaps/yaml", "", "{}");
+    assert_eq!((code.as_str(), st["reason"].as_str()), ("415", Some("UnsupportedMediaType")), "{st}");
+    assert_eq!(
+        st["message"],
+        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
+    );
+    for path in ["/version/", "/api/", "/apis/", "/api/v1/", "/apis/apps/", "/apis/apps/v1/", "/openapi/v3/"] {
+        let (code, body) = api.admin_curl("GET", path);
+        let trimmed = api.admin_curl("GET", path.trim_end_matches('/'));
+        assert_eq!((code, &body), (200, &trimmed.1), "{path}");
+    }
+    api.ok(&["-n", "team-a", "delete", "configmap", "untyped", "cased", "yaml"]);
     let (code, st) = raw("POST", "/api/v1/namespaces/team-a/configmaps", "application/json", "{not json");
     assert_eq!((code.as_str(), st["reason"].as_str()), ("400", Some("BadRequest")), "{st}");
     let (code, st) = raw(

@@ -103,8 +103,11 @@ impl Apiserver {
             .arg(self.pki.join("admin.key"));
         if let Some((content_type, data)) = body {
             // An empty type sends none (`Content-Type:` removes the header curl would add).
-            let header =
-                if content_type.is_empty() { "Content-Type:".to_string() } else { format!("Content-Type: {content_type}") };
+            let header = if content_type.is_empty() {
+                "Content-Type:".to_string()
+            } else {
+                format!("Content-Type: {content_type}")
+            };
             cmd.args(["-H", &header, "--data-binary", data]);
         }
         let out = cmd.arg(format!("https://127.0.0.1:{}{path}", self.port.port)).output().expect("run curl");

@@ -48,19 +48,40 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // Upstream serves these through go-restful, which takes a trailing slash as the same
+        // path (`/version/` is what some client libraries ask for).
         .route("/version", get(version))
+        .route("/version/", get(version))
         .route("/api", get(api_versions))
-        .route("/apis", get(|headers: HeaderMap| async move { crate::discovery::groups(&headers) }))
+        .route("/api/", get(api_versions))
+        .route("/apis", get(api_groups))
+        .route("/apis/", get(api_groups))
         .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/", get(api_group))
         .route("/apis/{group}/{version}", get(group_resources))
-        .route("/api/v1", get(|| async { group_version_resources("", "v1") }))
-        .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &crate::openapi::root()) }))
+        .route("/apis/{group}/{version}/", get(group_resources))
+        .route("/api/v1", get(core_resources))
+        .route("/api/v1/", get(core_resources))
+        .route("/openapi/v3", get(openapi_root))
+        .route("/openapi/v3/", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/api/v1/{*rest}", axum::routing::any(handlers::resource))
         .route("/apis/{group}/{version}/{*rest}", axum::routing::any(handlers::resource))
         .fallback(|| async { ApiError::not_found_path() })
         .layer(middleware::from_fn_with_state(ctx.clone(), filters::chain))
         .with_state(ctx)
+}
+
+async fn api_groups(headers: HeaderMap) -> Response {
+    crate::discovery::groups(&headers)
+}
+
+async fn core_resources() -> Response {
+    group_version_resources("", "v1")
+}
+
+async fn openapi_root() -> Response {
+    json_response(StatusCode::OK, &crate::openapi::root())
 }
 
 /// One group-version's OpenAPI document (`api/v1`, `apis/<group>/<version>`).

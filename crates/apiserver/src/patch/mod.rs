@@ -50,13 +50,13 @@ pub async fn apply(
     q: &HashMap<String, String>,
 ) -> ApiResult<Patched> {
     let Target { res, ns, name, status } = target;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let kind = match ct.split(';').next().unwrap_or("").trim() {
-        "application/json-patch+json" => Kind::Json,
-        "application/merge-patch+json" => Kind::Merge,
-        "application/strategic-merge-patch+json" => Kind::Strategic,
-        "application/apply-patch+yaml" => Kind::Apply,
-        _ => return Err(unsupported_patch_type(ct)),
+    let kind = match crate::codec::media_type(headers).as_deref() {
+        Some("application/json-patch+json") => Kind::Json,
+        Some("application/merge-patch+json") => Kind::Merge,
+        Some("application/strategic-merge-patch+json") => Kind::Strategic,
+        Some("application/apply-patch+yaml") => Kind::Apply,
+        // Upstream has no default patch type: a PATCH without Content-Type is refused.
+        _ => return Err(ApiError::unsupported_media_type(&PATCH_MEDIA_TYPES)),
     };
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let manager = managed::manager_name(q.get("fieldManager").map(String::as_str), user_agent);
@@ -100,14 +100,13 @@ pub async fn apply(
     }
 }
 
-fn unsupported_patch_type(ct: &str) -> ApiError {
-    ApiError {
-        code: 415,
-        reason: "UnsupportedMediaType",
-        message: format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"),
-        details: None,
-    }
-}
+/// Upstream's patch types, in the order its error lists them.
+pub const PATCH_MEDIA_TYPES: [&str; 4] = [
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+    "application/strategic-merge-patch+json",
+];
 
 /// Upstream's `ValidatePatchOptions`.
 fn check_options(kind: Kind, field_manager: &str, force_given: bool) -> ApiResult<()> {
