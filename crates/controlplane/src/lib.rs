@@ -7,3 +7,4 @@
 //! or the store's code.
 
 pub mod leader_election;
+pub mod scheduler;

@@ -1,0 +1,252 @@
+//! The scheduling framework, after upstream's: a pod is checked against each node by filter
+//! plugins (any one may rule a node out, with a reason users read in the `FailedScheduling`
+//! event) and the nodes left are ranked by score plugins. Each plugin is one small trait
+//! object, so a new rule is one file and one line in the profile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use super::quantity;
+
+/// Resources as the scheduler adds them up: CPU in millicores, the rest in units; anything
+/// beyond cpu, memory, ephemeral-storage and pods (extended resources, hugepages) by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub milli_cpu: i64,
+    pub memory: i64,
+    pub ephemeral_storage: i64,
+    /// Only meaningful for a node's allocatable: how many pods it takes.
+    pub allowed_pods: i64,
+    pub scalar: BTreeMap<String, i64>,
+}
+
+impl Resources {
+    /// A `ResourceList` (`requests`, `allocatable`, `overhead`) as numbers; unparsable
+    /// quantities count as zero, as the API server would not have stored them.
+    pub fn from_list(
+        list: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    ) -> Resources {
+        let mut r = Resources::default();
+        for (name, q) in list.into_iter().flatten() {
+            let q = q.0.as_str();
+            match name.as_str() {
+                "cpu" => r.milli_cpu = quantity::milli(q).unwrap_or(0),
+                "memory" => r.memory = quantity::value(q).unwrap_or(0),
+                "ephemeral-storage" => r.ephemeral_storage = quantity::value(q).unwrap_or(0),
+                "pods" => r.allowed_pods = quantity::value(q).unwrap_or(0),
+                // `storage` is a volume's, never a pod's or a node's to schedule by.
+                "storage" => {}
+                other => {
+                    r.scalar.insert(other.to_string(), quantity::value(q).unwrap_or(0));
+                }
+            }
+        }
+        r
+    }
+
+    pub fn add(&mut self, o: &Resources) {
+        self.milli_cpu += o.milli_cpu;
+        self.memory += o.memory;
+        self.ephemeral_storage += o.ephemeral_storage;
+        for (k, v) in &o.scalar {
+            *self.scalar.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Each resource the larger of the two.
+    pub fn max_with(&mut self, o: &Resources) {
+        self.milli_cpu = self.milli_cpu.max(o.milli_cpu);
+        self.memory = self.memory.max(o.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(o.ephemeral_storage);
+        for (k, v) in &o.scalar {
+            let e = self.scalar.entry(k.clone()).or_default();
+            *e = (*e).max(*v);
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.milli_cpu == 0 && self.memory == 0 && self.ephemeral_storage == 0 && self.scalar.values().all(|v| *v == 0)
+    }
+}
+
+/// What a pod asks of a node, as upstream's `PodRequests` counts it: the sum of its
+/// containers, or the largest init container if that is more (sidecars, init containers with
+/// `restartPolicy: Always`, run beside everything after them and so add up), plus overhead.
+pub fn pod_requests(pod: &Pod) -> Resources {
+    let Some(spec) = &pod.spec else { return Resources::default() };
+    let requests = |c: &k8s_openapi::api::core::v1::Container| {
+        Resources::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
+    };
+    let mut reqs = Resources::default();
+    for c in &spec.containers {
+        reqs.add(&requests(c));
+    }
+    let mut sidecars = Resources::default();
+    let mut init_max = Resources::default();
+    for c in spec.init_containers.iter().flatten() {
+        let own = requests(c);
+        let during = if c.restart_policy.as_deref() == Some("Always") {
+            reqs.add(&own);
+            sidecars.add(&own);
+            sidecars.clone()
+        } else {
+            let mut t = own;
+            t.add(&sidecars);
+            t
+        };
+        init_max.max_with(&during);
+    }
+    reqs.max_with(&init_max);
+    if let Some(overhead) = &spec.overhead {
+        reqs.add(&Resources::from_list(Some(overhead)));
+    }
+    reqs
+}
+
+/// A pod with what the plugins ask of it worked out once.
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub requests: Resources,
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> PodInfo {
+        let requests = pod_requests(&pod);
+        PodInfo { pod, requests }
+    }
+
+    pub fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or("")
+    }
+}
+
+/// A node with the pods bound (or assumed bound) to it and what they request.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub node: Arc<Node>,
+    pub pods: Vec<PodInfo>,
+    pub requested: Resources,
+    pub allocatable: Resources,
+}
+
+impl NodeInfo {
+    pub fn new(node: Arc<Node>) -> NodeInfo {
+        let allocatable = Resources::from_list(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
+        NodeInfo { node, pods: Vec::new(), requested: Resources::default(), allocatable }
+    }
+
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or("")
+    }
+
+    pub fn add_pod(&mut self, pod: PodInfo) {
+        self.requested.add(&pod.requests);
+        self.pods.push(pod);
+    }
+}
+
+/// A filter's verdict on one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Fits,
+    /// Ruled out; preemption of lower-priority pods might change that.
+    Unschedulable(Vec<String>),
+    /// Ruled out whatever is preempted (a taint, a name, a selector).
+    UnschedulableAndUnresolvable(Vec<String>),
+}
+
+impl Status {
+    pub fn unschedulable(reason: impl Into<String>) -> Status {
+        Status::Unschedulable(vec![reason.into()])
+    }
+
+    pub fn unresolvable(reason: impl Into<String>) -> Status {
+        Status::UnschedulableAndUnresolvable(vec![reason.into()])
+    }
+
+    pub fn fits(&self) -> bool {
+        matches!(self, Status::Fits)
+    }
+
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Status::Fits => &[],
+            Status::Unschedulable(r) | Status::UnschedulableAndUnresolvable(r) => r,
+        }
+    }
+}
+
+/// A rule that may keep a pod off a node (upstream's FilterPlugin).
+pub trait Filter: Send + Sync {
+    /// Upstream's plugin name (`NodeResourcesFit`, `TaintToleration`, ...).
+    fn name(&self) -> &'static str;
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status;
+}
+
+/// Why a pod fits no node, worded as upstream's `FitError`: "0/3 nodes are available: 1
+/// node(s) had untolerated taint {k: v}, 2 Insufficient cpu." with each reason counted over
+/// the nodes and the counts sorted as strings, then what preemption found, if anything.
+pub fn fit_error(nodes: usize, statuses: &[Status], post_filter: Option<&str>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in statuses {
+        for r in s.reasons() {
+            *counts.entry(r.as_str()).or_default() += 1;
+        }
+    }
+    let mut reasons: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    reasons.sort();
+    let mut msg = format!("0/{nodes} nodes are available:");
+    if !reasons.is_empty() {
+        msg.push_str(&format!(" {}.", reasons.join(", ")));
+    }
+    if let Some(p) = post_filter {
+        msg.push_str(&format!(" {p}."));
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn requests_count_containers_init_containers_sidecars_and_overhead() {
+        let c = |cpu: &str, mem: &str| json!({"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}});
+        // Two containers: 300m; one init container of 500m is more.
+        let p = pod(
+            json!({"spec": {"containers": [c("100m", "1Mi"), c("200m", "1Mi")], "initContainers": [c("500m", "1Mi")]}}),
+        );
+        assert_eq!((pod_requests(&p).milli_cpu, pod_requests(&p).memory), (500, 2 << 20));
+        // A sidecar (restartPolicy Always) adds to the containers and to later init containers.
+        let mut side = c("100m", "0");
+        side["restartPolicy"] = json!("Always");
+        let p = pod(
+            json!({"spec": {"containers": [c("200m", "0")], "initContainers": [side, c("250m", "0")], "overhead": {"cpu": "10m"}}}),
+        );
+        // containers 200 + sidecar 100 = 300; the init container runs beside the sidecar: 350.
+        assert_eq!(pod_requests(&p).milli_cpu, 350 + 10);
+        let p =
+            pod(json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "2"}}}]}}));
+        assert_eq!(pod_requests(&p).scalar.get("nvidia.com/gpu"), Some(&2));
+    }
+
+    #[test]
+    fn fit_error_reads_as_upstream() {
+        let taint = Status::unresolvable("node(s) had untolerated taint {dedicated: gpu}");
+        let cpu = Status::unschedulable("Insufficient cpu");
+        let both = Status::Unschedulable(vec!["Insufficient cpu".into(), "Insufficient memory".into()]);
+        assert_eq!(
+            fit_error(3, &[taint, cpu, both], Some("preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod")),
+            "0/3 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+        );
+        assert_eq!(fit_error(0, &[], None), "0/0 nodes are available:");
+    }
+}

@@ -1,0 +1,83 @@
+//! `TaintToleration`: a node's `NoSchedule` and `NoExecute` taints keep off every pod that does
+//! not tolerate them; the first untolerated taint is the reason users see.
+
+use k8s_openapi::api::core::v1::{Taint, Toleration};
+
+use crate::scheduler::framework::{Filter, NodeInfo, PodInfo, Status};
+
+pub struct TaintToleration;
+
+/// Upstream's `Toleration.ToleratesTaint`: an empty effect or key matches any; operator
+/// `Exists` matches any value, `Equal` (or none) only the same value.
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    let effect = t.effect.as_deref().unwrap_or("");
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = t.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("") {
+        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Exists" => true,
+        _ => false,
+    }
+}
+
+impl Filter for TaintToleration {
+    fn name(&self) -> &'static str {
+        "TaintToleration"
+    }
+
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let taints = node.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+        let tolerations = pod.pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
+        let untolerated = taints
+            .iter()
+            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            .find(|taint| !tolerations.iter().any(|t| tolerates(t, taint)));
+        match untolerated {
+            None => Status::Fits,
+            Some(t) => Status::unresolvable(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                t.key,
+                t.value.as_deref().unwrap_or("")
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::plugins::testing::{node, pod};
+    use serde_json::json;
+
+    #[test]
+    fn untolerated_schedule_taints_keep_pods_off() {
+        let n = node(json!({"metadata": {"name": "n1"}, "spec": {"taints": [
+            {"key": "soft", "value": "x", "effect": "PreferNoSchedule"},
+            {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+        ]}}));
+        let plain = pod(json!({"spec": {"containers": []}}));
+        assert_eq!(
+            TaintToleration.filter(&plain, &n),
+            Status::unresolvable("node(s) had untolerated taint {dedicated: gpu}")
+        );
+        let equal = pod(
+            json!({"spec": {"containers": [], "tolerations": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
+        );
+        assert!(TaintToleration.filter(&equal, &n).fits());
+        let other_value = pod(
+            json!({"spec": {"containers": [], "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "cpu"}]}}),
+        );
+        assert!(!TaintToleration.filter(&other_value, &n).fits());
+        let everything = pod(json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists"}]}}));
+        assert!(TaintToleration.filter(&everything, &n).fits());
+        let wrong_effect = pod(
+            json!({"spec": {"containers": [], "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]}}),
+        );
+        assert!(!TaintToleration.filter(&wrong_effect, &n).fits());
+    }
+}
