@@ -105,17 +105,42 @@ pub fn pod_requests(pod: &Pod) -> Resources {
     reqs
 }
 
+/// Upstream's `DefaultMilliCPURequest` and `DefaultMemoryRequest`: what scoring counts for a
+/// container that requests no CPU or memory, so that such pods still spread.
+pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
+pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
+
+/// [`pod_requests`] with the defaults above for every container that sets no CPU or memory
+/// request (upstream's `NonMissingContainerRequests`): what the spreading scores count.
+pub fn pod_requests_non_zero(pod: &Pod) -> Resources {
+    let mut pod = pod.clone();
+    if let Some(spec) = &mut pod.spec {
+        let fill = |c: &mut k8s_openapi::api::core::v1::Container| {
+            let requests =
+                c.resources.get_or_insert_with(Default::default).requests.get_or_insert_with(Default::default);
+            use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+            requests.entry("cpu".into()).or_insert_with(|| Quantity(format!("{DEFAULT_MILLI_CPU_REQUEST}m")));
+            requests.entry("memory".into()).or_insert_with(|| Quantity(DEFAULT_MEMORY_REQUEST.to_string()));
+        };
+        spec.containers.iter_mut().for_each(fill);
+        spec.init_containers.iter_mut().flatten().for_each(fill);
+    }
+    pod_requests(&pod)
+}
+
 /// A pod with what the plugins ask of it worked out once.
 #[derive(Clone, Debug)]
 pub struct PodInfo {
     pub pod: Arc<Pod>,
     pub requests: Resources,
+    pub non_zero_requests: Resources,
 }
 
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
         let requests = pod_requests(&pod);
-        PodInfo { pod, requests }
+        let non_zero_requests = pod_requests_non_zero(&pod);
+        PodInfo { pod, requests, non_zero_requests }
     }
 
     pub fn name(&self) -> &str {
@@ -129,13 +154,21 @@ pub struct NodeInfo {
     pub node: Arc<Node>,
     pub pods: Vec<PodInfo>,
     pub requested: Resources,
+    /// The pods' [`pod_requests_non_zero`], for scoring.
+    pub non_zero_requested: Resources,
     pub allocatable: Resources,
 }
 
 impl NodeInfo {
     pub fn new(node: Arc<Node>) -> NodeInfo {
         let allocatable = Resources::from_list(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
-        NodeInfo { node, pods: Vec::new(), requested: Resources::default(), allocatable }
+        NodeInfo {
+            node,
+            pods: Vec::new(),
+            requested: Resources::default(),
+            non_zero_requested: Resources::default(),
+            allocatable,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -144,6 +177,7 @@ impl NodeInfo {
 
     pub fn add_pod(&mut self, pod: PodInfo) {
         self.requested.add(&pod.requests);
+        self.non_zero_requested.add(&pod.non_zero_requests);
         self.pods.push(pod);
     }
 }
@@ -184,6 +218,50 @@ pub trait Filter: Send + Sync {
     /// Upstream's plugin name (`NodeResourcesFit`, `TaintToleration`, ...).
     fn name(&self) -> &'static str;
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status;
+}
+
+/// Upstream's `MaxNodeScore`: every score plugin ranks a node in 0..=100.
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// A preference among the nodes that passed the filters (upstream's ScorePlugin with its
+/// optional NormalizeScore). The profile weighs each plugin.
+pub trait Score: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The raw score of one node (0..=100 unless [`Score::normalize`] maps it there).
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Maps the raw scores of all candidate nodes to 0..=100 (default: already there).
+    fn normalize(&self, _scores: &mut [i64]) {}
+}
+
+/// Upstream's `DefaultNormalizeScore`: scales so the highest is 100 (or, with `reverse`, so
+/// the highest becomes 0 and zero becomes 100); all zero stays 0 (or becomes 100 reversed).
+pub fn default_normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    for s in scores.iter_mut() {
+        let scaled = if max == 0 { 0 } else { MAX_NODE_SCORE * *s / max };
+        *s = if reverse { MAX_NODE_SCORE - scaled } else { scaled };
+    }
+}
+
+/// The weighted sum of every plugin's normalized score, per node.
+pub fn prioritize(pod: &PodInfo, nodes: &[&NodeInfo], plugins: &[(Box<dyn Score>, i64)]) -> Vec<i64> {
+    let mut totals = vec![0i64; nodes.len()];
+    for (plugin, weight) in plugins {
+        let mut scores: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n)).collect();
+        plugin.normalize(&mut scores);
+        for (t, s) in totals.iter_mut().zip(scores) {
+            *t += s * weight;
+        }
+    }
+    totals
+}
+
+/// The index of a highest total, chosen uniformly among equals (upstream's reservoir sampling
+/// in `selectHost`), so equal nodes share the load; `pick(n)` returns a number in 0..n.
+pub fn select_host(totals: &[i64], mut pick: impl FnMut(usize) -> usize) -> Option<usize> {
+    let max = *totals.iter().max()?;
+    let best: Vec<usize> = (0..totals.len()).filter(|&i| totals[i] == max).collect();
+    Some(best[pick(best.len())])
 }
 
 /// Why a pod fits no node, worded as upstream's `FitError`: "0/3 nodes are available: 1
@@ -236,6 +314,33 @@ mod tests {
         let p =
             pod(json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"nvidia.com/gpu": "2"}}}]}}));
         assert_eq!(pod_requests(&p).scalar.get("nvidia.com/gpu"), Some(&2));
+    }
+
+    #[test]
+    fn scores_are_normalized_weighted_and_ties_shared() {
+        let mut s = vec![0, 2, 4];
+        default_normalize(&mut s, false);
+        assert_eq!(s, [0, 50, 100]);
+        let mut s = vec![0, 2, 4];
+        default_normalize(&mut s, true);
+        assert_eq!(s, [100, 50, 0]);
+        let mut s = vec![0, 0];
+        default_normalize(&mut s, true);
+        assert_eq!(s, [100, 100]);
+        assert_eq!(select_host(&[10, 30, 30], |n| n - 1), Some(2));
+        assert_eq!(select_host(&[10, 30, 30], |_| 0), Some(1));
+        assert_eq!(select_host(&[], |_| 0), None);
+    }
+
+    #[test]
+    fn non_zero_requests_fill_only_what_is_missing() {
+        let p = pod(json!({"spec": {"containers": [
+            {"name": "a"},
+            {"name": "b", "resources": {"requests": {"cpu": "0", "memory": "1Gi"}}},
+        ]}}));
+        let r = pod_requests_non_zero(&p);
+        assert_eq!((r.milli_cpu, r.memory), (100, DEFAULT_MEMORY_REQUEST + (1 << 30)));
+        assert!(pod_requests(&p).milli_cpu == 0);
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! The filter plugins, by upstream's names, each in its own file.
 
+mod balanced_allocation;
 mod node_affinity;
 mod node_name;
 mod node_resources_fit;
 mod node_unschedulable;
 mod taint_toleration;
 
+pub use balanced_allocation::BalancedAllocation;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
-pub use node_resources_fit::NodeResourcesFit;
+pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
 pub use taint_toleration::{tolerates, TaintToleration};
 
-use super::framework::Filter;
+use super::framework::{Filter, Score};
 
 /// The default profile's filters, in upstream's order.
 pub fn default_filters() -> Vec<Box<dyn Filter>> {
@@ -22,6 +24,17 @@ pub fn default_filters() -> Vec<Box<dyn Filter>> {
         Box::new(TaintToleration),
         Box::new(NodeAffinity),
         Box::new(NodeResourcesFit),
+    ]
+}
+
+/// The default profile's scores with upstream's weights (TaintToleration 3, NodeAffinity 2,
+/// NodeResourcesFit 1, NodeResourcesBalancedAllocation 1).
+pub fn default_scores() -> Vec<(Box<dyn Score>, i64)> {
+    vec![
+        (Box::new(TaintToleration), 3),
+        (Box::new(NodeAffinity), 2),
+        (Box::new(LeastAllocated), 1),
+        (Box::new(BalancedAllocation), 1),
     ]
 }
 

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
 
-use crate::scheduler::framework::{Filter, NodeInfo, PodInfo, Status};
+use crate::scheduler::framework::{default_normalize, Filter, NodeInfo, PodInfo, Score, Status};
 
 /// Upstream's `ErrReasonPod`.
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
@@ -31,6 +31,35 @@ impl Filter for NodeAffinity {
         } else {
             Status::unresolvable(REASON)
         }
+    }
+}
+
+/// The score: the summed weights of the preferred terms
+/// (`preferredDuringSchedulingIgnoredDuringExecution`) the node matches, normalized so the best
+/// node scores 100.
+impl Score for NodeAffinity {
+    fn name(&self) -> &'static str {
+        "NodeAffinity"
+    }
+
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let preferred = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
+            .unwrap_or(&[]);
+        preferred
+            .iter()
+            .filter(|p| p.weight != 0 && term_matches(&p.preference, &node.node))
+            .map(|p| i64::from(p.weight))
+            .sum()
+    }
+
+    fn normalize(&self, scores: &mut [i64]) {
+        default_normalize(scores, false);
     }
 }
 
@@ -83,6 +112,22 @@ mod tests {
         pod(
             json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}}),
         )
+    }
+
+    #[test]
+    fn preferred_terms_add_their_weights() {
+        let p = pod(
+            json!({"spec": {"containers": [], "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 80, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
+                {"weight": 20, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}},
+            ]}}}}),
+        );
+        let n = |labels: serde_json::Value| node(json!({"metadata": {"name": "n", "labels": labels}}));
+        let nodes = [n(json!({"zone": "a", "disk": "ssd"})), n(json!({"zone": "a"})), n(json!({"zone": "b"}))];
+        let mut s: Vec<i64> = nodes.iter().map(|x| NodeAffinity.score(&p, x)).collect();
+        assert_eq!(s, [100, 80, 0]);
+        NodeAffinity.normalize(&mut s);
+        assert_eq!(s, [100, 80, 0]);
     }
 
     #[test]

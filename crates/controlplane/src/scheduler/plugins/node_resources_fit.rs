@@ -3,9 +3,38 @@
 //! upstream's: "Too many pods", "Insufficient cpu", "Insufficient memory", "Insufficient
 //! ephemeral-storage", "Insufficient <extended resource>".
 
-use crate::scheduler::framework::{Filter, NodeInfo, PodInfo, Status};
+use crate::scheduler::framework::{Filter, NodeInfo, PodInfo, Score, Status, MAX_NODE_SCORE};
 
 pub struct NodeResourcesFit;
+
+/// The scoring half of `NodeResourcesFit` with upstream's default strategy, LeastAllocated
+/// (cpu and memory, weight 1 each): the more a node has free after the pod, the better;
+/// containers without requests count as 100m CPU and 200 MiB, so such pods still spread.
+pub struct LeastAllocated;
+
+impl Score for LeastAllocated {
+    fn name(&self) -> &'static str {
+        "NodeResourcesFit"
+    }
+
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let (used, want, have) = (&node.non_zero_requested, &pod.non_zero_requests, &node.allocatable);
+        let pairs = [(used.milli_cpu + want.milli_cpu, have.milli_cpu), (used.memory + want.memory, have.memory)];
+        let (mut total, mut weights) = (0, 0);
+        for (requested, capacity) in pairs {
+            if capacity == 0 {
+                continue;
+            }
+            total += if requested > capacity { 0 } else { (capacity - requested) * MAX_NODE_SCORE / capacity };
+            weights += 1;
+        }
+        if weights == 0 {
+            0
+        } else {
+            total / weights
+        }
+    }
+}
 
 impl Filter for NodeResourcesFit {
     fn name(&self) -> &'static str {
@@ -51,6 +80,22 @@ mod tests {
 
     fn asking(cpu: &str, mem: &str) -> PodInfo {
         pod(json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}))
+    }
+
+    #[test]
+    fn least_allocated_prefers_free_nodes() {
+        let n = |cpu: &str, mem: &str| {
+            node(
+                json!({"metadata": {"name": "n"}, "status": {"allocatable": {"cpu": cpu, "memory": mem, "pods": "10"}}}),
+            )
+        };
+        // cpu (4000-1000)/4000 = 75, memory (8-2)/8 = 75.
+        assert_eq!(LeastAllocated.score(&asking("1", "2Gi"), &n("4", "8Gi")), 75);
+        // cpu 50, memory (4-2)/4 = 50.
+        assert_eq!(LeastAllocated.score(&asking("1", "2Gi"), &n("2", "4Gi")), 50);
+        // A pod without requests counts 100m and 200Mi.
+        let none = pod(json!({"spec": {"containers": [{"name": "c"}]}}));
+        assert_eq!(LeastAllocated.score(&none, &n("1", "2000Mi")), (90 + 90) / 2);
     }
 
     #[test]

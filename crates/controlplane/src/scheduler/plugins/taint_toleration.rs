@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 
-use crate::scheduler::framework::{Filter, NodeInfo, PodInfo, Status};
+use crate::scheduler::framework::{default_normalize, Filter, NodeInfo, PodInfo, Score, Status};
 
 pub struct TaintToleration;
 
@@ -48,11 +48,60 @@ impl Filter for TaintToleration {
     }
 }
 
+/// The score: fewer `PreferNoSchedule` taints the pod does not tolerate is better (counted,
+/// then normalized in reverse, as upstream's).
+impl Score for TaintToleration {
+    fn name(&self) -> &'static str {
+        "TaintToleration"
+    }
+
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let taints = node.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+        // Only tolerations that may apply to PreferNoSchedule count here.
+        let tolerations: Vec<&Toleration> = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or(&[])
+            .iter()
+            .filter(|t| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule")))
+            .collect();
+        taints
+            .iter()
+            .filter(|t| t.effect == "PreferNoSchedule")
+            .filter(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
+            .count() as i64
+    }
+
+    fn normalize(&self, scores: &mut [i64]) {
+        default_normalize(scores, true);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scheduler::plugins::testing::{node, pod};
     use serde_json::json;
+
+    #[test]
+    fn prefer_no_schedule_taints_lower_the_score() {
+        let soft = |n: usize| {
+            let taints: Vec<_> =
+                (0..n).map(|i| json!({"key": format!("k{i}"), "effect": "PreferNoSchedule"})).collect();
+            node(json!({"metadata": {"name": "n"}, "spec": {"taints": taints}}))
+        };
+        let p = pod(json!({"spec": {"containers": []}}));
+        let nodes = [soft(0), soft(1), soft(2)];
+        let mut s: Vec<i64> = nodes.iter().map(|n| TaintToleration.score(&p, n)).collect();
+        TaintToleration.normalize(&mut s);
+        assert_eq!(s, [100, 50, 0]);
+        let tolerant = pod(
+            json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists", "effect": "PreferNoSchedule"}]}}),
+        );
+        assert_eq!(TaintToleration.score(&tolerant, &soft(2)), 0);
+    }
 
     #[test]
     fn untolerated_schedule_taints_keep_pods_off() {
