@@ -55,6 +55,15 @@ impl Resources {
         }
     }
 
+    pub fn sub(&mut self, o: &Resources) {
+        self.milli_cpu -= o.milli_cpu;
+        self.memory -= o.memory;
+        self.ephemeral_storage -= o.ephemeral_storage;
+        for (k, v) in &o.scalar {
+            *self.scalar.entry(k.clone()).or_default() -= v;
+        }
+    }
+
     /// Each resource the larger of the two.
     pub fn max_with(&mut self, o: &Resources) {
         self.milli_cpu = self.milli_cpu.max(o.milli_cpu);
@@ -179,6 +188,14 @@ impl NodeInfo {
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero_requests);
         self.pods.push(pod);
+    }
+
+    /// Takes the pod `namespace/name` off the node, if it is there.
+    pub fn remove_pod(&mut self, key: &str) {
+        let Some(i) = self.pods.iter().position(|p| super::queue::key(&p.pod) == key) else { return };
+        let p = self.pods.swap_remove(i);
+        self.requested.sub(&p.requests);
+        self.non_zero_requested.sub(&p.non_zero_requests);
     }
 }
 

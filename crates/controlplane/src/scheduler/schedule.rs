@@ -1,0 +1,327 @@
+//! The scheduler's loop: watches feed the [`Queue`] and the [`Cache`]; each popped pod is
+//! filtered against every node, the feasible ones scored, the best chosen (ties shared), the
+//! pod assumed there and bound through `pods/<name>/binding`; the outcome is reported as
+//! upstream reports it (`Scheduled` / `FailedScheduling` events, the `PodScheduled`
+//! condition). It acts only while its leader [`Term`] is current.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use rand::Rng;
+use serde_json::json;
+
+use super::cache::{node_name, Cache};
+use super::framework::{fit_error, prioritize, select_host, Filter, NodeInfo, PodInfo, Score, Status};
+use super::plugins::{default_filters, default_scores};
+use super::queue::{key, Queue, QueuedPod};
+use crate::leader_election::Term;
+
+/// Upstream's default profile name: pods with no `schedulerName` get it.
+pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+/// One scheduler profile bound to one API server client.
+pub struct Scheduler {
+    client: kube::Client,
+    /// The `schedulerName` this scheduler serves.
+    pub name: String,
+    queue: Arc<Queue>,
+    cache: Mutex<Cache>,
+    filters: Vec<Box<dyn Filter>>,
+    scores: Vec<(Box<dyn Score>, i64)>,
+}
+
+impl Scheduler {
+    /// The default profile (upstream's default filters and score weights).
+    pub fn new(client: kube::Client) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            client,
+            name: DEFAULT_SCHEDULER_NAME.into(),
+            queue: Queue::new(),
+            cache: Mutex::new(Cache::default()),
+            filters: default_filters(),
+            scores: default_scores(),
+        })
+    }
+
+    /// Schedules until `term` ends: the leader's work.
+    pub async fn run(self: Arc<Self>, term: Term) {
+        let watches = [
+            tokio::spawn(self.clone().watch_nodes()),
+            tokio::spawn(self.clone().watch_pods()),
+            tokio::spawn(self.clone().flush_unschedulable()),
+        ];
+        loop {
+            let popped = tokio::select! {
+                p = self.queue.pop() => p,
+                _ = term.ended() => None,
+            };
+            let Some(qp) = popped else { break };
+            if !term.is_current() {
+                self.queue.retry(qp);
+                break;
+            }
+            self.schedule_one(qp, &term).await;
+        }
+        self.queue.close();
+        for w in watches {
+            w.abort();
+        }
+    }
+
+    async fn watch_nodes(self: Arc<Self>) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut relist: Option<HashMap<String, Arc<Node>>> = None;
+        let mut known: HashMap<String, ()> = HashMap::new();
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(ev) = events.next().await {
+            let Ok(ev) = ev else { continue };
+            match ev {
+                watcher::Event::Init => relist = Some(HashMap::new()),
+                watcher::Event::InitApply(n) => {
+                    if let Some(r) = relist.as_mut() {
+                        r.insert(n.metadata.name.clone().unwrap_or_default(), Arc::new(n));
+                    }
+                }
+                watcher::Event::InitDone => {
+                    let fresh = relist.take().unwrap_or_default();
+                    let mut cache = self.cache.lock().unwrap();
+                    for gone in known.keys().filter(|k| !fresh.contains_key(*k)) {
+                        cache.remove_node(gone);
+                    }
+                    known = fresh.keys().map(|k| (k.clone(), ())).collect();
+                    for n in fresh.into_values() {
+                        cache.set_node(n);
+                    }
+                    drop(cache);
+                    self.queue.move_all();
+                }
+                watcher::Event::Apply(n) => {
+                    known.insert(n.metadata.name.clone().unwrap_or_default(), ());
+                    self.cache.lock().unwrap().set_node(Arc::new(n));
+                    // A node added or changed may take pods that fit nowhere before.
+                    self.queue.move_all();
+                }
+                watcher::Event::Delete(n) => {
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    known.remove(&name);
+                    self.cache.lock().unwrap().remove_node(&name);
+                }
+            }
+        }
+    }
+
+    async fn watch_pods(self: Arc<Self>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut relist: Option<HashMap<String, Arc<Pod>>> = None;
+        let mut known: HashMap<String, ()> = HashMap::new();
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(ev) = events.next().await {
+            let Ok(ev) = ev else { continue };
+            match ev {
+                watcher::Event::Init => relist = Some(HashMap::new()),
+                watcher::Event::InitApply(p) => {
+                    if let Some(r) = relist.as_mut() {
+                        r.insert(key(&p), Arc::new(p));
+                    }
+                }
+                watcher::Event::InitDone => {
+                    let fresh = relist.take().unwrap_or_default();
+                    let gone: Vec<String> = known.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+                    for k in gone {
+                        self.pod_deleted(&k);
+                    }
+                    known = fresh.keys().map(|k| (k.clone(), ())).collect();
+                    for p in fresh.into_values() {
+                        self.pod_seen(p);
+                    }
+                }
+                watcher::Event::Apply(p) => {
+                    known.insert(key(&p), ());
+                    self.pod_seen(Arc::new(p));
+                }
+                watcher::Event::Delete(p) => {
+                    let k = key(&p);
+                    known.remove(&k);
+                    self.pod_deleted(&k);
+                }
+            }
+        }
+    }
+
+    /// Whether this scheduler should place `pod`: not placed, not being deleted, ours.
+    fn wants(&self, pod: &Pod) -> bool {
+        let ours =
+            pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or(DEFAULT_SCHEDULER_NAME) == self.name;
+        ours && node_name(pod).is_none() && pod.metadata.deletion_timestamp.is_none()
+    }
+
+    fn pod_seen(&self, pod: Arc<Pod>) {
+        if self.wants(&pod) {
+            self.queue.add(pod);
+        } else {
+            let k = key(&pod);
+            self.queue.delete(&k);
+            let freed = {
+                let mut cache = self.cache.lock().unwrap();
+                cache.set_pod(pod.clone());
+                !super::cache::holds_resources(&pod)
+            };
+            if freed && node_name(&pod).is_some() {
+                // A pod that finished frees room others may be waiting for.
+                self.queue.move_all();
+            }
+        }
+    }
+
+    fn pod_deleted(&self, k: &str) {
+        self.queue.delete(k);
+        self.cache.lock().unwrap().remove_pod(k);
+        // A deleted pod may free what another was waiting for.
+        self.queue.move_all();
+    }
+
+    async fn flush_unschedulable(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            self.queue.flush_unschedulable();
+        }
+    }
+
+    /// One scheduling cycle and, if a node was found, its binding.
+    async fn schedule_one(&self, qp: QueuedPod, term: &Term) {
+        let pod = PodInfo::new(qp.pod.clone());
+        let nodes = self.cache.lock().unwrap().snapshot();
+        let (feasible, statuses) = self.filter(&pod, &nodes);
+        if feasible.is_empty() {
+            let msg = if nodes.is_empty() {
+                "no nodes available to schedule pods".to_string()
+            } else {
+                fit_error(nodes.len(), &statuses, None)
+            };
+            tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
+            self.report_unschedulable(&qp.pod, &msg).await;
+            self.queue.unschedulable(qp);
+            return;
+        }
+        let totals = prioritize(&pod, &feasible, &self.scores);
+        let chosen = select_host(&totals, |n| rand::thread_rng().gen_range(0..n)).unwrap_or(0);
+        let node = feasible[chosen].name().to_string();
+        let k = key(&qp.pod);
+        self.cache.lock().unwrap().assume(qp.pod.clone(), &node);
+        if !term.is_current() {
+            self.cache.lock().unwrap().forget(&k);
+            self.queue.retry(qp);
+            return;
+        }
+        match self.bind(&qp.pod, &node).await {
+            Ok(()) => {
+                self.queue.done(&k);
+                let ns = qp.pod.metadata.namespace.clone().unwrap_or_default();
+                let name = qp.pod.metadata.name.clone().unwrap_or_default();
+                let msg = format!("Successfully assigned {ns}/{name} to {node}");
+                self.event(&qp.pod, "Normal", "Scheduled", "Binding", &msg).await;
+            }
+            Err(e) => {
+                self.cache.lock().unwrap().forget(&k);
+                let msg = format!("running Bind plugin \"DefaultBinder\": {e}");
+                tracing::info!(pod = %k, "{msg}");
+                self.event(&qp.pod, "Warning", "FailedScheduling", "Scheduling", &msg).await;
+                self.queue.retry(qp);
+            }
+        }
+    }
+
+    /// Every node through the filters in order (the first that rules a node out gives its
+    /// reasons): the feasible nodes, and each node's status.
+    fn filter<'a>(&self, pod: &PodInfo, nodes: &'a [NodeInfo]) -> (Vec<&'a NodeInfo>, Vec<Status>) {
+        let mut feasible = Vec::new();
+        let mut statuses = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            let status = self.filters.iter().map(|f| f.filter(pod, n)).find(|s| !s.fits()).unwrap_or(Status::Fits);
+            if status.fits() {
+                feasible.push(n);
+            }
+            statuses.push(status);
+        }
+        (feasible, statuses)
+    }
+
+    /// upstream's DefaultBinder: a Binding of the pod (by uid) to the node.
+    async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+            .await
+            .map(|_| ())
+    }
+
+    /// The pod fits nowhere: a `FailedScheduling` event and the `PodScheduled=False` condition
+    /// with reason `Unschedulable`, as upstream writes them.
+    async fn report_unschedulable(&self, pod: &Pod, msg: &str) {
+        self.event(pod, "Warning", "FailedScheduling", "Scheduling", msg).await;
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": msg,
+            "lastProbeTime": null,
+            "lastTransitionTime": Timestamp::now().to_string(),
+        }]}});
+        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+            tracing::info!(pod = %key(pod), "could not record PodScheduled=False: {e}");
+        }
+    }
+
+    async fn event(&self, pod: &Pod, type_: &str, reason: &str, action: &str, msg: &str) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let now = Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                namespace: Some(ns.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                namespace: Some(ns.clone()),
+                name: Some(name),
+                uid: pod.metadata.uid.clone(),
+                resource_version: pod.metadata.resource_version.clone(),
+                ..ObjectReference::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(msg.into()),
+            type_: Some(type_.into()),
+            action: Some(action.into()),
+            source: Some(EventSource { component: Some(self.name.clone()), host: None }),
+            reporting_component: Some(self.name.clone()),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            count: Some(1),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::info!("could not record event {reason} for {}: {e}", msg);
+        }
+    }
+}
