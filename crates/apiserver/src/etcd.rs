@@ -176,12 +176,7 @@ impl Etcd {
     /// background, as upstream's compactor asks it to).
     pub async fn compact(&self, revision: i64) -> Result<(), tonic::Status> {
         let req = CompactionRequest { revision, physical: false };
-        self.with_kv(|mut kv| {
-            let req = req.clone();
-            async move { kv.compact(req).await }
-        })
-        .await
-        .map(|_| ())
+        self.with_kv(|mut kv| async move { kv.compact(req).await }).await.map(|_| ())
     }
 
     /// The store's current revision (a cheap count-only range), also the readiness probe.

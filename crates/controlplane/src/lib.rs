@@ -8,3 +8,4 @@
 
 pub mod leader_election;
 pub mod scheduler;
+pub mod serving;

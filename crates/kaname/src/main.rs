@@ -23,6 +23,8 @@ enum Command {
     Bench(kaname_bench::BenchCommand),
     /// The Kubernetes API server over etcd v3 (kube-apiserver's flags and defaults).
     Apiserver(Box<kaname_apiserver::ApiserverFlags>),
+    /// The scheduler: binds pods to nodes; several copies, one active (kube-scheduler's flags).
+    Scheduler(Box<kaname_controlplane::scheduler::SchedulerFlags>),
     /// Fault injection with a linearizability check, against kaname or real etcd.
     Chaos(kaname_chaos::ChaosArgs),
     /// etcdctl v3 (3.4): the same commands, flags, output formats and exit codes.
@@ -73,6 +75,11 @@ fn main() -> anyhow::Result<()> {
             init_logging("info");
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_apiserver::run(*flags, shutdown_signal()))
+        }
+        Command::Scheduler(flags) => {
+            init_logging("info");
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(kaname_controlplane::scheduler::run(*flags, shutdown_signal()))
         }
         Command::Chaos(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

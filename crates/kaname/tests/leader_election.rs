@@ -162,8 +162,8 @@ fn one_leader_handover_failover_and_loss() {
 
     // Loss: make candidate 0 the leader (the others stop gracefully, so it takes over), then
     // take its API server away.
-    for n in 1..3 {
-        if let Some(c) = cands[n].take() {
+    for slot in cands.iter_mut().skip(1) {
+        if let Some(c) = slot.take() {
             c.stop.cancel();
             rt.block_on(c.run).unwrap();
         }
@@ -175,8 +175,8 @@ fn one_leader_handover_failover_and_loss() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let before = log.lock().unwrap().len();
-    for n in 1..3 {
-        cands[n] = Some(start(&rt, b.kube_client(&rt), n, &log));
+    for (n, slot) in cands.iter_mut().enumerate().skip(1) {
+        *slot = Some(start(&rt, b.kube_client(&rt), n, &log));
     }
     std::thread::sleep(Duration::from_secs(1));
     let mut a = a;

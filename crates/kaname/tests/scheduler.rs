@@ -60,8 +60,7 @@ fn event(api: &Apiserver, name: &str, reason: &str) -> Option<String> {
     events["items"]
         .as_array()?
         .iter()
-        .filter(|e| e["involvedObject"]["name"] == name && e["reason"] == reason)
-        .next_back()
+        .rfind(|e| e["involvedObject"]["name"] == name && e["reason"] == reason)
         .map(|e| e["message"].as_str().unwrap_or("").to_string())
 }
 

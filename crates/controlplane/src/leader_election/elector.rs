@@ -72,6 +72,12 @@ impl Term {
         Term { ended: CancellationToken::new(), valid_until: Arc::new(Mutex::new(sent + renew_deadline)) }
     }
 
+    /// The term of a component run with `--leader-elect=false`: current until `stop`.
+    pub fn unelected(stop: CancellationToken) -> Term {
+        let forever = Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600);
+        Term { ended: stop, valid_until: Arc::new(Mutex::new(forever)) }
+    }
+
     fn renewed(&self, sent: Instant, renew_deadline: Duration) {
         *self.valid_until.lock().unwrap() = sent + renew_deadline;
     }

@@ -7,10 +7,12 @@
 //! other pods (NodePorts, InterPodAffinity, PodTopologySpread), preemption.
 
 pub mod cache;
+pub mod command;
 pub mod framework;
 pub mod plugins;
 pub mod quantity;
 pub mod queue;
 pub mod schedule;
 
+pub use command::{run, SchedulerFlags};
 pub use schedule::{Scheduler, DEFAULT_SCHEDULER_NAME};

@@ -1,0 +1,155 @@
+//! `kaname scheduler`: kube-scheduler's flags where they apply, and `run(flags, shutdown)`.
+//!
+//! Every copy runs; with `--leader-elect` (the default) one schedules and the others wait on
+//! the `kube-system/kube-scheduler` Lease. A leader that loses the Lease logs "Leaderelection
+//! lost" and exits 1, as upstream's; SIGTERM releases the Lease and exits 0.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use clap::Args;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use super::Scheduler;
+use crate::leader_election::{Elector, LeaderElectionFlags, Outcome, Term};
+
+/// Upstream's `leaderElection` health check tolerance (`leaderelection.NewLeaderHealthzAdaptor(20s)`).
+const LEADER_HEALTH_TOLERANCE: Duration = Duration::from_secs(20);
+
+#[derive(Args, Debug, Clone)]
+pub struct SchedulerFlags {
+    /// Path to kubeconfig file with authorization and master location information (without
+    /// it: the in-cluster configuration, $KUBECONFIG or ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The port on which to serve HTTPS with authentication and authorization. If 0, don't
+    /// serve HTTPS at all.
+    #[arg(long, default_value_t = 10259)]
+    pub secure_port: u16,
+    /// The IP address on which to listen for the --secure-port port.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    #[command(flatten)]
+    pub leader_election: LeaderElectionFlags,
+}
+
+/// What the health and metrics endpoints read.
+struct Endpoints {
+    elector: Option<Arc<Elector>>,
+    registry: Mutex<Registry>,
+}
+
+pub async fn run(flags: SchedulerFlags, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let errs = flags.leader_election.validate();
+    anyhow::ensure!(errs.is_empty(), "{}", errs.join(", "));
+    let client = client(flags.kubeconfig.as_deref()).await?;
+    let elector = if flags.leader_election.leader_elect {
+        let cfg = flags
+            .leader_election
+            .config("kube-scheduler")
+            .map_err(|e| anyhow::anyhow!("couldn't create leader elector: {e}"))?;
+        Some(Elector::new(client.clone(), cfg).map_err(|e| anyhow::anyhow!("couldn't create leader elector: {e}"))?)
+    } else {
+        None
+    };
+    let mut registry = Registry::default();
+    if let Some(e) = &elector {
+        e.register_metrics(&mut registry);
+    }
+    let endpoints = Arc::new(Endpoints { elector: elector.clone(), registry: Mutex::new(registry) });
+    let _serving = if flags.secure_port != 0 {
+        let addr = SocketAddr::new(flags.bind_address, flags.secure_port);
+        Some(crate::serving::serve(addr, "kube-scheduler", router(endpoints)).await?)
+    } else {
+        None
+    };
+
+    let scheduler = Scheduler::new(client);
+    let stop = CancellationToken::new();
+    let runner = schedule(scheduler, elector, stop.clone());
+    tokio::pin!(runner);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        r = &mut runner => return r,
+        _ = &mut shutdown => stop.cancel(),
+    }
+    // Stopping: the term ends, the work returns, the Lease is released.
+    runner.await
+}
+
+async fn schedule(
+    scheduler: Arc<Scheduler>,
+    elector: Option<Arc<Elector>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(e) = elector else {
+        scheduler.run(Term::unelected(stop)).await;
+        return Ok(());
+    };
+    tracing::info!(identity = %e.identity(), "leader election: waiting for kube-system/{}", e.config().name);
+    match e.run(stop, move |term| scheduler.run(term)).await {
+        Outcome::Stopped => {
+            tracing::info!("Requested to terminate, exiting");
+            Ok(())
+        }
+        Outcome::Lost => {
+            tracing::error!("Leaderelection lost");
+            anyhow::bail!("Leaderelection lost")
+        }
+    }
+}
+
+/// A kube client from `--kubeconfig`, or inferred as client-go's components do.
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("invalid kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn router(endpoints: Arc<Endpoints>) -> Router {
+    Router::new()
+        .route("/healthz", get(|s, q| check("/healthz", s, q, true)))
+        .route("/readyz", get(|s, q| check("/readyz", s, q, true)))
+        .route("/livez", get(|s, q| check("/livez", s, q, false)))
+        .route("/metrics", get(metrics))
+        .with_state(endpoints)
+}
+
+async fn check(
+    path: &'static str,
+    State(e): State<Arc<Endpoints>>,
+    RawQuery(q): RawQuery,
+    leader: bool,
+) -> impl IntoResponse {
+    let mut checks = Vec::new();
+    if leader {
+        if let Some(el) = &e.elector {
+            checks.push(("leaderElection", el.check(LEADER_HEALTH_TOLERANCE)));
+        }
+    }
+    let verbose = q.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose=")));
+    let (code, body) = crate::serving::health(path, &checks, verbose);
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body)
+}
+
+async fn metrics(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &e.registry.lock().unwrap());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+}
