@@ -35,6 +35,10 @@ pub struct Scheduler {
     cache: Mutex<Cache>,
     filters: Vec<Box<dyn Filter>>,
     scores: Vec<(Box<dyn Score>, i64)>,
+    /// How many of the two watches (nodes, pods) have listed once: scheduling waits for both,
+    /// as upstream waits for its informers to sync (else a pod popped before the nodes are
+    /// known would be judged against no nodes and wait out a backoff).
+    synced: tokio::sync::watch::Sender<usize>,
 }
 
 impl Scheduler {
@@ -47,6 +51,7 @@ impl Scheduler {
             cache: Mutex::new(Cache::default()),
             filters: default_filters(),
             scores: default_scores(),
+            synced: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -57,6 +62,11 @@ impl Scheduler {
             tokio::spawn(self.clone().watch_pods()),
             tokio::spawn(self.clone().flush_unschedulable()),
         ];
+        let mut synced = self.synced.subscribe();
+        tokio::select! {
+            _ = synced.wait_for(|n| *n >= 2) => {}
+            _ = term.ended() => {}
+        }
         loop {
             let popped = tokio::select! {
                 p = self.queue.pop() => p,
@@ -79,6 +89,7 @@ impl Scheduler {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut relist: Option<HashMap<String, Arc<Node>>> = None;
         let mut known: HashMap<String, ()> = HashMap::new();
+        let mut nodes_synced = false;
         let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
         while let Some(ev) = events.next().await {
             let Ok(ev) = ev else { continue };
@@ -101,6 +112,10 @@ impl Scheduler {
                     }
                     drop(cache);
                     self.queue.move_all();
+                    if !nodes_synced {
+                        nodes_synced = true;
+                        self.synced.send_modify(|n| *n += 1);
+                    }
                 }
                 watcher::Event::Apply(n) => {
                     known.insert(n.metadata.name.clone().unwrap_or_default(), ());
@@ -121,6 +136,7 @@ impl Scheduler {
         let api: Api<Pod> = Api::all(self.client.clone());
         let mut relist: Option<HashMap<String, Arc<Pod>>> = None;
         let mut known: HashMap<String, ()> = HashMap::new();
+        let mut pods_synced = false;
         let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
         while let Some(ev) = events.next().await {
             let Ok(ev) = ev else { continue };
@@ -140,6 +156,10 @@ impl Scheduler {
                     known = fresh.keys().map(|k| (k.clone(), ())).collect();
                     for p in fresh.into_values() {
                         self.pod_seen(p);
+                    }
+                    if !pods_synced {
+                        pods_synced = true;
+                        self.synced.send_modify(|n| *n += 1);
                     }
                 }
                 watcher::Event::Apply(p) => {
