@@ -25,9 +25,11 @@ client=http://127.0.0.1:$base peer=http://127.0.0.1:$((base + 1))
   --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" --initial-cluster "m1=$peer" \
   --log-level warn >"$dir/store.log" 2>&1 &
 pids+=($!)
+disown $!
 "$kaname" apiserver --etcd-servers="$client" --bind-address=127.0.0.1 --secure-port=$((base + 2)) \
   --cert-dir="$dir/pki" >"$dir/apiserver.out" 2>"$dir/apiserver.log" &
 pids+=($!)
+disown $!
 for _ in $(seq 1 150); do
   [ "$(curl -sk "https://127.0.0.1:$((base + 2))/readyz" 2>/dev/null)" = ok ] && [ -f "$dir/pki/admin.conf" ] && break
   sleep 0.2
