@@ -23,6 +23,69 @@ use super::plugins::{default_filters, default_scores};
 use super::queue::{key, Queue, QueuedPod};
 use crate::leader_election::Term;
 
+/// What a watch says, with each relist turned into the applies and deletes it implies (a
+/// relist follows a lost watch: objects missing from it were deleted meanwhile).
+enum Change<K> {
+    /// Added or changed; `true` when it came from a (re)list.
+    Applied(Arc<K>, bool),
+    Deleted(Arc<K>),
+    /// A (re)list has been applied in full.
+    Listed,
+}
+
+/// Follows every object of `api` until the task is dropped, calling `on` for each change;
+/// counts the first complete list in `synced`.
+async fn follow<K>(api: Api<K>, synced: &tokio::sync::watch::Sender<usize>, mut on: impl FnMut(Change<K>))
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let object_key =
+        |o: &K| format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.meta().name.as_deref().unwrap_or(""));
+    let mut known: HashMap<String, Arc<K>> = HashMap::new();
+    let mut relist: Option<HashMap<String, Arc<K>>> = None;
+    let mut first = true;
+    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(ev) = events.next().await {
+        let Ok(ev) = ev else { continue };
+        match ev {
+            watcher::Event::Init => relist = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                if let Some(r) = relist.as_mut() {
+                    r.insert(object_key(&o), Arc::new(o));
+                }
+            }
+            watcher::Event::InitDone => {
+                let fresh = relist.take().unwrap_or_default();
+                for (_, gone) in known.iter().filter(|(k, _)| !fresh.contains_key(*k)) {
+                    on(Change::Deleted(gone.clone()));
+                }
+                for o in fresh.values() {
+                    on(Change::Applied(o.clone(), true));
+                }
+                known = fresh;
+                on(Change::Listed);
+                if std::mem::take(&mut first) {
+                    synced.send_modify(|n| *n += 1);
+                }
+            }
+            watcher::Event::Apply(o) => {
+                let o = Arc::new(o);
+                known.insert(object_key(&o), o.clone());
+                on(Change::Applied(o, false));
+            }
+            watcher::Event::Delete(o) => {
+                known.remove(&object_key(&o));
+                on(Change::Deleted(Arc::new(o)));
+            }
+        }
+    }
+}
+
 /// Upstream's default profile name: pods with no `schedulerName` get it.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 
@@ -86,93 +149,27 @@ impl Scheduler {
     }
 
     async fn watch_nodes(self: Arc<Self>) {
-        let api: Api<Node> = Api::all(self.client.clone());
-        let mut relist: Option<HashMap<String, Arc<Node>>> = None;
-        let mut known: HashMap<String, ()> = HashMap::new();
-        let mut nodes_synced = false;
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        while let Some(ev) = events.next().await {
-            let Ok(ev) = ev else { continue };
-            match ev {
-                watcher::Event::Init => relist = Some(HashMap::new()),
-                watcher::Event::InitApply(n) => {
-                    if let Some(r) = relist.as_mut() {
-                        r.insert(n.metadata.name.clone().unwrap_or_default(), Arc::new(n));
-                    }
-                }
-                watcher::Event::InitDone => {
-                    let fresh = relist.take().unwrap_or_default();
-                    let mut cache = self.cache.lock().unwrap();
-                    for gone in known.keys().filter(|k| !fresh.contains_key(*k)) {
-                        cache.remove_node(gone);
-                    }
-                    known = fresh.keys().map(|k| (k.clone(), ())).collect();
-                    for n in fresh.into_values() {
-                        cache.set_node(n);
-                    }
-                    drop(cache);
+        follow(Api::<Node>::all(self.client.clone()), &self.synced, |change| match change {
+            Change::Applied(n, relisted) => {
+                self.cache.lock().unwrap().set_node(n);
+                // A node added or changed may take pods that fit nowhere before.
+                if !relisted {
                     self.queue.move_all();
-                    if !nodes_synced {
-                        nodes_synced = true;
-                        self.synced.send_modify(|n| *n += 1);
-                    }
-                }
-                watcher::Event::Apply(n) => {
-                    known.insert(n.metadata.name.clone().unwrap_or_default(), ());
-                    self.cache.lock().unwrap().set_node(Arc::new(n));
-                    // A node added or changed may take pods that fit nowhere before.
-                    self.queue.move_all();
-                }
-                watcher::Event::Delete(n) => {
-                    let name = n.metadata.name.clone().unwrap_or_default();
-                    known.remove(&name);
-                    self.cache.lock().unwrap().remove_node(&name);
                 }
             }
-        }
+            Change::Deleted(n) => self.cache.lock().unwrap().remove_node(n.metadata.name.as_deref().unwrap_or("")),
+            Change::Listed => self.queue.move_all(),
+        })
+        .await
     }
 
     async fn watch_pods(self: Arc<Self>) {
-        let api: Api<Pod> = Api::all(self.client.clone());
-        let mut relist: Option<HashMap<String, Arc<Pod>>> = None;
-        let mut known: HashMap<String, ()> = HashMap::new();
-        let mut pods_synced = false;
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        while let Some(ev) = events.next().await {
-            let Ok(ev) = ev else { continue };
-            match ev {
-                watcher::Event::Init => relist = Some(HashMap::new()),
-                watcher::Event::InitApply(p) => {
-                    if let Some(r) = relist.as_mut() {
-                        r.insert(key(&p), Arc::new(p));
-                    }
-                }
-                watcher::Event::InitDone => {
-                    let fresh = relist.take().unwrap_or_default();
-                    let gone: Vec<String> = known.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
-                    for k in gone {
-                        self.pod_deleted(&k);
-                    }
-                    known = fresh.keys().map(|k| (k.clone(), ())).collect();
-                    for p in fresh.into_values() {
-                        self.pod_seen(p);
-                    }
-                    if !pods_synced {
-                        pods_synced = true;
-                        self.synced.send_modify(|n| *n += 1);
-                    }
-                }
-                watcher::Event::Apply(p) => {
-                    known.insert(key(&p), ());
-                    self.pod_seen(Arc::new(p));
-                }
-                watcher::Event::Delete(p) => {
-                    let k = key(&p);
-                    known.remove(&k);
-                    self.pod_deleted(&k);
-                }
-            }
-        }
+        follow(Api::<Pod>::all(self.client.clone()), &self.synced, |change| match change {
+            Change::Applied(p, _) => self.pod_seen(p),
+            Change::Deleted(p) => self.pod_deleted(&key(&p)),
+            Change::Listed => {}
+        })
+        .await
     }
 
     /// Whether this scheduler should place `pod`: not placed, not being deleted, ours.
