@@ -156,9 +156,12 @@ impl Queue {
         }
     }
 
-    /// The pod is gone, or bound (by us or anyone): it leaves the queue.
+    /// The pod is gone, or bound (by us or anyone): it leaves the queue. If it is being tried
+    /// now, the attempt's outcome is dropped (a failed bind of a pod bound elsewhere meanwhile
+    /// must not bring it back).
     pub fn delete(&self, k: &str) {
         let mut q = self.inner.lock().unwrap();
+        q.in_flight.remove(k);
         q.unschedulable.remove(k);
         if let Some(qp) = q.backoff_pods.remove(k) {
             let at = qp.timestamp + qp.backoff();
@@ -405,6 +408,13 @@ mod tests {
         assert_eq!(u.pod.spec.as_ref().unwrap().priority, Some(5));
         q.unschedulable(u);
         q.delete("default/u");
+        assert_eq!(q.lengths(), (0, 0, 0));
+
+        // Bound elsewhere while being tried: the failed attempt does not requeue it.
+        q.add(pod("taken", 0));
+        let taken = q.pop().await.unwrap();
+        q.delete("default/taken");
+        q.retry(taken);
         assert_eq!(q.lengths(), (0, 0, 0));
 
         q.add(pod("old", 0));
