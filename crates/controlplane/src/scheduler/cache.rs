@@ -123,10 +123,6 @@ impl Cache {
         v.sort_by(|a, b| a.name().cmp(b.name()));
         v
     }
-
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
 }
 
 #[cfg(test)]
