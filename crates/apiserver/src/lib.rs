@@ -17,6 +17,7 @@ pub mod compactor;
 pub mod consistency;
 pub mod discovery;
 pub mod etcd;
+pub mod fence;
 pub mod http;
 pub mod meta;
 pub mod namespace_controller;
@@ -115,6 +116,7 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
         prefix: flags.etcd_prefix.trim_end_matches('/').to_string(),
         service_range: Arc::new(service_range),
         dry_run: false,
+        fence: None,
     };
 
     let host = flags

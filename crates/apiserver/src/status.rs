@@ -93,6 +93,16 @@ impl ApiError {
     pub fn already_exists(resource: &str, name: &str) -> Self {
         Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"), Some(details(resource, name)))
     }
+    /// A conflict that reading the object again and retrying resolves: not a fenced write's
+    /// ([`crate::fence`]), which only a newer lease term could.
+    pub fn is_retryable_conflict(&self) -> bool {
+        let fenced = self
+            .details
+            .as_ref()
+            .and_then(|d| d["causes"].as_array())
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == crate::fence::CAUSE));
+        self.reason == "Conflict" && !fenced
+    }
     /// The optimistic-concurrency failure of an update whose resourceVersion is stale.
     pub fn conflict(resource: &str, name: &str, why: &str) -> Self {
         Self::new(

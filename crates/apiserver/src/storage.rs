@@ -30,6 +30,8 @@ pub struct Storage {
     pub service_range: Arc<crate::resources::service_ips::ServiceRange>,
     /// Upstream's `dryRun=All`: see [`Storage::dry_run`].
     pub dry_run: bool,
+    /// A leader's write conditioned on its Lease: see [`Storage::fenced`].
+    pub fence: Option<crate::fence::Fence>,
 }
 
 #[derive(Default)]
@@ -64,12 +66,30 @@ impl Storage {
         Storage { dry_run: true, ..self.clone() }
     }
 
-    /// Runs a write transaction; in a dry run, only its compares and failure reads.
-    async fn commit(&self, req: TxnRequest) -> ApiResult<TxnResponse> {
-        if self.dry_run {
-            return Ok(self.etcd.txn(TxnRequest { success: Vec::new(), ..req }).await?);
+    /// The same storage for a write of a leader's work ([`crate::fence`]): every write
+    /// transaction also requires the Lease to be as the leader last wrote it.
+    pub fn fenced(&self, fence: crate::fence::Fence) -> Storage {
+        Storage { fence: Some(fence), ..self.clone() }
+    }
+
+    /// Runs a write transaction; in a dry run, only its compares and failure reads. A fenced
+    /// write whose transaction failed because the Lease moved on is refused (409) here, before
+    /// the caller reads the failure as its own (a conflict to retry, a name taken).
+    async fn commit(&self, mut req: TxnRequest) -> ApiResult<TxnResponse> {
+        if let Some(f) = &self.fence {
+            req.compare.push(etcd::cmp_mod(&f.key, f.revision));
         }
-        Ok(self.etcd.txn(req).await?)
+        if self.dry_run {
+            req.success = Vec::new();
+        }
+        let r = self.etcd.txn(req).await?;
+        if let Some(f) = self.fence.as_ref().filter(|_| !r.succeeded) {
+            let now = self.etcd.get(&f.key).await?.map_or(0, |kv| kv.mod_revision);
+            if now != f.revision {
+                return Err(f.refused(now));
+            }
+        }
+        Ok(r)
     }
 
     pub fn key(&self, res: &Resource, ns: Option<&str>, name: &str) -> String {

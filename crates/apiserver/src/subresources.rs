@@ -63,7 +63,7 @@ pub async fn put_scale(
         }
         obj["spec"]["replicas"] = json!(n);
         match st.update(res, ns, name, obj, false).await {
-            Err(e) if e.reason == "Conflict" && pinned.is_none() => continue,
+            Err(e) if e.is_retryable_conflict() && pinned.is_none() => continue,
             r => return r.map(|o| scale_of(&o)),
         }
     }

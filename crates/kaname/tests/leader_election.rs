@@ -13,6 +13,12 @@
 //! - the leader's API server killed (it cannot renew): it loses (Outcome::Lost), its Term had
 //!   stopped being current before the next leader started, and a standby leads.
 //!
+//! And the fence (`a_deposed_leaders_writes_are_refused_by_the_server`): a leader's writes
+//! through its fenced client all succeed across its own renewals; once another holder has
+//! written the Lease, the deposed leader's writes (create, patch, delete), sent before it
+//! noticed, are refused by the API server with 409 and change nothing; once it noticed, they
+//! are not sent at all.
+//!
 //! Run: `cargo test -p kaname --test leader_election`. Needs kubectl.
 
 use kaname_testkit::*;
@@ -198,4 +204,103 @@ fn one_leader_handover_failover_and_loss() {
         c.stop.cancel();
         let _ = rt.block_on(c.run);
     }
+}
+
+/// The fence: see the module docs. Longer settings (lease 6 s, renew 4 s, retry 2 s) so that
+/// the deposed leader has a window between the takeover and its next renewal attempt.
+#[test]
+fn a_deposed_leaders_writes_are_refused_by_the_server() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+    let _g = serial();
+    let store = Cluster::start(kaname!(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cfg = Config {
+        lease_duration: Duration::from_secs(6),
+        renew_deadline: Duration::from_secs(4),
+        retry_period: Duration::from_secs(2),
+        name: "kaname-fence".into(),
+        ..config(0)
+    };
+    let plain = api.kube_client(&rt);
+    let e = Elector::new(plain.clone(), cfg).unwrap();
+    let fenced = rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&api.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        kube::client::ClientBuilder::try_from(config).unwrap().with_layer(&e.fence().layer()).build()
+    });
+    let (leading_tx, leading_rx) = std::sync::mpsc::channel();
+    let stop = CancellationToken::new();
+    let run = {
+        let (e, stop) = (e.clone(), stop.clone());
+        rt.spawn(async move {
+            e.run(stop, move |term| async move {
+                leading_tx.send(()).unwrap();
+                term.ended().await
+            })
+            .await
+        })
+    };
+    leading_rx.recv_timeout(Duration::from_secs(20)).expect("the candidate leads");
+
+    let cms: Api<ConfigMap> = Api::namespaced(fenced.clone(), "default");
+    let cm = |name: &str, v: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"v": v}})).unwrap()
+    };
+    // Writes across several of its own renewals: none is fenced out by them.
+    let leases: Api<Lease> = Api::namespaced(plain.clone(), "kube-system");
+    let rv = |l: &Lease| l.metadata.resource_version.clone().unwrap();
+    let first_rv = rv(&rt.block_on(leases.get("kaname-fence")).unwrap());
+    rt.block_on(cms.create(&PostParams::default(), &cm("work", "0"))).unwrap();
+    let started = Instant::now();
+    let mut writes = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        writes += 1;
+        let patch = Patch::Merge(serde_json::json!({"data": {"v": writes.to_string()}}));
+        rt.block_on(cms.patch("work", &PatchParams::default(), &patch))
+            .unwrap_or_else(|err| panic!("write {writes} of the leader refused: {err}"));
+    }
+    let renewed_rv = rv(&rt.block_on(leases.get("kaname-fence")).unwrap());
+    assert_ne!(first_rv, renewed_rv, "the leader renewed during the writes");
+    println!("{writes} writes of the leader across its renewals, none refused");
+
+    // A takeover right after a renewal (so the leader notices only ~2 s later): another holder
+    // writes the Lease, as a standby taking over would.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lease = loop {
+        let l = rt.block_on(leases.get("kaname-fence")).unwrap();
+        if rv(&l) != renewed_rv {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no renewal");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    lease.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    rt.block_on(leases.replace("kaname-fence", &PostParams::default(), &lease)).unwrap();
+    let taken = Instant::now();
+    let fenced_out = |r: Result<(), kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("the write was fenced") => {}
+        other => panic!("{what} of the deposed leader: {other:?}"),
+    };
+    fenced_out(rt.block_on(cms.create(&PostParams::default(), &cm("late", "x"))).map(|_| ()), "create");
+    let patch = Patch::Merge(serde_json::json!({"data": {"v": "late"}}));
+    fenced_out(rt.block_on(cms.patch("work", &PatchParams::default(), &patch)).map(|_| ()), "patch");
+    fenced_out(rt.block_on(cms.delete("work", &DeleteParams::default())).map(|_| ()), "delete");
+    assert!(taken.elapsed() < Duration::from_secs(1), "the checks outlasted the window: {:?}", taken.elapsed());
+    let plain_cms: Api<ConfigMap> = Api::namespaced(plain, "default");
+    let work = rt.block_on(plain_cms.get("work")).unwrap();
+    assert_eq!(work.data.unwrap()["v"], writes.to_string(), "a fenced write changed the object");
+    assert!(rt.block_on(plain_cms.get_opt("late")).unwrap().is_none(), "a fenced create was applied");
+
+    // It notices at its next renewal and stops; then nothing is even sent.
+    let outcome = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), run).await });
+    assert_eq!(outcome.expect("the deposed leader did not stop").unwrap(), Outcome::Lost);
+    match rt.block_on(cms.delete("work", &DeleteParams::default())) {
+        Err(kube::Error::Service(err)) => assert!(err.to_string().contains("not the leader"), "{err}"),
+        other => panic!("a write after the term: {other:?}"),
+    }
+    stop.cancel();
 }

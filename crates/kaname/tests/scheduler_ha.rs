@@ -11,6 +11,13 @@
 //! - SIGTERM to the new leader: it exits 0 having released the Lease, and a standby holds it
 //!   within a second.
 //!
+//! And `no_two_copies_bind_in_overlapping_terms`: pods created steadily while the leader is
+//! stopped (SIGSTOP) for longer than the lease and then continued, and later killed (-9).
+//! Checked: the stopped leader exits 1 ("Leaderelection lost") after it is continued, every pod
+//! is bound exactly once, and each binding was written (store revision of the bound pod) while
+//! the Lease, as a watch from the start recorded every version of it, was held by the copy that
+//! logged the binding.
+//!
 //! Run: `cargo test -p kaname --test scheduler_ha`. Needs kubectl and curl.
 
 use kaname_testkit::*;
@@ -152,4 +159,163 @@ fn one_active_copy_failover_and_release() {
     );
     create_pod(&api, "c");
     wait("pod c bound by the last copy", Duration::from_secs(20), || bound(&api, "c"));
+}
+
+/// Every version of the scheduler's Lease, in order: (resourceVersion, holder).
+type LeaseHistory = std::sync::Arc<std::sync::Mutex<Vec<(i64, String)>>>;
+
+/// Follows the Lease from before any copy starts, with one watch that must never break (a gap
+/// would make the overlap check unsound).
+fn record_lease_history(rt: &tokio::runtime::Runtime, client: kube::Client, history: LeaseHistory) {
+    use futures::StreamExt;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, WatchEvent, WatchParams};
+    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+    rt.spawn(async move {
+        let params = WatchParams::default().fields("metadata.name=kube-scheduler").timeout(290);
+        let mut events = leases.watch(&params, "0").await.expect("watch the lease").boxed();
+        while let Some(e) = events.next().await {
+            match e.expect("lease watch") {
+                WatchEvent::Added(l) | WatchEvent::Modified(l) => {
+                    let rv = l.metadata.resource_version.unwrap().parse().unwrap();
+                    let holder = l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+                    history.lock().unwrap().push((rv, holder));
+                }
+                WatchEvent::Bookmark(_) => {}
+                other => panic!("unexpected lease watch event {other:?}"),
+            }
+        }
+    });
+}
+
+/// The pods a copy logged as bound ("Successfully bound pod to node pod=default/x ...").
+fn logged_bindings(c: &Copy) -> Vec<String> {
+    let text = std::fs::read_to_string(&c.log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("Successfully bound pod to node"))
+        .filter_map(|l| l.split("pod=default/").nth(1)?.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn no_two_copies_bind_in_overlapping_terms() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams, PostParams};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let _g = serial();
+    let store = Cluster::start(kaname!(), 1);
+    let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
+    for n in ["n1", "n2"] {
+        let manifest = format!(
+            r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{n}"}},
+                "status": {{"allocatable": {{"cpu": "100", "memory": "100Gi", "pods": "1000"}}, "capacity": {{"cpu": "100", "memory": "100Gi", "pods": "1000"}}}}}}"#
+        );
+        assert!(api.kubectl_stdin(&["create", "-f", "-"], Some(&manifest)).success());
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = api.kube_client(&rt);
+    let history: LeaseHistory = Default::default();
+    record_lease_history(&rt, client.clone(), history.clone());
+
+    let mut copies: Vec<Copy> = (0..3).map(|n| Copy::start(&api, n)).collect();
+    wait("a copy holds the lease", Duration::from_secs(20), || !holder(&api).is_empty());
+    let leader = |copies: &[Copy]| {
+        let h = holder(&api);
+        copies.iter().position(|c| c.identity().as_deref() == Some(h.as_str()))
+    };
+
+    // Pods, one every 100 ms, for the whole run.
+    let creating = Arc::new(AtomicBool::new(true));
+    let creator = {
+        let (pods, creating) = (Api::<Pod>::namespaced(client.clone(), "default"), creating.clone());
+        rt.spawn(async move {
+            let mut n = 0;
+            while creating.load(Ordering::Relaxed) {
+                let pod: Pod = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("p-{n}")},
+                    "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+                }))
+                .unwrap();
+                pods.create(&PostParams::default(), &pod).await.expect("create pod");
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    // SIGSTOP the leader for longer than its lease; a standby takes over; SIGCONT: it must find
+    // out and exit 1 without binding anything in the other's term.
+    let stopped = leader(&copies).expect("the holder is a copy");
+    let stopped_id = copies[stopped].identity().unwrap();
+    signal(copies[stopped].pid(), "STOP").unwrap();
+    wait("a standby holds the lease", Duration::from_secs(20), || {
+        let h = holder(&api);
+        !h.is_empty() && h != stopped_id
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    signal(copies[stopped].pid(), "CONT").unwrap();
+    let mut child = copies[stopped].child.take().unwrap();
+    let exited = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(exited.elapsed() < Duration::from_secs(15), "the continued ex-leader did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1), "the continued ex-leader's exit status");
+    assert!(std::fs::read_to_string(&copies[stopped].log).unwrap().contains("Leaderelection lost"));
+    let stopped_copy = copies.remove(stopped);
+    copies.push(Copy::start(&api, 3));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // kill -9 of the current leader.
+    let killed = leader(&copies).expect("the holder is a copy");
+    let mut killed_copy = copies.remove(killed);
+    kill_and_reap(&mut killed_copy.child.take().unwrap());
+    std::thread::sleep(Duration::from_secs(6));
+
+    creating.store(false, Ordering::Relaxed);
+    let created = rt.block_on(creator).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut listed = Vec::new();
+    wait("every pod bound", Duration::from_secs(30), || {
+        listed = rt.block_on(pods.list(&ListParams::default())).unwrap().items;
+        listed.iter().all(|p| p.spec.as_ref().unwrap().node_name.is_some())
+    });
+    assert_eq!(listed.len(), created);
+
+    // Who bound what: each pod exactly once, by one copy.
+    let mut binder = std::collections::HashMap::new();
+    for c in copies.iter().chain([&stopped_copy, &killed_copy]) {
+        let id = c.identity().unwrap();
+        for pod in logged_bindings(c) {
+            if let Some(other) = binder.insert(pod.clone(), id.clone()) {
+                panic!("pod {pod} bound by both {other} and {id}");
+            }
+        }
+    }
+    let history = history.lock().unwrap().clone();
+    assert!(history.len() >= 3, "lease history: {history:?}");
+    let holders: std::collections::BTreeSet<_> =
+        history.iter().map(|(_, h)| h.as_str()).filter(|h| !h.is_empty()).collect();
+    assert!(holders.len() >= 3, "three terms expected (first, after SIGSTOP, after kill): {history:?}");
+    let mut per_holder = std::collections::BTreeMap::<String, usize>::new();
+    for p in &listed {
+        let name = p.metadata.name.clone().unwrap();
+        // Nothing writes a pod after its binding here: its resourceVersion is the binding's
+        // store revision.
+        let bound_at: i64 = p.metadata.resource_version.clone().unwrap().parse().unwrap();
+        let by = binder.get(&name).unwrap_or_else(|| panic!("no copy logged binding {name}"));
+        let held = history.iter().take_while(|(rv, _)| *rv < bound_at).last();
+        let held_by = held.map(|(_, h)| h.as_str()).unwrap_or("");
+        assert_eq!(held_by, by, "{name} bound at revision {bound_at} by {by} while the lease was {held:?}");
+        *per_holder.entry(by.clone()).or_default() += 1;
+    }
+    println!("{created} pods; bindings per term holder: {per_holder:?}; lease versions seen: {}", history.len());
+    assert!(per_holder.len() >= 3, "bindings in at least three terms: {per_holder:?}");
 }

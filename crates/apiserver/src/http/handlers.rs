@@ -61,13 +61,12 @@ async fn serve(
     body: Bytes,
 ) -> ApiResult<Response> {
     let t = target?;
-    let dry_storage;
-    let st = if dry_run(&method, q, &body)? {
-        dry_storage = ctx.storage.dry_run();
-        &dry_storage
-    } else {
-        &ctx.storage
-    };
+    // A dry run, or a leader's fenced write, runs on a variant of the storage.
+    let mut variant = dry_run(&method, q, &body)?.then(|| ctx.storage.dry_run());
+    if let Some(f) = crate::fence::Fence::from_headers(headers, &ctx.storage)? {
+        variant = Some(variant.as_ref().unwrap_or(&ctx.storage).fenced(f));
+    }
+    let st = variant.as_ref().unwrap_or(&ctx.storage);
     let ns = t.ns.as_deref();
     if let Some(name) = t.name.as_deref() {
         match (t.sub, &method) {

@@ -94,7 +94,7 @@ pub async fn apply(
         let warnings = crate::codec::check_fields(res, &patched, q)?;
         managed::record_update(res, Some(&cur), &mut patched, &manager, status);
         match st.update(res, ns, name, patched, status).await {
-            Err(e) if e.reason == "Conflict" && !pinned => continue,
+            Err(e) if e.is_retryable_conflict() && !pinned => continue,
             r => return r.map(|object| Patched { object, warnings, created: false }),
         }
     }
@@ -280,7 +280,7 @@ async fn server_side_apply(
             Some(_) => st.update(res, ns, name, obj, status).await,
         };
         match r {
-            Err(e) if e.reason == "Conflict" || (live.is_none() && e.reason == "AlreadyExists") => continue,
+            Err(e) if e.is_retryable_conflict() || (live.is_none() && e.reason == "AlreadyExists") => continue,
             r => return r.map(|object| Patched { object, warnings: Vec::new(), created: live.is_none() }),
         }
     }

@@ -340,6 +340,9 @@ groups! {
 /// controller need by name.
 pub static NAMESPACES: &Resource = &core::namespace::NAMESPACE;
 
+/// The leases resource, which fenced writes ([`crate::fence`]) are conditioned on.
+pub static LEASES: &Resource = &coordination::LEASE;
+
 /// A core (`/api/v1`) resource by its plural.
 pub fn by_plural(plural: &str) -> Option<&'static Resource> {
     find("", "v1", plural)

@@ -15,8 +15,9 @@
 //!   last successful renewal, counted from when the request was *sent*, is younger than the
 //!   renew deadline. A standby cannot take over before lease-duration after it observed that
 //!   renewal, which is later, so a leader that checks its term before each action never acts
-//!   in a standby's term (the remaining window is a write already in flight when the check
-//!   passed; the server-side fence that closes it comes with the scheduler's bindings).
+//!   in a standby's term;
+//! - the remaining window, a write already in flight when that check passed, is closed by the
+//!   server: the work's writes are conditioned on the Lease's resourceVersion ([`Fence`]).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -37,7 +38,7 @@ use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{Config, Record, JITTER_FACTOR};
+use super::{Config, Fence, Record, JITTER_FACTOR};
 
 /// What this candidate last saw of the Lease, and when.
 struct Observed {
@@ -104,6 +105,8 @@ pub struct Elector {
     freed: Notify,
     /// `leader_election_master_status{name}`: 1 while leading.
     status: Family<Vec<(String, String)>, Gauge>,
+    /// What the work's writes are conditioned on: the Lease as this candidate last wrote it.
+    fence: Arc<Fence>,
 }
 
 impl Elector {
@@ -116,6 +119,7 @@ impl Elector {
             observed: Mutex::new(Observed { record: Record::default(), lease: None, at: Instant::now() }),
             freed: Notify::new(),
             status: Family::default(),
+            fence: Fence::new(&cfg.namespace, &cfg.name),
             cfg,
         };
         e.set_status(false);
@@ -128,6 +132,12 @@ impl Elector {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The fence the work's client must carry ([`Fence::layer`]): its writes then reach the
+    /// store only while the Lease is still as this candidate last wrote it.
+    pub fn fence(&self) -> &Arc<Fence> {
+        &self.fence
     }
 
     /// Whether the last observed record names this candidate.
@@ -185,6 +195,7 @@ impl Elector {
         let term = Term::new(sent, self.cfg.renew_deadline);
         let mut work = AbortOnDrop(tokio::spawn(lead(term.clone())));
         let outcome = self.renew(&term, stop).await;
+        self.fence.set(None);
         term.ended.cancel();
         self.set_status(false);
         match outcome {
@@ -216,7 +227,7 @@ impl Elector {
         tracing::info!("attempting to acquire leader lease {desc}...");
         loop {
             let sent = Instant::now();
-            if self.try_acquire_or_renew().await {
+            if self.attempt().await {
                 tracing::info!("successfully acquired lease {desc}");
                 return Some(sent);
             }
@@ -250,7 +261,7 @@ impl Elector {
             let deadline = Instant::now() + self.cfg.renew_deadline;
             loop {
                 let sent = Instant::now();
-                match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                match tokio::time::timeout_at(deadline, self.attempt()).await {
                     Ok(true) => {
                         term.renewed(sent, self.cfg.renew_deadline);
                         break;
@@ -272,6 +283,18 @@ impl Elector {
                 }
             }
         }
+    }
+
+    /// One try to acquire or renew, with the work's writes held back while it runs (see
+    /// [`Fence`]); on success the fence moves to the Lease's new resourceVersion.
+    async fn attempt(&self) -> bool {
+        let _gate = self.fence.hold(self.cfg.retry_period).await;
+        if !self.try_acquire_or_renew().await {
+            return false;
+        }
+        let rv = self.observed.lock().unwrap().lease.as_ref().and_then(|l| l.metadata.resource_version.clone());
+        self.fence.set(rv.as_deref());
+        true
     }
 
     /// client-go's `tryAcquireOrRenew`: the leader first updates optimistically from what it

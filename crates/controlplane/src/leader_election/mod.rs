@@ -5,7 +5,9 @@
 //! - [`LeaderElectionFlags`]: upstream's `--leader-elect*` flags and component-base's checks;
 //! - [`Elector`] (`elector.rs`): the algorithm (acquire, renew, release) and the [`Term`] a
 //!   leader works under;
-//! - `record.rs`: the Lease's fields as client-go writes them.
+//! - `record.rs`: the Lease's fields as client-go writes them;
+//! - [`Fence`] (`fence.rs`): the leader's writes conditioned, by the API server, on the Lease
+//!   being as the leader last wrote it (upstream has no fencing).
 //!
 //! Written here rather than taken from a crate (kube-rs has no leader election; the crates
 //! around it judge expiry by the holder's `renewTime`, i.e. by another machine's clock): the
@@ -15,9 +17,11 @@
 //! at the next poll).
 
 mod elector;
+mod fence;
 mod record;
 
 pub use elector::{Elector, Outcome, Term};
+pub use fence::{Fence, FenceLayer, HEADER as FENCE_HEADER};
 pub use record::Record;
 
 use std::time::Duration;

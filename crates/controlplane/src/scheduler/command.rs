@@ -52,15 +52,23 @@ pub async fn run(flags: SchedulerFlags, shutdown: impl Future<Output = ()>) -> a
     let _ = rustls::crypto::ring::default_provider().install_default();
     let errs = flags.leader_election.validate();
     anyhow::ensure!(errs.is_empty(), "{}", errs.join(", "));
-    let client = client(flags.kubeconfig.as_deref()).await?;
+    let config = client_config(flags.kubeconfig.as_deref()).await?;
     let elector = if flags.leader_election.leader_elect {
         let cfg = flags
             .leader_election
             .config("kube-scheduler")
             .map_err(|e| anyhow::anyhow!("couldn't create leader elector: {e}"))?;
-        Some(Elector::new(client.clone(), cfg).map_err(|e| anyhow::anyhow!("couldn't create leader elector: {e}"))?)
+        let client = kube::Client::try_from(config.clone())?;
+        Some(Elector::new(client, cfg).map_err(|e| anyhow::anyhow!("couldn't create leader elector: {e}"))?)
     } else {
         None
+    };
+    // The scheduling work's own client: with leader election, its writes are fenced on the
+    // Lease (leader_election/fence.rs).
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    let client = match &elector {
+        Some(e) => builder.with_layer(&e.fence().layer()).build(),
+        None => builder.build(),
     };
     let mut registry = Registry::default();
     if let Some(e) = &elector {
@@ -109,8 +117,8 @@ async fn schedule(
     }
 }
 
-/// A kube client from `--kubeconfig`, or inferred as client-go's components do.
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+/// The client configuration from `--kubeconfig`, or inferred as client-go's components do.
+async fn client_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -119,7 +127,7 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Cl
         }
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 fn router(endpoints: Arc<Endpoints>) -> Router {

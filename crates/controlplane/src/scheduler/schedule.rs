@@ -239,6 +239,7 @@ impl Scheduler {
         }
         match self.bind(&qp.pod, &node).await {
             Ok(()) => {
+                tracing::info!(pod = %k, node = %node, evaluatedNodes = nodes.len(), feasibleNodes = feasible.len(), "Successfully bound pod to node");
                 self.queue.done(&k);
                 let ns = qp.pod.metadata.namespace.clone().unwrap_or_default();
                 let name = qp.pod.metadata.name.clone().unwrap_or_default();
