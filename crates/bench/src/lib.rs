@@ -4,6 +4,7 @@
 
 mod apiserver;
 mod report;
+mod scheduler;
 mod watch;
 
 use std::future::Future;
@@ -107,6 +108,9 @@ pub enum BenchCommand {
     /// Benchmark a Kubernetes API server (`kaname apiserver`) through kube-rs: request latency
     /// at fixed rates, a 10,000-pod list, 1,000 watchers, memory.
     Apiserver(apiserver::ApiserverFlags),
+    /// Benchmark a scheduler (`kaname scheduler`) end to end through the API server, as
+    /// upstream's scheduler_perf: fake nodes, pods created, bound pods per second.
+    Scheduler(scheduler::SchedulerFlags),
     /// Benchmark lease keep-alives (one lease per client, renewed over a keep-alive stream).
     LeaseKeepalive {
         #[command(flatten)]
@@ -229,6 +233,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Watch(flags) => watch::run(flags).await?,
         // Prints its own report: several runs, as markdown tables.
         BenchCommand::Apiserver(flags) => return apiserver::run(flags).await,
+        BenchCommand::Scheduler(flags) => return scheduler::run(flags).await,
         BenchCommand::LeaseKeepalive { common } => lease_keepalive(common).await?,
     };
     results.print();
