@@ -137,10 +137,11 @@ async fn create_pods(
     Ok(sent)
 }
 
+/// When each pod was first seen bound, by name.
+type BoundAt = Arc<Mutex<HashMap<String, Instant>>>;
+
 /// Records, from one watch of the namespace, when each pod was first seen bound.
-fn follow_bindings(
-    api: Api<Pod>,
-) -> (Arc<Mutex<HashMap<String, Instant>>>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+fn follow_bindings(api: Api<Pod>) -> (BoundAt, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let bound = Arc::new(Mutex::new(HashMap::new()));
     let b = bound.clone();
     let task = tokio::spawn(async move {
