@@ -3,7 +3,7 @@
 //! up to date incrementally from the Node and Pod watches, so that each decision sees the
 //! previous ones at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -13,7 +13,10 @@ use super::queue::{key, Key};
 
 #[derive(Default)]
 pub struct Cache {
-    nodes: HashMap<String, NodeInfo>,
+    /// By name, so that a snapshot comes out in a stable order without sorting. Shared with
+    /// the snapshots: a snapshot costs one reference count per node, and a node changed while
+    /// a snapshot still holds it is copied then (`Arc::make_mut`), not before every cycle.
+    nodes: BTreeMap<String, Arc<NodeInfo>>,
     /// Which node each counted pod is on (bound or assumed).
     placed: HashMap<Key, String>,
     /// Pods assumed but not yet seen bound.
@@ -37,15 +40,14 @@ impl Cache {
         let name = node.metadata.name.clone().unwrap_or_default();
         match self.nodes.get_mut(&name) {
             Some(info) => {
-                let pods = std::mem::take(&mut info.pods);
                 let mut fresh = NodeInfo::new(node);
-                for p in pods {
-                    fresh.add_pod(p);
+                for p in &info.pods {
+                    fresh.add_pod(p.clone());
                 }
-                *info = fresh;
+                *info = Arc::new(fresh);
             }
             None => {
-                self.nodes.insert(name.clone(), NodeInfo::new(node));
+                self.nodes.insert(name.clone(), Arc::new(NodeInfo::new(node)));
                 let waiting: Vec<Arc<Pod>> =
                     self.orphans.values().filter(|p| node_name(p) == Some(name.as_str())).cloned().collect();
                 for p in waiting {
@@ -58,11 +60,11 @@ impl Cache {
 
     pub fn remove_node(&mut self, name: &str) {
         if let Some(info) = self.nodes.remove(name) {
-            for p in info.pods {
+            for p in &info.pods {
                 let k = key(&p.pod);
                 self.placed.remove(&k);
                 if !self.assumed.contains_key(&k) {
-                    self.orphans.insert(k, p.pod);
+                    self.orphans.insert(k, p.pod.clone());
                 }
             }
         }
@@ -89,7 +91,7 @@ impl Cache {
         self.orphans.remove(k);
         if let Some(node) = self.placed.remove(k) {
             if let Some(info) = self.nodes.get_mut(&node) {
-                info.remove_pod(k);
+                Arc::make_mut(info).remove_pod(k);
             }
         }
     }
@@ -112,16 +114,14 @@ impl Cache {
     fn place(&mut self, pod: Arc<Pod>, node: &str) {
         let k = key(&pod);
         if let Some(info) = self.nodes.get_mut(node) {
-            info.add_pod(PodInfo::new(pod));
+            Arc::make_mut(info).add_pod(PodInfo::new(pod));
             self.placed.insert(k, node.to_string());
         }
     }
 
-    /// The nodes as they are now, for one scheduling decision.
-    pub fn snapshot(&self) -> Vec<NodeInfo> {
-        let mut v: Vec<NodeInfo> = self.nodes.values().cloned().collect();
-        v.sort_by(|a, b| a.name().cmp(b.name()));
-        v
+    /// The nodes as they are now, by name, for one scheduling decision.
+    pub fn snapshot(&self) -> Vec<Arc<NodeInfo>> {
+        self.nodes.values().cloned().collect()
     }
 }
 

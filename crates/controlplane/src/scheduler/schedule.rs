@@ -5,6 +5,7 @@
 //! condition). It acts only while its leader [`Term`] is current.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,6 +103,27 @@ pub struct Scheduler {
     /// as upstream waits for its informers to sync (else a pod popped before the nodes are
     /// known would be judged against no nodes and wait out a backoff).
     synced: tokio::sync::watch::Sender<usize>,
+    /// `percentageOfNodesToScore` (0: upstream's adaptive default).
+    pub percentage_of_nodes_to_score: i32,
+    /// Where the next cycle starts filtering (upstream's `nextStartNodeIndex`): cycles that
+    /// stop early at enough feasible nodes take turns over all of them.
+    next_start: AtomicUsize,
+}
+
+/// Upstream's `minFeasibleNodesToFind` and `minFeasibleNodesPercentageToFind`.
+const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: i32 = 5;
+
+/// Upstream's `numFeasibleNodesToFind`: how many feasible nodes a cycle looks for before it
+/// stops filtering (all of them below 100 nodes; by default 50 % minus 1 % per 125 nodes, at
+/// least 5 % and at least 100 nodes).
+pub fn num_feasible_nodes_to_find(percentage: i32, all: usize) -> usize {
+    if all < MIN_FEASIBLE_NODES_TO_FIND {
+        return all;
+    }
+    let percentage =
+        if percentage == 0 { (50 - (all / 125) as i32).max(MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND) } else { percentage };
+    (all * percentage as usize / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
 
 impl Scheduler {
@@ -115,6 +137,8 @@ impl Scheduler {
             filters: default_filters(),
             scores: default_scores(),
             synced: tokio::sync::watch::channel(0).0,
+            percentage_of_nodes_to_score: 0,
+            next_start: AtomicUsize::new(0),
         })
     }
 
@@ -141,6 +165,9 @@ impl Scheduler {
                 break;
             }
             self.schedule_one(qp, &term).await;
+            // Bindings run on their own tasks; the cycles must not starve them (nor the
+            // watches) on a busy runtime.
+            tokio::task::yield_now().await;
         }
         self.queue.close();
         for w in watches {
@@ -211,8 +238,10 @@ impl Scheduler {
         }
     }
 
-    /// One scheduling cycle and, if a node was found, its binding.
-    async fn schedule_one(&self, qp: QueuedPod, term: &Term) {
+    /// One scheduling cycle; if a node was found, the pod is assumed there and its binding
+    /// cycle runs on its own task (as upstream's goroutine), so the next pod's cycle starts
+    /// at once and already sees this one on its node.
+    async fn schedule_one(self: &Arc<Self>, qp: QueuedPod, term: &Term) {
         let pod = PodInfo::new(qp.pod.clone());
         let nodes = self.cache.lock().unwrap().snapshot();
         let (feasible, statuses) = self.filter(&pod, &nodes);
@@ -223,7 +252,9 @@ impl Scheduler {
                 fit_error(nodes.len(), &statuses, None)
             };
             tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
-            self.report_unschedulable(&qp.pod, &msg).await;
+            let me = self.clone();
+            let pod = qp.pod.clone();
+            tokio::spawn(async move { me.report_unschedulable(&pod, &msg).await });
             self.queue.unschedulable(qp);
             return;
         }
@@ -237,9 +268,17 @@ impl Scheduler {
             self.queue.retry(qp);
             return;
         }
+        let (evaluated, feasible) = (statuses.len(), feasible.len());
+        let me = self.clone();
+        tokio::spawn(async move { me.binding_cycle(qp, node, evaluated, feasible).await });
+    }
+
+    /// Binds an assumed pod; on failure it no longer counts and goes back to the queue.
+    async fn binding_cycle(&self, qp: QueuedPod, node: String, evaluated: usize, feasible: usize) {
+        let k = key(&qp.pod);
         match self.bind(&qp.pod, &node).await {
             Ok(()) => {
-                tracing::info!(pod = %k, node = %node, evaluatedNodes = nodes.len(), feasibleNodes = feasible.len(), "Successfully bound pod to node");
+                tracing::info!(pod = %k, node = %node, evaluatedNodes = evaluated, feasibleNodes = feasible, "Successfully bound pod to node");
                 self.queue.done(&k);
                 let ns = qp.pod.metadata.namespace.clone().unwrap_or_default();
                 let name = qp.pod.metadata.name.clone().unwrap_or_default();
@@ -256,17 +295,28 @@ impl Scheduler {
         }
     }
 
-    /// Every node through the filters in order (the first that rules a node out gives its
-    /// reasons): the feasible nodes, and each node's status.
-    fn filter<'a>(&self, pod: &PodInfo, nodes: &'a [NodeInfo]) -> (Vec<&'a NodeInfo>, Vec<Status>) {
+    /// Nodes through the filters in order (the first that rules a node out gives its
+    /// reasons), from where the last cycle stopped, until enough are feasible
+    /// ([`num_feasible_nodes_to_find`]): the feasible nodes, and the status of each node
+    /// looked at (all of them when too few fit, so a failure's message counts every node).
+    fn filter<'a>(&self, pod: &PodInfo, nodes: &'a [Arc<NodeInfo>]) -> (Vec<&'a NodeInfo>, Vec<Status>) {
+        let want = num_feasible_nodes_to_find(self.percentage_of_nodes_to_score, nodes.len());
+        let start = if nodes.is_empty() { 0 } else { self.next_start.load(Ordering::Relaxed) % nodes.len() };
         let mut feasible = Vec::new();
         let mut statuses = Vec::with_capacity(nodes.len());
-        for n in nodes {
+        for i in 0..nodes.len() {
+            if feasible.len() >= want {
+                break;
+            }
+            let n = &nodes[(start + i) % nodes.len()];
             let status = self.filters.iter().map(|f| f.filter(pod, n)).find(|s| !s.fits()).unwrap_or(Status::Fits);
             if status.fits() {
-                feasible.push(n);
+                feasible.push(&**n);
             }
             statuses.push(status);
+        }
+        if !nodes.is_empty() {
+            self.next_start.store((start + statuses.len()) % nodes.len(), Ordering::Relaxed);
         }
         (feasible, statuses)
     }
@@ -341,5 +391,21 @@ impl Scheduler {
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::info!("could not record event {reason} for {}: {e}", msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::num_feasible_nodes_to_find as find;
+
+    #[test]
+    fn feasible_nodes_to_find_as_upstream() {
+        assert_eq!(find(0, 50), 50);
+        assert_eq!(find(0, 100), 100);
+        assert_eq!(find(0, 1000), 420);
+        assert_eq!(find(0, 5000), 500);
+        assert_eq!(find(0, 10000), 500);
+        assert_eq!(find(100, 1000), 1000);
+        assert_eq!(find(1, 1000), 100);
     }
 }
