@@ -86,7 +86,42 @@ pub struct Config {
     pub component: String,
 }
 
+/// Parses the flags alone, for their defaults.
+#[derive(clap::Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    flags: LeaderElectionFlags,
+}
+
 impl LeaderElectionFlags {
+    /// Upstream's defaults (what the flags are when none is given).
+    pub fn defaults(&self) -> LeaderElectionFlags {
+        <DefaultsOnly as clap::Parser>::parse_from(["defaults"]).flags
+    }
+
+    /// Copies from `flags` the ones named in `explicit` (clap ids: the field names), i.e. set
+    /// on the command line: upstream's `ApplyLeaderElectionTo` over a configuration file.
+    pub fn overlay(&mut self, flags: &LeaderElectionFlags, explicit: &[String]) {
+        for id in explicit {
+            match id.as_str() {
+                "leader_elect" => self.leader_elect = flags.leader_elect,
+                "leader_elect_lease_duration" => self.leader_elect_lease_duration = flags.leader_elect_lease_duration,
+                "leader_elect_renew_deadline" => self.leader_elect_renew_deadline = flags.leader_elect_renew_deadline,
+                "leader_elect_retry_period" => self.leader_elect_retry_period = flags.leader_elect_retry_period,
+                "leader_elect_resource_lock" => {
+                    self.leader_elect_resource_lock = flags.leader_elect_resource_lock.clone()
+                }
+                "leader_elect_resource_name" => {
+                    self.leader_elect_resource_name = flags.leader_elect_resource_name.clone()
+                }
+                "leader_elect_resource_namespace" => {
+                    self.leader_elect_resource_namespace = flags.leader_elect_resource_namespace.clone()
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Component-base's `ValidateLeaderElectionConfiguration` under `leaderElection`, as the
     /// field errors upstream prints at start; empty when election is off or all is well.
     pub fn validate(&self) -> Vec<String> {

@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod command;
+pub mod config;
 pub mod framework;
 pub mod plugins;
 pub mod quantity;
