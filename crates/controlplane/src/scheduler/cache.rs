@@ -1,7 +1,8 @@
 //! What the scheduler knows of the cluster: every node with the pods on it (bound, or
 //! *assumed*: chosen by this scheduler and being bound, not yet seen bound by the watch), kept
 //! up to date incrementally from the Node and Pod watches, so that each decision sees the
-//! previous ones at once.
+//! previous ones at once; the pods nominated to nodes by preemption (upstream keeps these in
+//! the queue's nominator); and the other watched objects plugins look up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,9 +11,14 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::framework::{NodeInfo, PodInfo};
 use super::queue::{key, Key};
+use super::snapshot::{Objects, Snapshot};
 
 #[derive(Default)]
 pub struct Cache {
+    /// Pending pods nominated to a node: the node and the pod.
+    nominated: HashMap<Key, (String, PodInfo)>,
+    /// Shared with the snapshots taken since it last changed.
+    objects: Arc<Objects>,
     nodes: HashMap<String, NodeInfo>,
     /// Which node each counted pod is on (bound or assumed).
     placed: HashMap<Key, String>,
@@ -83,8 +89,10 @@ impl Cache {
         }
     }
 
-    /// The pod is gone (or no longer holds resources): it no longer counts.
+    /// The pod is gone (or no longer holds resources, or is placed): it no longer counts, nor
+    /// is it nominated anywhere.
     pub fn remove_pod(&mut self, k: &str) {
+        self.nominated.remove(k);
         self.assumed.remove(k);
         self.orphans.remove(k);
         if let Some(node) = self.placed.remove(k) {
@@ -92,6 +100,11 @@ impl Cache {
                 info.remove_pod(k);
             }
         }
+    }
+
+    /// Whether the pod is counted on a node as the watch showed it bound (not only assumed).
+    pub fn bound(&self, k: &str) -> bool {
+        self.placed.contains_key(k) && !self.assumed.contains_key(k)
     }
 
     /// Counts `pod` on `node` before the binding is confirmed.
@@ -117,11 +130,45 @@ impl Cache {
         }
     }
 
-    /// The nodes as they are now, for one scheduling decision.
-    pub fn snapshot(&self) -> Vec<NodeInfo> {
-        let mut v: Vec<NodeInfo> = self.nodes.values().cloned().collect();
-        v.sort_by(|a, b| a.name().cmp(b.name()));
-        v
+    /// A pending pod as the watch shows it: nominated where its `status.nominatedNodeName`
+    /// says. (One without keeps a nomination made here: the watch may not show it yet.)
+    pub fn pending_pod(&mut self, pod: Arc<Pod>) {
+        let node = pod.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
+        let k = key(&pod);
+        match node {
+            Some(node) => self.nominate(pod, &node),
+            None => {
+                if let Some(entry) = self.nominated.get_mut(&k) {
+                    entry.1 = PodInfo::new(pod);
+                }
+            }
+        }
+    }
+
+    /// Reserves room on `node` for `pod` (preemption chose it): later cycles count it there
+    /// for pods of lower or equal priority.
+    pub fn nominate(&mut self, pod: Arc<Pod>, node: &str) {
+        self.nominated.insert(key(&pod), (node.to_string(), PodInfo::new(pod)));
+    }
+
+    pub fn unnominate(&mut self, k: &str) {
+        self.nominated.remove(k);
+    }
+
+    /// The watched objects other than nodes and pods, to change.
+    pub fn objects_mut(&mut self) -> &mut Objects {
+        Arc::make_mut(&mut self.objects)
+    }
+
+    /// The cluster as it is now, for one scheduling decision.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut nodes: Vec<NodeInfo> = self.nodes.values().cloned().collect();
+        nodes.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut nominated: HashMap<String, Vec<PodInfo>> = HashMap::new();
+        for (node, p) in self.nominated.values() {
+            nominated.entry(node.clone()).or_default().push(p.clone());
+        }
+        Snapshot { nodes, objects: self.objects.clone(), nominated }
     }
 }
 
@@ -148,7 +195,7 @@ mod tests {
     }
 
     fn used(c: &Cache, n: &str) -> i64 {
-        c.snapshot().into_iter().find(|i| i.name() == n).unwrap().requested.milli_cpu
+        c.snapshot().nodes.into_iter().find(|i| i.name() == n).unwrap().requested.milli_cpu
     }
 
     #[test]

@@ -10,9 +10,12 @@ pub mod cache;
 pub mod command;
 pub mod framework;
 pub mod plugins;
+pub mod profile;
 pub mod quantity;
 pub mod queue;
 pub mod schedule;
+pub mod selector;
+pub mod snapshot;
 
 pub use command::{run, SchedulerFlags};
 pub use schedule::{Scheduler, DEFAULT_SCHEDULER_NAME};

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Event, EventSource, Namespace, Node, ObjectReference, Pod, ReplicationController, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -18,9 +21,11 @@ use rand::Rng;
 use serde_json::json;
 
 use super::cache::{node_name, Cache};
-use super::framework::{fit_error, prioritize, select_host, Filter, NodeInfo, PodInfo, Score, Status};
-use super::plugins::{default_filters, default_scores};
+use super::framework::{fit_error, select_host, CycleState, NodeInfo, PodInfo, Snapshot, Status};
+use super::plugins::default_profile;
+use super::profile::Profile;
 use super::queue::{key, Queue, QueuedPod};
+use super::snapshot::Objects;
 use crate::leader_election::Term;
 
 /// What a watch says, with each relist turned into the applies and deletes it implies (a
@@ -33,8 +38,21 @@ enum Change<K> {
     Listed,
 }
 
+/// `namespace/name`, or the name of a cluster-scoped object.
+fn object_key<K: kube::Resource>(o: &K) -> String {
+    match o.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", o.meta().name.as_deref().unwrap_or("")),
+        None => o.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// How many watches must list once before scheduling starts: nodes, pods, namespaces,
+/// services, replication controllers, replica sets, stateful sets.
+const WATCHES: usize = 7;
+
 /// Follows every object of `api` until the task is dropped, calling `on` for each change;
-/// counts the first complete list in `synced`.
+/// counts the first complete list in `synced`. A kind the API server does not serve (404 on
+/// the list) counts as listed, empty: there is nothing of it to wait for.
 async fn follow<K>(api: Api<K>, synced: &tokio::sync::watch::Sender<usize>, mut on: impl FnMut(Change<K>))
 where
     K: kube::Resource<DynamicType = ()>
@@ -44,14 +62,22 @@ where
         + Send
         + 'static,
 {
-    let object_key =
-        |o: &K| format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.meta().name.as_deref().unwrap_or(""));
     let mut known: HashMap<String, Arc<K>> = HashMap::new();
     let mut relist: Option<HashMap<String, Arc<K>>> = None;
     let mut first = true;
     let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
     while let Some(ev) = events.next().await {
-        let Ok(ev) = ev else { continue };
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                if std::mem::take(&mut first) {
+                    tracing::info!("{} not served: none counted", K::plural(&()));
+                    synced.send_modify(|n| *n += 1);
+                }
+                continue;
+            }
+            Err(_) => continue,
+        };
         match ev {
             watcher::Event::Init => relist = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {
@@ -75,7 +101,7 @@ where
             }
             watcher::Event::Apply(o) => {
                 let o = Arc::new(o);
-                known.insert(object_key(&o), o.clone());
+                known.insert(object_key(o.as_ref()), o.clone());
                 on(Change::Applied(o, false));
             }
             watcher::Event::Delete(o) => {
@@ -96,11 +122,10 @@ pub struct Scheduler {
     pub name: String,
     queue: Arc<Queue>,
     cache: Mutex<Cache>,
-    filters: Vec<Box<dyn Filter>>,
-    scores: Vec<(Box<dyn Score>, i64)>,
-    /// How many of the two watches (nodes, pods) have listed once: scheduling waits for both,
-    /// as upstream waits for its informers to sync (else a pod popped before the nodes are
-    /// known would be judged against no nodes and wait out a backoff).
+    profile: Profile,
+    /// How many of the watches have listed once: scheduling waits for all of them, as
+    /// upstream waits for its informers to sync (else a pod popped before the nodes are known
+    /// would be judged against no nodes and wait out a backoff).
     synced: tokio::sync::watch::Sender<usize>,
 }
 
@@ -112,8 +137,7 @@ impl Scheduler {
             name: DEFAULT_SCHEDULER_NAME.into(),
             queue: Queue::new(),
             cache: Mutex::new(Cache::default()),
-            filters: default_filters(),
-            scores: default_scores(),
+            profile: default_profile(),
             synced: tokio::sync::watch::channel(0).0,
         })
     }
@@ -124,10 +148,15 @@ impl Scheduler {
             tokio::spawn(self.clone().watch_nodes()),
             tokio::spawn(self.clone().watch_pods()),
             tokio::spawn(self.clone().flush_unschedulable()),
+            tokio::spawn(self.clone().watch_objects::<Namespace>(|o| &mut o.namespaces)),
+            tokio::spawn(self.clone().watch_objects::<Service>(|o| &mut o.services)),
+            tokio::spawn(self.clone().watch_objects::<ReplicationController>(|o| &mut o.replication_controllers)),
+            tokio::spawn(self.clone().watch_objects::<ReplicaSet>(|o| &mut o.replica_sets)),
+            tokio::spawn(self.clone().watch_objects::<StatefulSet>(|o| &mut o.stateful_sets)),
         ];
         let mut synced = self.synced.subscribe();
         tokio::select! {
-            _ = synced.wait_for(|n| *n >= 2) => {}
+            _ = synced.wait_for(|n| *n >= WATCHES) => {}
             _ = term.ended() => {}
         }
         loop {
@@ -172,6 +201,33 @@ impl Scheduler {
         .await
     }
 
+    /// Keeps one kind of the objects plugins look up (namespaces, the spreading defaults'
+    /// selectors) in the cache.
+    async fn watch_objects<K>(self: Arc<Self>, field: fn(&mut Objects) -> &mut HashMap<String, Arc<K>>)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + k8s_openapi::serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        follow(Api::<K>::all(self.client.clone()), &self.synced, |change| {
+            let mut cache = self.cache.lock().unwrap();
+            match change {
+                Change::Applied(o, _) => {
+                    field(cache.objects_mut()).insert(object_key(o.as_ref()), o);
+                }
+                Change::Deleted(o) => {
+                    field(cache.objects_mut()).remove(&object_key(o.as_ref()));
+                }
+                Change::Listed => {}
+            }
+        })
+        .await
+    }
+
     /// Whether this scheduler should place `pod`: not placed, not being deleted, ours.
     fn wants(&self, pod: &Pod) -> bool {
         let ours =
@@ -181,17 +237,21 @@ impl Scheduler {
 
     fn pod_seen(&self, pod: Arc<Pod>) {
         if self.wants(&pod) {
+            self.cache.lock().unwrap().pending_pod(pod.clone());
             self.queue.add(pod);
         } else {
             let k = key(&pod);
             self.queue.delete(&k);
-            let freed = {
+            let (freed, arrived) = {
                 let mut cache = self.cache.lock().unwrap();
+                let known = cache.bound(&k);
                 cache.set_pod(pod.clone());
-                !super::cache::holds_resources(&pod)
+                let holds = super::cache::holds_resources(&pod);
+                (!holds, holds && !known)
             };
-            if freed && node_name(&pod).is_some() {
-                // A pod that finished frees room others may be waiting for.
+            // A pod that finished frees room others may be waiting for; a pod newly bound may
+            // be what another's affinity waits for (upstream's AssignedPodAdded).
+            if (freed && node_name(&pod).is_some()) || arrived {
                 self.queue.move_all();
             }
         }
@@ -214,20 +274,21 @@ impl Scheduler {
     /// One scheduling cycle and, if a node was found, its binding.
     async fn schedule_one(&self, qp: QueuedPod, term: &Term) {
         let pod = PodInfo::new(qp.pod.clone());
-        let nodes = self.cache.lock().unwrap().snapshot();
-        let (feasible, statuses) = self.filter(&pod, &nodes);
+        let snapshot = self.cache.lock().unwrap().snapshot();
+        let mut state = self.profile.pre_filter(&pod, &snapshot);
+        let (feasible, statuses) = self.find_nodes(&state, &pod, &snapshot);
         if feasible.is_empty() {
-            let msg = if nodes.is_empty() {
+            let msg = if snapshot.nodes.is_empty() {
                 "no nodes available to schedule pods".to_string()
             } else {
-                fit_error(nodes.len(), &statuses, None)
+                fit_error(snapshot.nodes.len(), &statuses, None)
             };
             tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
             self.report_unschedulable(&qp.pod, &msg).await;
             self.queue.unschedulable(qp);
             return;
         }
-        let totals = prioritize(&pod, &feasible, &self.scores);
+        let totals = self.profile.prioritize(&mut state, &pod, &snapshot, &feasible);
         let chosen = select_host(&totals, |n| rand::thread_rng().gen_range(0..n)).unwrap_or(0);
         let node = feasible[chosen].name().to_string();
         let k = key(&qp.pod);
@@ -255,19 +316,22 @@ impl Scheduler {
         }
     }
 
-    /// Every node through the filters in order (the first that rules a node out gives its
-    /// reasons): the feasible nodes, and each node's status.
-    fn filter<'a>(&self, pod: &PodInfo, nodes: &'a [NodeInfo]) -> (Vec<&'a NodeInfo>, Vec<Status>) {
-        let mut feasible = Vec::new();
-        let mut statuses = Vec::with_capacity(nodes.len());
-        for n in nodes {
-            let status = self.filters.iter().map(|f| f.filter(pod, n)).find(|s| !s.fits()).unwrap_or(Status::Fits);
-            if status.fits() {
-                feasible.push(n);
+    /// The nodes the pod passes the filters on, and every node's status. A pod nominated to a
+    /// node by an earlier preemption tries that node alone first (upstream's
+    /// `evaluateNominatedNode`): its victims made room there.
+    fn find_nodes<'a>(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snapshot: &'a Snapshot,
+    ) -> (Vec<&'a NodeInfo>, Vec<Status>) {
+        let nominated = pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref());
+        if let Some(node) = nominated.and_then(|n| snapshot.node(n)) {
+            if self.profile.filter_on(state, pod, node, snapshot).fits() {
+                return (vec![node], Vec::new());
             }
-            statuses.push(status);
         }
-        (feasible, statuses)
+        self.profile.find_feasible(state, pod, snapshot)
     }
 
     /// upstream's DefaultBinder: a Binding of the pod (by uid) to the node.

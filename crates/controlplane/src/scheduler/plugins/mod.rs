@@ -1,41 +1,49 @@
-//! The filter plugins, by upstream's names, each in its own file.
+//! The plugins, by upstream's names, each in its own file.
 
 mod balanced_allocation;
 mod node_affinity;
 mod node_name;
+mod node_ports;
 mod node_resources_fit;
 mod node_unschedulable;
 mod taint_toleration;
 
+use std::sync::Arc;
+
 pub use balanced_allocation::BalancedAllocation;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
+pub use node_ports::NodePorts;
 pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
 pub use taint_toleration::{tolerates, TaintToleration};
 
-use super::framework::{Filter, Score};
+use super::profile::Profile;
 
-/// The default profile's filters, in upstream's order.
-pub fn default_filters() -> Vec<Box<dyn Filter>> {
-    vec![
-        Box::new(NodeUnschedulable),
-        Box::new(NodeName),
-        Box::new(TaintToleration),
-        Box::new(NodeAffinity),
-        Box::new(NodeResourcesFit),
-    ]
-}
-
-/// The default profile's scores with upstream's weights (TaintToleration 3, NodeAffinity 2,
-/// NodeResourcesFit 1, NodeResourcesBalancedAllocation 1).
-pub fn default_scores() -> Vec<(Box<dyn Score>, i64)> {
-    vec![
-        (Box::new(TaintToleration), 3),
-        (Box::new(NodeAffinity), 2),
-        (Box::new(LeastAllocated), 1),
-        (Box::new(BalancedAllocation), 1),
-    ]
+/// Upstream's default profile, so far (the volume plugins and ImageLocality need objects
+/// this scheduler does not watch): filters in upstream's order (NodeUnschedulable, NodeName,
+/// TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit), scores with upstream's
+/// weights (TaintToleration 3, NodeAffinity 2, NodeResourcesFit 1,
+/// NodeResourcesBalancedAllocation 1).
+pub fn default_profile() -> Profile {
+    Profile {
+        pre_filters: vec![],
+        filters: vec![
+            Arc::new(NodeUnschedulable),
+            Arc::new(NodeName),
+            Arc::new(TaintToleration),
+            Arc::new(NodeAffinity),
+            Arc::new(NodePorts),
+            Arc::new(NodeResourcesFit),
+        ],
+        pre_scores: vec![],
+        scores: vec![
+            (Arc::new(TaintToleration), 3),
+            (Arc::new(NodeAffinity), 2),
+            (Arc::new(LeastAllocated), 1),
+            (Arc::new(BalancedAllocation), 1),
+        ],
+    }
 }
 
 #[cfg(test)]
