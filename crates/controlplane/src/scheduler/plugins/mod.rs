@@ -1,6 +1,7 @@
 //! The plugins, by upstream's names, each in its own file.
 
 mod balanced_allocation;
+mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
 mod node_ports;
@@ -11,6 +12,7 @@ mod taint_toleration;
 use std::sync::Arc;
 
 pub use balanced_allocation::BalancedAllocation;
+pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;
@@ -22,12 +24,13 @@ use super::profile::Profile;
 
 /// Upstream's default profile, so far (the volume plugins and ImageLocality need objects
 /// this scheduler does not watch): filters in upstream's order (NodeUnschedulable, NodeName,
-/// TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit), scores with upstream's
-/// weights (TaintToleration 3, NodeAffinity 2, NodeResourcesFit 1,
-/// NodeResourcesBalancedAllocation 1).
+/// TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, InterPodAffinity), scores
+/// with upstream's weights (TaintToleration 3, NodeAffinity 2, InterPodAffinity 2,
+/// NodeResourcesFit 1, NodeResourcesBalancedAllocation 1).
 pub fn default_profile() -> Profile {
+    let affinity = Arc::new(InterPodAffinity);
     Profile {
-        pre_filters: vec![],
+        pre_filters: vec![affinity.clone()],
         filters: vec![
             Arc::new(NodeUnschedulable),
             Arc::new(NodeName),
@@ -35,11 +38,13 @@ pub fn default_profile() -> Profile {
             Arc::new(NodeAffinity),
             Arc::new(NodePorts),
             Arc::new(NodeResourcesFit),
+            affinity.clone(),
         ],
-        pre_scores: vec![],
+        pre_scores: vec![affinity.clone()],
         scores: vec![
             (Arc::new(TaintToleration), 3),
             (Arc::new(NodeAffinity), 2),
+            (affinity, 2),
             (Arc::new(LeastAllocated), 1),
             (Arc::new(BalancedAllocation), 1),
         ],
@@ -53,7 +58,7 @@ pub(crate) mod testing {
 
     use k8s_openapi::api::core::v1::{Node, Pod};
 
-    use crate::scheduler::framework::{NodeInfo, PodInfo};
+    use crate::scheduler::framework::{NodeInfo, PodInfo, Snapshot};
 
     pub fn pod(v: serde_json::Value) -> PodInfo {
         PodInfo::new(Arc::new(serde_json::from_value::<Pod>(v).unwrap()))
@@ -61,5 +66,11 @@ pub(crate) mod testing {
 
     pub fn node(v: serde_json::Value) -> NodeInfo {
         NodeInfo::new(Arc::new(serde_json::from_value::<Node>(v).unwrap()))
+    }
+
+    /// A snapshot of these nodes (sorted by name, as the cache gives them).
+    pub fn snapshot(mut nodes: Vec<NodeInfo>) -> Snapshot {
+        nodes.sort_by(|a, b| a.name().cmp(b.name()));
+        Snapshot { nodes, ..Snapshot::default() }
     }
 }
