@@ -7,6 +7,7 @@ mod node_name;
 mod node_ports;
 mod node_resources_fit;
 mod node_unschedulable;
+mod pod_topology_spread;
 mod taint_toleration;
 
 use std::sync::Arc;
@@ -18,19 +19,21 @@ pub use node_name::NodeName;
 pub use node_ports::NodePorts;
 pub use node_resources_fit::{LeastAllocated, NodeResourcesFit};
 pub use node_unschedulable::NodeUnschedulable;
+pub use pod_topology_spread::PodTopologySpread;
 pub use taint_toleration::{tolerates, TaintToleration};
 
 use super::profile::Profile;
 
-/// Upstream's default profile, so far (the volume plugins and ImageLocality need objects
-/// this scheduler does not watch): filters in upstream's order (NodeUnschedulable, NodeName,
-/// TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, InterPodAffinity), scores
-/// with upstream's weights (TaintToleration 3, NodeAffinity 2, InterPodAffinity 2,
-/// NodeResourcesFit 1, NodeResourcesBalancedAllocation 1).
+/// Upstream's default profile (without the volume plugins and ImageLocality, which need
+/// objects this scheduler does not watch): filters in upstream's order (NodeUnschedulable,
+/// NodeName, TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, PodTopologySpread,
+/// InterPodAffinity), scores with upstream's weights (TaintToleration 3, NodeAffinity 2,
+/// PodTopologySpread 2, InterPodAffinity 2, NodeResourcesFit 1,
+/// NodeResourcesBalancedAllocation 1).
 pub fn default_profile() -> Profile {
-    let affinity = Arc::new(InterPodAffinity);
+    let (spread, affinity) = (Arc::new(PodTopologySpread), Arc::new(InterPodAffinity));
     Profile {
-        pre_filters: vec![affinity.clone()],
+        pre_filters: vec![spread.clone(), affinity.clone()],
         filters: vec![
             Arc::new(NodeUnschedulable),
             Arc::new(NodeName),
@@ -38,12 +41,14 @@ pub fn default_profile() -> Profile {
             Arc::new(NodeAffinity),
             Arc::new(NodePorts),
             Arc::new(NodeResourcesFit),
+            spread.clone(),
             affinity.clone(),
         ],
-        pre_scores: vec![affinity.clone()],
+        pre_scores: vec![spread.clone(), affinity.clone()],
         scores: vec![
             (Arc::new(TaintToleration), 3),
             (Arc::new(NodeAffinity), 2),
+            (spread, 2),
             (affinity, 2),
             (Arc::new(LeastAllocated), 1),
             (Arc::new(BalancedAllocation), 1),
