@@ -5,8 +5,8 @@
 //! Injected: three nodes (2 CPUs, 4 GiB, 110 pods; n3 tainted `dedicated=gpu:NoSchedule`), then
 //! pods. Checked: pods are bound to the untainted nodes and spread over both, with upstream's
 //! `Scheduled` event; a pod whose selector matches no node and one asking for 10 CPUs get
-//! upstream's `FailedScheduling` message and `PodScheduled=False` (`Unschedulable`); labelling
-//! a node (a cluster event) gets the first one bound there.
+//! upstream's `FailedScheduling` message (with what preemption found) and `PodScheduled=False`
+//! (`Unschedulable`); labelling a node (a cluster event) gets the first one bound there.
 //!
 //! Run: `cargo test -p kaname --test scheduler`. Needs kubectl.
 
@@ -73,7 +73,8 @@ fn binds_spreads_and_explains() {
     });
     assert_eq!(
         event(api, "picky", "FailedScheduling").unwrap(),
-        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector."
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.."
     );
     let cond = json(&api.ok(&["get", "pod", "picky", "-o", "json"]));
     let scheduled =
@@ -94,7 +95,8 @@ fn binds_spreads_and_explains() {
     });
     assert_eq!(
         event(api, "huge", "FailedScheduling").unwrap(),
-        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu."
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. \
+         preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod.."
     );
     assert_eq!(node_of(api, "huge"), "");
 }

@@ -7,7 +7,11 @@
 //! upstream's exact `FailedScheduling` text; pods waiting for an affinity match are bound once
 //! the matching pod is; anti-affinity and DoNotSchedule spreading place replicas one per
 //! node / zone; a ReplicaSet's replicas spread by the system default constraints although
-//! resource scoring alone would put them all on the big node.
+//! resource scoring alone would put them all on the big node; a pod of higher priority that
+//! fits nowhere preempts the lowest-priority pod (marked DisruptionTarget, deleted gracefully,
+//! `Preempted` event), is nominated to its node, keeps the room there against a lower-priority
+//! pod and is bound once the victim is gone; preemption's part of the message when it cannot
+//! help, as upstream words it. Each `FailedScheduling` text also carries what preemption found.
 //!
 //! Run: `cargo test -p kaname --test scheduler_plugins`. Needs kubectl.
 
@@ -81,7 +85,8 @@ fn filters_keep_pods_off_with_upstreams_reasons() {
     create(api, &pod("port-1", "port", merged(port(8080), json!({"nodeSelector": {"kubernetes.io/hostname": taken}}))));
     assert_eq!(
         failed_scheduling(api, "port-1"),
-        "0/3 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, 2 node(s) didn't match Pod's node affinity/selector."
+        "0/3 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, 2 node(s) didn't match Pod's node affinity/selector. \
+         preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.."
     );
     create(api, &pod("port-2", "port", port(8081)));
     wait_bound(api, "port-2");
@@ -90,7 +95,8 @@ fn filters_keep_pods_off_with_upstreams_reasons() {
     create(api, &pod("needs-db", "web", required("podAffinity", "db", ZONE)));
     assert_eq!(
         failed_scheduling(api, "needs-db"),
-        "0/3 nodes are available: 3 node(s) didn't match pod affinity rules."
+        "0/3 nodes are available: 3 node(s) didn't match pod affinity rules. \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.."
     );
     create(api, &pod("db", "db", json!({"nodeSelector": {"kubernetes.io/hostname": "n3"}})));
     assert_eq!(wait_bound(api, "db"), "n3");
@@ -109,12 +115,14 @@ fn filters_keep_pods_off_with_upstreams_reasons() {
     create(api, &pod("solo-3", "solo", required("podAntiAffinity", "solo", "kubernetes.io/hostname")));
     assert_eq!(
         failed_scheduling(api, "solo-3"),
-        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
     );
     create(api, &pod("not-solo", "solo", json!({})));
     assert_eq!(
         failed_scheduling(api, "not-solo"),
-        "0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules."
+        "0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
     );
 
     // PodTopologySpread, DoNotSchedule by zone with maxSkew 1: four pods go two and two.
@@ -133,7 +141,8 @@ fn filters_keep_pods_off_with_upstreams_reasons() {
     create(api, &pod("spread-a2", "spread", pinned("Ignore")));
     assert_eq!(
         failed_scheduling(api, "spread-a2"),
-        "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 node(s) didn't match pod topology spread constraints."
+        "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 node(s) didn't match pod topology spread constraints. \
+         preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod.."
     );
     // With the default (Honor), zone a is the only domain: the same pod fits.
     create(api, &pod("spread-a3", "spread", pinned("Honor")));
@@ -142,7 +151,8 @@ fn filters_keep_pods_off_with_upstreams_reasons() {
     create(api, &pod("spread-rack", "rack", spread("rack", "rack", None)));
     assert_eq!(
         failed_scheduling(api, "spread-rack"),
-        "0/3 nodes are available: 3 node(s) didn't match pod topology spread constraints (missing required label)."
+        "0/3 nodes are available: 3 node(s) didn't match pod topology spread constraints (missing required label). \
+         preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.."
     );
 }
 
@@ -186,4 +196,61 @@ fn replica_sets_spread_by_the_system_defaults() {
         *alone.entry(wait_bound(api, &name)).or_default() += 1;
     }
     assert_eq!(alone, BTreeMap::from([("n1".to_string(), 3)]), "the control: resources alone pick n1");
+}
+
+#[test]
+fn preemption_evicts_the_lowest_priority_pod() {
+    let _g = serial();
+    let env = Env::start(&nodes("2", "4Gi"));
+    let api = &env.api;
+    // spec.priority set directly (the priority class admission step is not this test's).
+    let sized = |name: &str, cpu: &str, priority: i32, extra: Value| {
+        let spec = json!({"priority": priority,
+            "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}]});
+        pod(name, name, merged(spec, extra))
+    };
+    let on = |node: &str| json!({"nodeSelector": {"kubernetes.io/hostname": node}});
+    for (name, prio, node) in [("low", 1, "n1"), ("mid-2", 5, "n2"), ("mid-3", 5, "n3")] {
+        create(api, &sized(name, "1500m", prio, on(node)));
+        assert_eq!(wait_bound(api, name), node);
+    }
+    assert_eq!(api.ok(&["get", "pod", "low", "-o", "jsonpath={.spec.priority}"]), "1");
+
+    create(api, &sized("urgent", "1", 10, json!({})));
+    wait_until("urgent nominated", std::time::Duration::from_secs(30), || {
+        api.ok(&["get", "pod", "urgent", "-o", "jsonpath={.status.nominatedNodeName}"]) == "n1"
+    });
+    // Preemption succeeded: the message is the filters' alone.
+    assert_eq!(events(api, "urgent", "FailedScheduling")[0], "0/3 nodes are available: 3 Insufficient cpu.");
+    let low = json(&api.ok(&["get", "pod", "low", "-o", "json"]));
+    assert!(low["metadata"]["deletionTimestamp"].is_string(), "the victim is being deleted: {low}");
+    let conditions = low["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let target = conditions.iter().find(|c| c["type"] == "DisruptionTarget").cloned().unwrap_or_default();
+    assert_eq!((target["status"].as_str(), target["reason"].as_str()), (Some("True"), Some("PreemptionByScheduler")));
+    let uid = api.ok(&["get", "pod", "urgent", "-o", "jsonpath={.metadata.uid}"]);
+    assert_eq!(event(api, "low", "Preempted").unwrap(), format!("Preempted by pod {uid} on node n1"));
+    for mid in ["mid-2", "mid-3"] {
+        assert_eq!(api.ok(&["get", "pod", mid, "-o", "jsonpath={.metadata.deletionTimestamp}"]), "", "{mid} spared");
+    }
+
+    // The test plays n1's kubelet: the victim's containers stopped, its object goes. A pod of
+    // lower priority than urgent's, created now, must not take the room urgent was promised.
+    api.ok(&["delete", "pod", "low", "--grace-period=0", "--force"]);
+    create(api, &sized("sneaky", "1500m", 2, json!({})));
+    assert_eq!(wait_bound(api, "urgent"), "n1");
+    failed_scheduling(api, "sneaky");
+    assert_eq!(node_of(api, "sneaky"), "");
+    wait_until("sneaky's last attempt after urgent's binding", std::time::Duration::from_secs(30), || {
+        event(api, "sneaky", "FailedScheduling").unwrap()
+            == "0/3 nodes are available: 3 Insufficient cpu. \
+                preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
+    });
+
+    // Who may not preempt: a pod with preemptionPolicy Never, whatever its priority.
+    create(api, &sized("polite", "1500m", 100, json!({"preemptionPolicy": "Never"})));
+    assert_eq!(
+        failed_scheduling(api, "polite"),
+        "0/3 nodes are available: 3 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never.."
+    );
+    assert_eq!(api.ok(&["get", "pods", "-o", "jsonpath={.items[*].metadata.deletionTimestamp}"]), "");
 }

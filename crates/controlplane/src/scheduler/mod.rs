@@ -3,12 +3,14 @@
 //! default profile's plugins with upstream's reasons and weights (`plugins/`) and how a cycle
 //! runs them (`profile.rs`), the queue (`queue.rs`), the cache of nodes with their bound and
 //! assumed pods, nominated pods and the other watched objects (`cache.rs`, `snapshot.rs`), and
-//! the loop that binds and reports (`schedule.rs`). Next: preemption.
+//! the loop that binds and reports (`schedule.rs`), with preemption when a pod fits nowhere
+//! (`preemption.rs`).
 
 pub mod cache;
 pub mod command;
 pub mod framework;
 pub mod plugins;
+pub mod preemption;
 pub mod profile;
 pub mod quantity;
 pub mod queue;

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use rand::Rng;
 use serde_json::json;
@@ -23,6 +23,7 @@ use serde_json::json;
 use super::cache::{node_name, Cache};
 use super::framework::{fit_error, select_host, CycleState, NodeInfo, PodInfo, Snapshot, Status};
 use super::plugins::default_profile;
+use super::preemption::{self, Candidate, Outcome};
 use super::profile::Profile;
 use super::queue::{key, Queue, QueuedPod};
 use super::snapshot::Objects;
@@ -278,15 +279,7 @@ impl Scheduler {
         let mut state = self.profile.pre_filter(&pod, &snapshot);
         let (feasible, statuses) = self.find_nodes(&state, &pod, &snapshot);
         if feasible.is_empty() {
-            let msg = if snapshot.nodes.is_empty() {
-                "no nodes available to schedule pods".to_string()
-            } else {
-                fit_error(snapshot.nodes.len(), &statuses, None)
-            };
-            tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
-            self.report_unschedulable(&qp.pod, &msg).await;
-            self.queue.unschedulable(qp);
-            return;
+            return self.unschedulable(qp, &pod, &state, &snapshot, &statuses, term).await;
         }
         let totals = self.profile.prioritize(&mut state, &pod, &snapshot, &feasible);
         let chosen = select_host(&totals, |n| rand::thread_rng().gen_range(0..n)).unwrap_or(0);
@@ -314,6 +307,46 @@ impl Scheduler {
                 self.queue.retry(qp);
             }
         }
+    }
+
+    /// The pod fits no node: PostFilter (preemption, while this scheduler leads), then the
+    /// failure reported as upstream's `handleSchedulingFailure` does, and the pod queued as
+    /// unschedulable (its victims' deletion will move it).
+    async fn unschedulable(
+        &self,
+        qp: QueuedPod,
+        pod: &PodInfo,
+        state: &CycleState,
+        snapshot: &Snapshot,
+        statuses: &[Status],
+        term: &Term,
+    ) {
+        if snapshot.nodes.is_empty() {
+            let msg = "no nodes available to schedule pods";
+            tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
+            self.report_unschedulable(&qp.pod, msg, None).await;
+            return self.queue.unschedulable(qp);
+        }
+        // `nominate`: None leaves the pod's nomination as it is, Some(None) clears it.
+        let (post, nominate) = match preemption::preempt(&self.profile, state, pod, snapshot, statuses) {
+            Outcome::NotEligible(msg) => (Some(msg), None),
+            Outcome::NoCandidate(msg) => (Some(msg), Some(None)),
+            Outcome::Preempt(c) => {
+                if !term.is_current() {
+                    return self.queue.retry(qp);
+                }
+                let node = c.node.clone();
+                self.prepare_candidate(&qp.pod, c, snapshot).await;
+                (None, Some(Some(node)))
+            }
+        };
+        let msg = fit_error(snapshot.nodes.len(), statuses, post.as_deref());
+        tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
+        // Cleared only if there is one to clear (upstream's ModeOverride with "").
+        let had = qp.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let nominate = nominate.filter(|n| n.is_some() || had);
+        self.report_unschedulable(&qp.pod, &msg, nominate.as_ref().map(Option::as_deref)).await;
+        self.queue.unschedulable(qp);
     }
 
     /// The nodes the pod passes the filters on, and every node's status. A pod nominated to a
@@ -350,14 +383,56 @@ impl Scheduler {
             .map(|_| ())
     }
 
+    /// Upstream's `prepareCandidate`: each victim is marked `DisruptionTarget` (reason
+    /// `PreemptionByScheduler`) and deleted gracefully, with a `Preempted` event; pods of lower
+    /// priority nominated to the node lose their nomination (the room is taken); the pod is
+    /// nominated there at once so that the next cycles keep the room for it.
+    async fn prepare_candidate(&self, pod: &Arc<Pod>, c: Candidate, snapshot: &Snapshot) {
+        self.cache.lock().unwrap().nominate(pod.clone(), &c.node);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        for v in &c.victims {
+            let (ns, name) = (v.namespace().to_string(), v.name().to_string());
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let condition = json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{}: preempting to accommodate a higher priority pod", self.name),
+                "lastTransitionTime": Timestamp::now().to_string(),
+            }]}});
+            if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(condition)).await {
+                tracing::info!(pod = %key(&v.pod), "could not mark the victim: {e}");
+            }
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    let msg = format!("Preempted by pod {uid} on node {}", c.node);
+                    self.event(&v.pod, "Normal", "Preempted", "Preempting", &msg).await;
+                }
+                Err(e) => tracing::info!(pod = %key(&v.pod), "could not preempt: {e}"),
+            }
+        }
+        for p in preemption::lower_priority_nominated(pod, &c.node, snapshot) {
+            self.cache.lock().unwrap().unnominate(&key(&p.pod));
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), p.namespace());
+            let clear = json!({"status": {"nominatedNodeName": null}});
+            if let Err(e) = api.patch_status(p.name(), &PatchParams::default(), &Patch::Merge(clear)).await {
+                tracing::info!(pod = %key(&p.pod), "could not clear the nomination: {e}");
+            }
+        }
+    }
+
     /// The pod fits nowhere: a `FailedScheduling` event and the `PodScheduled=False` condition
-    /// with reason `Unschedulable`, as upstream writes them.
-    async fn report_unschedulable(&self, pod: &Pod, msg: &str) {
+    /// with reason `Unschedulable`, as upstream writes them, with `status.nominatedNodeName`
+    /// set or cleared (`Some(None)`) as preemption decided.
+    async fn report_unschedulable(&self, pod: &Pod, msg: &str, nominate: Option<Option<&str>>) {
         self.event(pod, "Warning", "FailedScheduling", "Scheduling", msg).await;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let patch = json!({"status": {"conditions": [{
+        if nominate == Some(None) {
+            self.cache.lock().unwrap().unnominate(&key(pod));
+        }
+        let mut patch = json!({"status": {"conditions": [{
             "type": "PodScheduled",
             "status": "False",
             "reason": "Unschedulable",
@@ -365,6 +440,9 @@ impl Scheduler {
             "lastProbeTime": null,
             "lastTransitionTime": Timestamp::now().to_string(),
         }]}});
+        if let Some(node) = nominate {
+            patch["status"]["nominatedNodeName"] = json!(node);
+        }
         if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)).await {
             tracing::info!(pod = %key(pod), "could not record PodScheduled=False: {e}");
         }

@@ -57,6 +57,17 @@ pub fn event(api: &Apiserver, name: &str, reason: &str) -> Option<String> {
         .map(|e| e["message"].as_str().unwrap_or("").to_string())
 }
 
+/// The messages of every event `reason` about pod `name`, oldest first.
+pub fn events(api: &Apiserver, name: &str, reason: &str) -> Vec<String> {
+    let events = json(&api.ok(&["get", "events", "-o", "json"]));
+    let items = events["items"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == name && e["reason"] == reason)
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 /// Waits for the pod's first `FailedScheduling` event and returns its message.
 pub fn failed_scheduling(api: &Apiserver, pod: &str) -> String {
     wait_until(&format!("{pod}'s FailedScheduling event"), Duration::from_secs(30), || {
