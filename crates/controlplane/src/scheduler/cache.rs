@@ -131,17 +131,21 @@ impl Cache {
     }
 
     /// A pending pod as the watch shows it: nominated where its `status.nominatedNodeName`
-    /// says. (One without keeps a nomination made here: the watch may not show it yet.)
+    /// says, or no longer if the field went away. A nomination made here that the watch does
+    /// not show yet is kept while no object shows one (upstream's nominator does the same).
     pub fn pending_pod(&mut self, pod: Arc<Pod>) {
-        let node = pod.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
+        let nominated =
+            |p: &Pod| p.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
         let k = key(&pod);
-        match node {
+        match nominated(&pod) {
             Some(node) => self.nominate(pod, &node),
-            None => {
-                if let Some(entry) = self.nominated.get_mut(&k) {
-                    entry.1 = PodInfo::new(pod);
+            None => match self.nominated.get_mut(&k) {
+                Some((_, before)) if nominated(&before.pod).is_some() => {
+                    self.nominated.remove(&k);
                 }
-            }
+                Some((_, before)) => *before = PodInfo::new(pod),
+                None => {}
+            },
         }
     }
 
@@ -222,5 +226,29 @@ mod tests {
         assert_eq!(used(&c, "n1"), 0);
         c.remove_pod("default/a");
         assert_eq!(used(&c, "n2"), 0);
+    }
+
+    #[test]
+    fn nominations_follow_the_pods_status() {
+        let nominated_to = |node: Option<&str>| {
+            let mut p = (*pod("p", None, "1")).clone();
+            p.status = Some(serde_json::from_value(json!({"nominatedNodeName": node})).unwrap());
+            Arc::new(p)
+        };
+        let on = |c: &Cache| c.snapshot().nominated.keys().cloned().collect::<Vec<_>>();
+        let mut c = Cache::default();
+        c.set_node(node("n1"));
+        // Nominated here; the watch still shows the pod without: kept.
+        c.nominate(pod("p", None, "1"), "n1");
+        c.pending_pod(nominated_to(None));
+        assert_eq!(on(&c), ["n1"]);
+        // Shown, then cleared through the API: gone.
+        c.pending_pod(nominated_to(Some("n1")));
+        c.pending_pod(nominated_to(None));
+        assert!(on(&c).is_empty());
+        // Bound: no longer nominated.
+        c.pending_pod(nominated_to(Some("n1")));
+        c.set_pod(pod("p", Some("n1"), "1"));
+        assert!(on(&c).is_empty());
     }
 }

@@ -32,6 +32,20 @@ pub fn key(pod: &Pod) -> Key {
     format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
 }
 
+/// Whether the pod changed beyond its status and bookkeeping (resourceVersion, generation,
+/// managed fields, finalizers).
+fn updated(old: &Pod, new: &Pod) -> bool {
+    let strip = |p: &Pod| {
+        let mut meta = p.metadata.clone();
+        meta.resource_version = None;
+        meta.generation = None;
+        meta.managed_fields = None;
+        meta.finalizers = None;
+        (meta, p.spec.clone())
+    };
+    strip(old) != strip(new)
+}
+
 /// A pod in the queue with its history.
 #[derive(Clone, Debug)]
 pub struct QueuedPod {
@@ -131,11 +145,18 @@ impl Queue {
 
     /// A queued pod changed (labels, tolerations, resources...): it may fit now, so an
     /// unschedulable one goes back to backoff (or active if its backoff is over); elsewhere only
-    /// its object is refreshed.
+    /// its object is refreshed. A change of status alone (the scheduler's own `PodScheduled`
+    /// and `nominatedNodeName` writes) changes nothing it is judged by, so it stays put
+    /// (upstream's `isPodUpdated`); else every failure would retry itself.
     pub fn update(&self, pod: Arc<Pod>) {
         let k = key(&pod);
         let mut q = self.inner.lock().unwrap();
-        if let Some(mut qp) = q.unschedulable.remove(&k) {
+        if let Some(qp) = q.unschedulable.get_mut(&k) {
+            if !updated(&qp.pod, &pod) {
+                qp.pod = pod;
+                return;
+            }
+            let mut qp = q.unschedulable.remove(&k).unwrap();
             qp.pod = pod;
             q.enqueue_after_failure(k, qp);
             drop(q);
@@ -403,6 +424,11 @@ mod tests {
         let u = q.pop().await.unwrap();
         q.unschedulable(u);
         tokio::time::advance(Duration::from_secs(2)).await;
+        let mut status_only = (*pod("u", 0)).clone();
+        status_only.metadata.resource_version = Some("7".into());
+        status_only.status = Some(Default::default());
+        q.update(Arc::new(status_only));
+        assert_eq!(q.lengths(), (0, 0, 1), "its own PodScheduled=False does not retry it");
         q.update(pod("u", 5)); // changed: may fit now
         let u = q.pop().await.unwrap();
         assert_eq!(u.pod.spec.as_ref().unwrap().priority, Some(5));
