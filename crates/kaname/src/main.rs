@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use kaname_store::EtcdFlags;
 
 #[derive(Parser)]
@@ -60,7 +60,8 @@ async fn shutdown_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Etcd(flags) => {
             init_logging(&flags.log_level);
@@ -76,8 +77,16 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_apiserver::run(*flags, shutdown_signal()))
         }
-        Command::Scheduler(flags) => {
+        Command::Scheduler(mut flags) => {
             init_logging("info");
+            // Which flags were given (with --config only those override the file).
+            if let Some(m) = matches.subcommand_matches("scheduler") {
+                flags.explicit = m
+                    .ids()
+                    .filter(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+                    .map(|id| id.to_string())
+                    .collect();
+            }
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(kaname_controlplane::scheduler::run(*flags, shutdown_signal()))
         }

@@ -1,7 +1,8 @@
 //! What the scheduler knows of the cluster: every node with the pods on it (bound, or
 //! *assumed*: chosen by this scheduler and being bound, not yet seen bound by the watch), kept
 //! up to date incrementally from the Node and Pod watches, so that each decision sees the
-//! previous ones at once.
+//! previous ones at once; the pods nominated to nodes by preemption (upstream keeps these in
+//! the queue's nominator); and the other watched objects plugins look up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,12 +11,17 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::framework::{NodeInfo, PodInfo};
 use super::queue::{key, Key};
+use super::snapshot::{Objects, Snapshot};
 
 #[derive(Default)]
 pub struct Cache {
-    /// By name, so that a snapshot comes out in a stable order without sorting. Shared with
-    /// the snapshots: a snapshot costs one reference count per node, and a node changed while
-    /// a snapshot still holds it is copied then (`Arc::make_mut`), not before every cycle.
+    /// Pending pods nominated to a node: the node and the pod.
+    nominated: HashMap<Key, (String, PodInfo)>,
+    /// Shared with the snapshots taken since it last changed.
+    objects: Arc<Objects>,
+    /// By name, so that a snapshot comes out in order without sorting. Shared with the
+    /// snapshots: a snapshot costs one reference count per node, and a node changed while a
+    /// snapshot still holds it is copied then (`Arc::make_mut`), not before every cycle.
     nodes: BTreeMap<String, Arc<NodeInfo>>,
     /// Which node each counted pod is on (bound or assumed).
     placed: HashMap<Key, String>,
@@ -85,8 +91,10 @@ impl Cache {
         }
     }
 
-    /// The pod is gone (or no longer holds resources): it no longer counts.
+    /// The pod is gone (or no longer holds resources, or is placed): it no longer counts, nor
+    /// is it nominated anywhere.
     pub fn remove_pod(&mut self, k: &str) {
+        self.nominated.remove(k);
         self.assumed.remove(k);
         self.orphans.remove(k);
         if let Some(node) = self.placed.remove(k) {
@@ -94,6 +102,11 @@ impl Cache {
                 Arc::make_mut(info).remove_pod(k);
             }
         }
+    }
+
+    /// Whether the pod is counted on a node as the watch showed it bound (not only assumed).
+    pub fn bound(&self, k: &str) -> bool {
+        self.placed.contains_key(k) && !self.assumed.contains_key(k)
     }
 
     /// Counts `pod` on `node` before the binding is confirmed.
@@ -119,9 +132,48 @@ impl Cache {
         }
     }
 
-    /// The nodes as they are now, by name, for one scheduling decision.
-    pub fn snapshot(&self) -> Vec<Arc<NodeInfo>> {
-        self.nodes.values().cloned().collect()
+    /// A pending pod as the watch shows it: nominated where its `status.nominatedNodeName`
+    /// says, or no longer if the field went away. A nomination made here that the watch does
+    /// not show yet is kept while no object shows one (upstream's nominator does the same).
+    pub fn pending_pod(&mut self, pod: Arc<Pod>) {
+        let nominated =
+            |p: &Pod| p.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
+        let k = key(&pod);
+        match nominated(&pod) {
+            Some(node) => self.nominate(pod, &node),
+            None => match self.nominated.get_mut(&k) {
+                Some((_, before)) if nominated(&before.pod).is_some() => {
+                    self.nominated.remove(&k);
+                }
+                Some((_, before)) => *before = PodInfo::new(pod),
+                None => {}
+            },
+        }
+    }
+
+    /// Reserves room on `node` for `pod` (preemption chose it): later cycles count it there
+    /// for pods of lower or equal priority.
+    pub fn nominate(&mut self, pod: Arc<Pod>, node: &str) {
+        self.nominated.insert(key(&pod), (node.to_string(), PodInfo::new(pod)));
+    }
+
+    pub fn unnominate(&mut self, k: &str) {
+        self.nominated.remove(k);
+    }
+
+    /// The watched objects other than nodes and pods, to change.
+    pub fn objects_mut(&mut self) -> &mut Objects {
+        Arc::make_mut(&mut self.objects)
+    }
+
+    /// The cluster as it is now, for one scheduling decision.
+    pub fn snapshot(&self) -> Snapshot {
+        let nodes: Vec<Arc<NodeInfo>> = self.nodes.values().cloned().collect();
+        let mut nominated: HashMap<String, Vec<PodInfo>> = HashMap::new();
+        for (node, p) in self.nominated.values() {
+            nominated.entry(node.clone()).or_default().push(p.clone());
+        }
+        Snapshot { nodes, objects: self.objects.clone(), nominated }
     }
 }
 
@@ -148,7 +200,7 @@ mod tests {
     }
 
     fn used(c: &Cache, n: &str) -> i64 {
-        c.snapshot().into_iter().find(|i| i.name() == n).unwrap().requested.milli_cpu
+        c.snapshot().nodes.into_iter().find(|i| i.name() == n).unwrap().requested.milli_cpu
     }
 
     #[test]
@@ -175,5 +227,29 @@ mod tests {
         assert_eq!(used(&c, "n1"), 0);
         c.remove_pod("default/a");
         assert_eq!(used(&c, "n2"), 0);
+    }
+
+    #[test]
+    fn nominations_follow_the_pods_status() {
+        let nominated_to = |node: Option<&str>| {
+            let mut p = (*pod("p", None, "1")).clone();
+            p.status = Some(serde_json::from_value(json!({"nominatedNodeName": node})).unwrap());
+            Arc::new(p)
+        };
+        let on = |c: &Cache| c.snapshot().nominated.keys().cloned().collect::<Vec<_>>();
+        let mut c = Cache::default();
+        c.set_node(node("n1"));
+        // Nominated here; the watch still shows the pod without: kept.
+        c.nominate(pod("p", None, "1"), "n1");
+        c.pending_pod(nominated_to(None));
+        assert_eq!(on(&c), ["n1"]);
+        // Shown, then cleared through the API: gone.
+        c.pending_pod(nominated_to(Some("n1")));
+        c.pending_pod(nominated_to(None));
+        assert!(on(&c).is_empty());
+        // Bound: no longer nominated.
+        c.pending_pod(nominated_to(Some("n1")));
+        c.set_pod(pod("p", Some("n1"), "1"));
+        assert!(on(&c).is_empty());
     }
 }

@@ -19,6 +19,7 @@ use clap::Args;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use super::config::{self, SchedulerConfiguration};
 use super::Scheduler;
 use crate::leader_election::{Elector, LeaderElectionFlags, Outcome, Term};
 
@@ -27,8 +28,13 @@ const LEADER_HEALTH_TOLERANCE: Duration = Duration::from_secs(20);
 
 #[derive(Args, Debug, Clone)]
 pub struct SchedulerFlags {
-    /// Path to kubeconfig file with authorization and master location information (without
-    /// it: the in-cluster configuration, $KUBECONFIG or ~/.kube/config).
+    /// The path to the configuration file (a KubeSchedulerConfiguration,
+    /// kubescheduler.config.k8s.io/v1).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// DEPRECATED: path to kubeconfig file with authorization and master location information.
+    /// This parameter is ignored if a config file is specified in --config. (Without either:
+    /// the in-cluster configuration, $KUBECONFIG or ~/.kube/config.)
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// The port on which to serve HTTPS with authentication and authorization. If 0, don't
@@ -40,6 +46,28 @@ pub struct SchedulerFlags {
     pub bind_address: IpAddr,
     #[command(flatten)]
     pub leader_election: LeaderElectionFlags,
+    /// The ids of the flags given on the command line (filled by the caller from clap's
+    /// matches): with --config, only the leader-election ones among them override the file.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
+}
+
+impl SchedulerFlags {
+    /// The configuration to run with: the --config file, or upstream's defaults with the flags.
+    pub fn configuration(&self) -> Result<SchedulerConfiguration, String> {
+        match &self.config {
+            Some(path) => config::load(path, &self.leader_election, &self.explicit),
+            None => {
+                let errs = self.leader_election.validate();
+                if !errs.is_empty() {
+                    return Err(errs.join(", "));
+                }
+                let mut cfg = config::defaults(&self.leader_election);
+                cfg.kubeconfig = self.kubeconfig.clone();
+                Ok(cfg)
+            }
+        }
+    }
 }
 
 /// What the health and metrics endpoints read.
@@ -50,11 +78,10 @@ struct Endpoints {
 
 pub async fn run(flags: SchedulerFlags, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let errs = flags.leader_election.validate();
-    anyhow::ensure!(errs.is_empty(), "{}", errs.join(", "));
-    let config = client_config(flags.kubeconfig.as_deref()).await?;
-    let elector = if flags.leader_election.leader_elect {
-        let cfg = flags
+    let settings = flags.configuration().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = client_config(settings.kubeconfig.as_deref()).await?;
+    let elector = if settings.leader_election.leader_elect {
+        let cfg = settings
             .leader_election
             .config("kube-scheduler")
             .map_err(|e| anyhow::anyhow!("couldn't create leader elector: {e}"))?;
@@ -82,7 +109,7 @@ pub async fn run(flags: SchedulerFlags, shutdown: impl Future<Output = ()>) -> a
         None
     };
 
-    let scheduler = Scheduler::new(client);
+    let scheduler = Scheduler::with_config(client, &settings);
     let stop = CancellationToken::new();
     let runner = schedule(scheduler, elector, stop.clone());
     tokio::pin!(runner);

@@ -185,6 +185,18 @@ struct PluginConfigFile {
     args: Option<Value>,
 }
 
+/// Upstream's default configuration with the given leader-election flags (no --config).
+pub fn defaults(flags: &LeaderElectionFlags) -> SchedulerConfiguration {
+    SchedulerConfiguration {
+        kubeconfig: None,
+        leader_election: flags.clone(),
+        percentage_of_nodes_to_score: 0,
+        pod_initial_backoff: Duration::from_secs(1),
+        pod_max_backoff: Duration::from_secs(10),
+        profiles: vec![Profile::default_named(super::DEFAULT_SCHEDULER_NAME)],
+    }
+}
+
 /// Loads `path` (YAML or JSON); `flags` are the leader-election flags, `explicit` the ids of
 /// the ones set on the command line (they override the file, as upstream's
 /// `ApplyLeaderElectionTo`).

@@ -3,12 +3,15 @@
 //! event) and the nodes left are ranked by score plugins. Each plugin is one small trait
 //! object, so a new rule is one file and one line in the profile.
 
-use std::collections::BTreeMap;
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::quantity;
+use super::selector::PodAffinity;
+pub use super::snapshot::Snapshot;
 
 /// Resources as the scheduler adds them up: CPU in millicores, the rest in units; anything
 /// beyond cpu, memory, ephemeral-storage and pods (extended resources, hugepages) by name.
@@ -143,18 +146,34 @@ pub struct PodInfo {
     pub pod: Arc<Pod>,
     pub requests: Resources,
     pub non_zero_requests: Resources,
+    /// Its inter-pod (anti-)affinity terms, parsed (shared: snapshots clone every PodInfo).
+    pub affinity: Arc<PodAffinity>,
 }
 
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
         let requests = pod_requests(&pod);
         let non_zero_requests = pod_requests_non_zero(&pod);
-        PodInfo { pod, requests, non_zero_requests }
+        let affinity = Arc::new(PodAffinity::of(&pod));
+        PodInfo { pod, requests, non_zero_requests, affinity }
     }
 
     pub fn name(&self) -> &str {
         self.pod.metadata.name.as_deref().unwrap_or("")
     }
+
+    pub fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("")
+    }
+
+    /// `spec.priority` (filled from the priority class at admission), 0 when unset.
+    pub fn priority(&self) -> i32 {
+        pod_priority(&self.pod)
+    }
+}
+
+pub fn pod_priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
 }
 
 /// A node with the pods bound (or assumed bound) to it and what they request.
@@ -230,11 +249,76 @@ impl Status {
     }
 }
 
+/// What plugins work out once per scheduling cycle and read for every node (upstream's
+/// `CycleState`), each under its plugin's key. Preemption clones it per node it tries, so
+/// every entry can be cloned.
+#[derive(Default)]
+pub struct CycleState {
+    data: HashMap<&'static str, Box<dyn StateData>>,
+}
+
+/// One plugin's entry in the [`CycleState`]: any clonable value.
+pub trait StateData: Send + Sync {
+    fn clone_data(&self) -> Box<dyn StateData>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Any + Clone + Send + Sync> StateData for T {
+    fn clone_data(&self) -> Box<dyn StateData> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl Clone for CycleState {
+    fn clone(&self) -> CycleState {
+        CycleState { data: self.data.iter().map(|(k, v)| (*k, (**v).clone_data())).collect() }
+    }
+}
+
+impl CycleState {
+    pub fn write<T: StateData + 'static>(&mut self, key: &'static str, value: T) {
+        self.data.insert(key, Box::new(value));
+    }
+
+    /// The entry, if the plugin wrote one this cycle (none: it skipped this pod).
+    pub fn read<T: 'static>(&self, key: &str) -> Option<&T> {
+        (**self.data.get(key)?).as_any().downcast_ref()
+    }
+
+    pub fn read_mut<T: 'static>(&mut self, key: &str) -> Option<&mut T> {
+        (**self.data.get_mut(key)?).as_any_mut().downcast_mut()
+    }
+}
+
+/// Work a filter does once per cycle over the whole cluster (upstream's PreFilterPlugin with
+/// its PreFilterExtensions): it writes what its [`Filter`] reads into the [`CycleState`], or
+/// nothing if the pod gives it nothing to check. `add_pod` / `remove_pod` keep that state
+/// right when preemption takes pods off a node, or nominated pods are counted on one.
+pub trait PreFilter: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot);
+    fn add_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _added: &PodInfo, _node: &NodeInfo) {}
+    fn remove_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _removed: &PodInfo, _node: &NodeInfo) {}
+}
+
 /// A rule that may keep a pod off a node (upstream's FilterPlugin).
 pub trait Filter: Send + Sync {
     /// Upstream's plugin name (`NodeResourcesFit`, `TaintToleration`, ...).
     fn name(&self) -> &'static str;
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status;
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
+}
+
+/// Work a score does once per cycle (upstream's PreScorePlugin): over the nodes that passed
+/// the filters and, where upstream looks further, the whole snapshot.
+pub trait PreScore: Send + Sync {
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, snapshot: &Snapshot, feasible: &[&NodeInfo]);
 }
 
 /// Upstream's `MaxNodeScore`: every score plugin ranks a node in 0..=100.
@@ -245,9 +329,10 @@ pub const MAX_NODE_SCORE: i64 = 100;
 pub trait Score: Send + Sync {
     fn name(&self) -> &'static str;
     /// The raw score of one node (0..=100 unless [`Score::normalize`] maps it there).
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
-    /// Maps the raw scores of all candidate nodes to 0..=100 (default: already there).
-    fn normalize(&self, _scores: &mut [i64]) {}
+    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Maps the raw scores of all candidate nodes (`nodes[i]` scored `scores[i]`) to 0..=100
+    /// (default: already there).
+    fn normalize(&self, _state: &CycleState, _nodes: &[&NodeInfo], _scores: &mut [i64]) {}
 }
 
 /// Upstream's `DefaultNormalizeScore`: scales so the highest is 100 (or, with `reverse`, so
@@ -260,19 +345,6 @@ pub fn default_normalize(scores: &mut [i64], reverse: bool) {
     }
 }
 
-/// The weighted sum of every plugin's normalized score, per node.
-pub fn prioritize(pod: &PodInfo, nodes: &[&NodeInfo], plugins: &[(Box<dyn Score>, i64)]) -> Vec<i64> {
-    let mut totals = vec![0i64; nodes.len()];
-    for (plugin, weight) in plugins {
-        let mut scores: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n)).collect();
-        plugin.normalize(&mut scores);
-        for (t, s) in totals.iter_mut().zip(scores) {
-            *t += s * weight;
-        }
-    }
-    totals
-}
-
 /// The index of a highest total, chosen uniformly among equals (upstream's reservoir sampling
 /// in `selectHost`), so equal nodes share the load; `pick(n)` returns a number in 0..n.
 pub fn select_host(totals: &[i64], mut pick: impl FnMut(usize) -> usize) -> Option<usize> {
@@ -283,7 +355,9 @@ pub fn select_host(totals: &[i64], mut pick: impl FnMut(usize) -> usize) -> Opti
 
 /// Why a pod fits no node, worded as upstream's `FitError`: "0/3 nodes are available: 1
 /// node(s) had untolerated taint {k: v}, 2 Insufficient cpu." with each reason counted over
-/// the nodes and the counts sorted as strings, then what preemption found, if anything.
+/// the nodes and the counts sorted as strings, then what preemption found, if anything, each
+/// part followed by a period (upstream's `SeparatorFormat`; preemption's own message is a
+/// FitError ending in one already, hence upstream's "... for incoming pod..").
 pub fn fit_error(nodes: usize, statuses: &[Status], post_filter: Option<&str>) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for s in statuses {
@@ -366,8 +440,8 @@ mod tests {
         let cpu = Status::unschedulable("Insufficient cpu");
         let both = Status::Unschedulable(vec!["Insufficient cpu".into(), "Insufficient memory".into()]);
         assert_eq!(
-            fit_error(3, &[taint, cpu, both], Some("preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod")),
-            "0/3 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+            fit_error(3, &[taint, cpu, both], Some("preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.")),
+            "0/3 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
         );
         assert_eq!(fit_error(0, &[], None), "0/0 nodes are available:");
     }

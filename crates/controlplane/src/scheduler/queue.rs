@@ -32,6 +32,20 @@ pub fn key(pod: &Pod) -> Key {
     format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
 }
 
+/// Whether the pod changed beyond its status and bookkeeping (resourceVersion, generation,
+/// managed fields, finalizers).
+fn updated(old: &Pod, new: &Pod) -> bool {
+    let strip = |p: &Pod| {
+        let mut meta = p.metadata.clone();
+        meta.resource_version = None;
+        meta.generation = None;
+        meta.managed_fields = None;
+        meta.finalizers = None;
+        (meta, p.spec.clone())
+    };
+    strip(old) != strip(new)
+}
+
 /// A pod in the queue with its history.
 #[derive(Clone, Debug)]
 pub struct QueuedPod {
@@ -51,13 +65,14 @@ impl QueuedPod {
         self.pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
     }
 
-    /// Upstream's `calculateBackoffDuration`: 1 s doubled per further attempt, at most 10 s.
-    pub fn backoff(&self) -> Duration {
-        let mut d = INITIAL_BACKOFF;
+    /// Upstream's `calculateBackoffDuration`: the initial backoff (1 s by default) doubled per
+    /// further attempt, at most the maximum (10 s).
+    pub fn backoff(&self, (initial, max): (Duration, Duration)) -> Duration {
+        let mut d = initial;
         for _ in 1..self.attempts {
             d *= 2;
-            if d >= MAX_BACKOFF {
-                return MAX_BACKOFF;
+            if d >= max {
+                return max;
             }
         }
         d
@@ -84,8 +99,9 @@ impl Ord for Active {
     }
 }
 
-#[derive(Default)]
 struct Inner {
+    /// `podInitialBackoffSeconds` and `podMaxBackoffSeconds`.
+    limits: (Duration, Duration),
     active: BinaryHeap<Active>,
     /// (ready at, key) → the pod.
     backoff: BTreeSet<(Instant, Key)>,
@@ -99,6 +115,22 @@ struct Inner {
     closed: bool,
 }
 
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            limits: (INITIAL_BACKOFF, MAX_BACKOFF),
+            active: BinaryHeap::new(),
+            backoff: BTreeSet::new(),
+            backoff_pods: HashMap::new(),
+            unschedulable: HashMap::new(),
+            in_active: HashMap::new(),
+            in_flight: HashMap::new(),
+            move_cycle: 0,
+            closed: false,
+        }
+    }
+}
+
 /// The queue; shared by the informers that feed it and the loop that pops it.
 #[derive(Default)]
 pub struct Queue {
@@ -107,6 +139,13 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// A queue with the given `podInitialBackoffSeconds` and `podMaxBackoffSeconds`.
+    pub fn with_backoff(initial: Duration, max: Duration) -> Arc<Queue> {
+        let q = Queue::default();
+        q.inner.lock().unwrap().limits = (initial, max);
+        Arc::new(q)
+    }
+
     pub fn new() -> Arc<Queue> {
         Arc::new(Queue::default())
     }
@@ -131,11 +170,18 @@ impl Queue {
 
     /// A queued pod changed (labels, tolerations, resources...): it may fit now, so an
     /// unschedulable one goes back to backoff (or active if its backoff is over); elsewhere only
-    /// its object is refreshed.
+    /// its object is refreshed. A change of status alone (the scheduler's own `PodScheduled`
+    /// and `nominatedNodeName` writes) changes nothing it is judged by, so it stays put
+    /// (upstream's `isPodUpdated`); else every failure would retry itself.
     pub fn update(&self, pod: Arc<Pod>) {
         let k = key(&pod);
         let mut q = self.inner.lock().unwrap();
-        if let Some(mut qp) = q.unschedulable.remove(&k) {
+        if let Some(qp) = q.unschedulable.get_mut(&k) {
+            if !updated(&qp.pod, &pod) {
+                qp.pod = pod;
+                return;
+            }
+            let mut qp = q.unschedulable.remove(&k).unwrap();
             qp.pod = pod;
             q.enqueue_after_failure(k, qp);
             drop(q);
@@ -164,7 +210,7 @@ impl Queue {
         q.in_flight.remove(k);
         q.unschedulable.remove(k);
         if let Some(qp) = q.backoff_pods.remove(k) {
-            let at = qp.timestamp + qp.backoff();
+            let at = qp.timestamp + qp.backoff(q.limits);
             q.backoff.remove(&(at, k.to_string()));
         }
         if q.in_active.remove(k).is_some() {
@@ -290,7 +336,7 @@ impl Queue {
 impl Inner {
     /// Into backoff until `timestamp + backoff`, or active if that has passed.
     fn enqueue_after_failure(&mut self, k: Key, qp: QueuedPod) {
-        let at = qp.timestamp + qp.backoff();
+        let at = qp.timestamp + qp.backoff(self.limits);
         if at <= Instant::now() {
             self.in_active.insert(k, ());
             self.active.push(Active(qp));
@@ -354,7 +400,7 @@ mod tests {
         let mut seen = Vec::new();
         for a in 1..=6 {
             qp.attempts = a;
-            seen.push(qp.backoff().as_secs());
+            seen.push(qp.backoff((INITIAL_BACKOFF, MAX_BACKOFF)).as_secs());
         }
         assert_eq!(seen, [1, 2, 4, 8, 10, 10]);
 
@@ -403,6 +449,11 @@ mod tests {
         let u = q.pop().await.unwrap();
         q.unschedulable(u);
         tokio::time::advance(Duration::from_secs(2)).await;
+        let mut status_only = (*pod("u", 0)).clone();
+        status_only.metadata.resource_version = Some("7".into());
+        status_only.status = Some(Default::default());
+        q.update(Arc::new(status_only));
+        assert_eq!(q.lengths(), (0, 0, 1), "its own PodScheduled=False does not retry it");
         q.update(pod("u", 5)); // changed: may fit now
         let u = q.pop().await.unwrap();
         assert_eq!(u.pod.spec.as_ref().unwrap().priority, Some(5));

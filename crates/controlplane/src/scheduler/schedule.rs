@@ -5,23 +5,28 @@
 //! condition). It acts only while its leader [`Term`] is current.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Event, EventSource, Namespace, Node, ObjectReference, Pod, ReplicationController, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use rand::Rng;
 use serde_json::json;
 
 use super::cache::{node_name, Cache};
-use super::framework::{fit_error, prioritize, select_host, Filter, NodeInfo, PodInfo, Score, Status};
-use super::plugins::{default_filters, default_scores};
+use super::config::SchedulerConfiguration;
+use super::framework::{fit_error, select_host, CycleState, NodeInfo, PodInfo, Snapshot, Status};
+use super::preemption::{self, Candidate, Outcome};
+use super::profile::Profile;
 use super::queue::{key, Queue, QueuedPod};
+use super::snapshot::Objects;
 use crate::leader_election::Term;
 
 /// What a watch says, with each relist turned into the applies and deletes it implies (a
@@ -34,8 +39,21 @@ enum Change<K> {
     Listed,
 }
 
+/// `namespace/name`, or the name of a cluster-scoped object.
+fn object_key<K: kube::Resource>(o: &K) -> String {
+    match o.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", o.meta().name.as_deref().unwrap_or("")),
+        None => o.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// How many watches must list once before scheduling starts: nodes, pods, namespaces,
+/// services, replication controllers, replica sets, stateful sets.
+const WATCHES: usize = 7;
+
 /// Follows every object of `api` until the task is dropped, calling `on` for each change;
-/// counts the first complete list in `synced`.
+/// counts the first complete list in `synced`. A kind the API server does not serve (404 on
+/// the list) counts as listed, empty: there is nothing of it to wait for.
 async fn follow<K>(api: Api<K>, synced: &tokio::sync::watch::Sender<usize>, mut on: impl FnMut(Change<K>))
 where
     K: kube::Resource<DynamicType = ()>
@@ -45,14 +63,22 @@ where
         + Send
         + 'static,
 {
-    let object_key =
-        |o: &K| format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.meta().name.as_deref().unwrap_or(""));
     let mut known: HashMap<String, Arc<K>> = HashMap::new();
     let mut relist: Option<HashMap<String, Arc<K>>> = None;
     let mut first = true;
     let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
     while let Some(ev) = events.next().await {
-        let Ok(ev) = ev else { continue };
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                if std::mem::take(&mut first) {
+                    tracing::info!("{} not served: none counted", K::plural(&()));
+                    synced.send_modify(|n| *n += 1);
+                }
+                continue;
+            }
+            Err(_) => continue,
+        };
         match ev {
             watcher::Event::Init => relist = Some(HashMap::new()),
             watcher::Event::InitApply(o) => {
@@ -76,7 +102,7 @@ where
             }
             watcher::Event::Apply(o) => {
                 let o = Arc::new(o);
-                known.insert(object_key(&o), o.clone());
+                known.insert(object_key(o.as_ref()), o.clone());
                 on(Change::Applied(o, false));
             }
             watcher::Event::Delete(o) => {
@@ -87,58 +113,56 @@ where
     }
 }
 
+/// The profile a pod asks for (`spec.schedulerName`; none: the default).
+fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(DEFAULT_SCHEDULER_NAME)
+}
+
 /// Upstream's default profile name: pods with no `schedulerName` get it.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
 
-/// One scheduler profile bound to one API server client.
+/// The scheduler: its profiles (one per `schedulerName` it serves) over one queue and one
+/// cache, as upstream's (so profiles' decisions see each other's assumed pods), bound to one
+/// API server client.
 pub struct Scheduler {
     client: kube::Client,
-    /// The `schedulerName` this scheduler serves.
-    pub name: String,
     queue: Arc<Queue>,
     cache: Mutex<Cache>,
-    filters: Vec<Box<dyn Filter>>,
-    scores: Vec<(Box<dyn Score>, i64)>,
-    /// How many of the two watches (nodes, pods) have listed once: scheduling waits for both,
-    /// as upstream waits for its informers to sync (else a pod popped before the nodes are
-    /// known would be judged against no nodes and wait out a backoff).
+    profiles: HashMap<String, Profile>,
+    /// How many of the watches have listed once: scheduling waits for all of them, as
+    /// upstream waits for its informers to sync (else a pod popped before the nodes are known
+    /// would be judged against no nodes and wait out a backoff).
     synced: tokio::sync::watch::Sender<usize>,
-    /// `percentageOfNodesToScore` (0: upstream's adaptive default).
-    pub percentage_of_nodes_to_score: i32,
-    /// Where the next cycle starts filtering (upstream's `nextStartNodeIndex`): cycles that
-    /// stop early at enough feasible nodes take turns over all of them.
-    next_start: AtomicUsize,
-}
-
-/// Upstream's `minFeasibleNodesToFind` and `minFeasibleNodesPercentageToFind`.
-const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
-const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: i32 = 5;
-
-/// Upstream's `numFeasibleNodesToFind`: how many feasible nodes a cycle looks for before it
-/// stops filtering (all of them below 100 nodes; by default 50 % minus 1 % per 125 nodes, at
-/// least 5 % and at least 100 nodes).
-pub fn num_feasible_nodes_to_find(percentage: i32, all: usize) -> usize {
-    if all < MIN_FEASIBLE_NODES_TO_FIND {
-        return all;
-    }
-    let percentage =
-        if percentage == 0 { (50 - (all / 125) as i32).max(MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND) } else { percentage };
-    (all * percentage as usize / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
 
 impl Scheduler {
-    /// The default profile (upstream's default filters and score weights).
+    /// Upstream's default configuration: the `default-scheduler` profile.
     pub fn new(client: kube::Client) -> Arc<Scheduler> {
+        let profiles = HashMap::from([(DEFAULT_SCHEDULER_NAME.to_string(), super::plugins::default_profile())]);
+        Scheduler::with_profiles(client, Queue::new(), profiles)
+    }
+
+    /// The scheduler a `KubeSchedulerConfiguration` describes.
+    pub fn with_config(client: kube::Client, cfg: &SchedulerConfiguration) -> Arc<Scheduler> {
+        let profiles = cfg
+            .profiles
+            .iter()
+            .map(|p| (p.scheduler_name.clone(), super::plugins::profile(p, cfg.percentage_of_nodes_to_score)))
+            .collect();
+        Scheduler::with_profiles(client, Queue::with_backoff(cfg.pod_initial_backoff, cfg.pod_max_backoff), profiles)
+    }
+
+    fn with_profiles(client: kube::Client, queue: Arc<Queue>, profiles: HashMap<String, Profile>) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             client,
-            name: DEFAULT_SCHEDULER_NAME.into(),
-            queue: Queue::new(),
+            queue,
             cache: Mutex::new(Cache::default()),
-            filters: default_filters(),
-            scores: default_scores(),
+            profiles,
             synced: tokio::sync::watch::channel(0).0,
-            percentage_of_nodes_to_score: 0,
-            next_start: AtomicUsize::new(0),
         })
     }
 
@@ -148,10 +172,15 @@ impl Scheduler {
             tokio::spawn(self.clone().watch_nodes()),
             tokio::spawn(self.clone().watch_pods()),
             tokio::spawn(self.clone().flush_unschedulable()),
+            tokio::spawn(self.clone().watch_objects::<Namespace>(|o| &mut o.namespaces)),
+            tokio::spawn(self.clone().watch_objects::<Service>(|o| &mut o.services)),
+            tokio::spawn(self.clone().watch_objects::<ReplicationController>(|o| &mut o.replication_controllers)),
+            tokio::spawn(self.clone().watch_objects::<ReplicaSet>(|o| &mut o.replica_sets)),
+            tokio::spawn(self.clone().watch_objects::<StatefulSet>(|o| &mut o.stateful_sets)),
         ];
         let mut synced = self.synced.subscribe();
         tokio::select! {
-            _ = synced.wait_for(|n| *n >= 2) => {}
+            _ = synced.wait_for(|n| *n >= WATCHES) => {}
             _ = term.ended() => {}
         }
         loop {
@@ -199,26 +228,58 @@ impl Scheduler {
         .await
     }
 
-    /// Whether this scheduler should place `pod`: not placed, not being deleted, ours.
+    /// Keeps one kind of the objects plugins look up (namespaces, the spreading defaults'
+    /// selectors) in the cache.
+    async fn watch_objects<K>(self: Arc<Self>, field: fn(&mut Objects) -> &mut HashMap<String, Arc<K>>)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + k8s_openapi::serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        follow(Api::<K>::all(self.client.clone()), &self.synced, |change| {
+            let mut cache = self.cache.lock().unwrap();
+            match change {
+                Change::Applied(o, _) => {
+                    field(cache.objects_mut()).insert(object_key(o.as_ref()), o);
+                }
+                Change::Deleted(o) => {
+                    field(cache.objects_mut()).remove(&object_key(o.as_ref()));
+                }
+                Change::Listed => {}
+            }
+        })
+        .await
+    }
+
+    /// Whether this scheduler should place `pod`: not placed, not being deleted, one of its
+    /// profiles'.
     fn wants(&self, pod: &Pod) -> bool {
-        let ours =
-            pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or(DEFAULT_SCHEDULER_NAME) == self.name;
-        ours && node_name(pod).is_none() && pod.metadata.deletion_timestamp.is_none()
+        self.profiles.contains_key(scheduler_name(pod))
+            && node_name(pod).is_none()
+            && pod.metadata.deletion_timestamp.is_none()
     }
 
     fn pod_seen(&self, pod: Arc<Pod>) {
         if self.wants(&pod) {
+            self.cache.lock().unwrap().pending_pod(pod.clone());
             self.queue.add(pod);
         } else {
             let k = key(&pod);
             self.queue.delete(&k);
-            let freed = {
+            let (freed, arrived) = {
                 let mut cache = self.cache.lock().unwrap();
+                let known = cache.bound(&k);
                 cache.set_pod(pod.clone());
-                !super::cache::holds_resources(&pod)
+                let holds = super::cache::holds_resources(&pod);
+                (!holds, holds && !known)
             };
-            if freed && node_name(&pod).is_some() {
-                // A pod that finished frees room others may be waiting for.
+            // A pod that finished frees room others may be waiting for; a pod newly bound may
+            // be what another's affinity waits for (upstream's AssignedPodAdded).
+            if (freed && node_name(&pod).is_some()) || arrived {
                 self.queue.move_all();
             }
         }
@@ -238,27 +299,21 @@ impl Scheduler {
         }
     }
 
-    /// One scheduling cycle; if a node was found, the pod is assumed there and its binding
-    /// cycle runs on its own task (as upstream's goroutine), so the next pod's cycle starts
-    /// at once and already sees this one on its node.
+    /// One scheduling cycle, under the pod's profile; if a node was found, the pod is assumed
+    /// there and its binding cycle runs on its own task (as upstream's goroutine), so the next
+    /// pod's cycle starts at once and already sees this one on its node.
     async fn schedule_one(self: &Arc<Self>, qp: QueuedPod, term: &Term) {
+        let Some(profile) = self.profiles.get(scheduler_name(&qp.pod)) else {
+            return self.queue.done(&key(&qp.pod));
+        };
         let pod = PodInfo::new(qp.pod.clone());
-        let nodes = self.cache.lock().unwrap().snapshot();
-        let (feasible, statuses) = self.filter(&pod, &nodes);
+        let snapshot = self.cache.lock().unwrap().snapshot();
+        let mut state = profile.pre_filter(&pod, &snapshot);
+        let (feasible, statuses) = self.find_nodes(profile, &state, &pod, &snapshot);
         if feasible.is_empty() {
-            let msg = if nodes.is_empty() {
-                "no nodes available to schedule pods".to_string()
-            } else {
-                fit_error(nodes.len(), &statuses, None)
-            };
-            tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
-            let me = self.clone();
-            let pod = qp.pod.clone();
-            tokio::spawn(async move { me.report_unschedulable(&pod, &msg).await });
-            self.queue.unschedulable(qp);
-            return;
+            return self.unschedulable(profile, qp, &pod, &state, &snapshot, &statuses, term).await;
         }
-        let totals = prioritize(&pod, &feasible, &self.scores);
+        let totals = profile.prioritize(&mut state, &pod, &snapshot, &feasible);
         let chosen = select_host(&totals, |n| rand::thread_rng().gen_range(0..n)).unwrap_or(0);
         let node = feasible[chosen].name().to_string();
         let k = key(&qp.pod);
@@ -268,7 +323,7 @@ impl Scheduler {
             self.queue.retry(qp);
             return;
         }
-        let (evaluated, feasible) = (statuses.len(), feasible.len());
+        let (evaluated, feasible) = (statuses.len().max(1), feasible.len());
         let me = self.clone();
         tokio::spawn(async move { me.binding_cycle(qp, node, evaluated, feasible).await });
     }
@@ -276,6 +331,7 @@ impl Scheduler {
     /// Binds an assumed pod; on failure it no longer counts and goes back to the queue.
     async fn binding_cycle(&self, qp: QueuedPod, node: String, evaluated: usize, feasible: usize) {
         let k = key(&qp.pod);
+        let component = scheduler_name(&qp.pod);
         match self.bind(&qp.pod, &node).await {
             Ok(()) => {
                 tracing::info!(pod = %k, node = %node, evaluatedNodes = evaluated, feasibleNodes = feasible, "Successfully bound pod to node");
@@ -283,42 +339,77 @@ impl Scheduler {
                 let ns = qp.pod.metadata.namespace.clone().unwrap_or_default();
                 let name = qp.pod.metadata.name.clone().unwrap_or_default();
                 let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                self.event(&qp.pod, "Normal", "Scheduled", "Binding", &msg).await;
+                self.event(component, &qp.pod, "Normal", "Scheduled", "Binding", &msg).await;
             }
             Err(e) => {
                 self.cache.lock().unwrap().forget(&k);
                 let msg = format!("running Bind plugin \"DefaultBinder\": {e}");
                 tracing::info!(pod = %k, "{msg}");
-                self.event(&qp.pod, "Warning", "FailedScheduling", "Scheduling", &msg).await;
+                self.event(component, &qp.pod, "Warning", "FailedScheduling", "Scheduling", &msg).await;
                 self.queue.retry(qp);
             }
         }
     }
 
-    /// Nodes through the filters in order (the first that rules a node out gives its
-    /// reasons), from where the last cycle stopped, until enough are feasible
-    /// ([`num_feasible_nodes_to_find`]): the feasible nodes, and the status of each node
-    /// looked at (all of them when too few fit, so a failure's message counts every node).
-    fn filter<'a>(&self, pod: &PodInfo, nodes: &'a [Arc<NodeInfo>]) -> (Vec<&'a NodeInfo>, Vec<Status>) {
-        let want = num_feasible_nodes_to_find(self.percentage_of_nodes_to_score, nodes.len());
-        let start = if nodes.is_empty() { 0 } else { self.next_start.load(Ordering::Relaxed) % nodes.len() };
-        let mut feasible = Vec::new();
-        let mut statuses = Vec::with_capacity(nodes.len());
-        for i in 0..nodes.len() {
-            if feasible.len() >= want {
-                break;
-            }
-            let n = &nodes[(start + i) % nodes.len()];
-            let status = self.filters.iter().map(|f| f.filter(pod, n)).find(|s| !s.fits()).unwrap_or(Status::Fits);
-            if status.fits() {
-                feasible.push(&**n);
-            }
-            statuses.push(status);
+    /// The pod fits no node: PostFilter (preemption, while this scheduler leads), then the
+    /// failure reported as upstream's `handleSchedulingFailure` does, and the pod queued as
+    /// unschedulable (its victims' deletion will move it).
+    #[allow(clippy::too_many_arguments)]
+    async fn unschedulable(
+        &self,
+        profile: &Profile,
+        qp: QueuedPod,
+        pod: &PodInfo,
+        state: &CycleState,
+        snapshot: &Snapshot,
+        statuses: &[Status],
+        term: &Term,
+    ) {
+        if snapshot.nodes.is_empty() {
+            let msg = "no nodes available to schedule pods";
+            tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
+            self.report_unschedulable(&qp.pod, msg, None).await;
+            return self.queue.unschedulable(qp);
         }
-        if !nodes.is_empty() {
-            self.next_start.store((start + statuses.len()) % nodes.len(), Ordering::Relaxed);
+        // `nominate`: None leaves the pod's nomination as it is, Some(None) clears it.
+        let (post, nominate) = match preemption::preempt(profile, state, pod, snapshot, statuses) {
+            Outcome::NotEligible(msg) => (Some(msg), None),
+            Outcome::NoCandidate(msg) => (Some(msg), Some(None)),
+            Outcome::Preempt(c) => {
+                if !term.is_current() {
+                    return self.queue.retry(qp);
+                }
+                let node = c.node.clone();
+                self.prepare_candidate(&qp.pod, c, snapshot).await;
+                (None, Some(Some(node)))
+            }
+        };
+        let msg = fit_error(snapshot.nodes.len(), statuses, post.as_deref());
+        tracing::info!(pod = %key(&qp.pod), "unable to schedule pod: {msg}");
+        // Cleared only if there is one to clear (upstream's ModeOverride with "").
+        let had = qp.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let nominate = nominate.filter(|n| n.is_some() || had);
+        self.report_unschedulable(&qp.pod, &msg, nominate.as_ref().map(Option::as_deref)).await;
+        self.queue.unschedulable(qp);
+    }
+
+    /// The nodes the pod passes the filters on, and every node's status. A pod nominated to a
+    /// node by an earlier preemption tries that node alone first (upstream's
+    /// `evaluateNominatedNode`): its victims made room there.
+    fn find_nodes<'a>(
+        &self,
+        profile: &Profile,
+        state: &CycleState,
+        pod: &PodInfo,
+        snapshot: &'a Snapshot,
+    ) -> (Vec<&'a NodeInfo>, Vec<Status>) {
+        let nominated = pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref());
+        if let Some(node) = nominated.and_then(|n| snapshot.node(n)) {
+            if profile.filter_on(state, pod, node, snapshot).fits() {
+                return (vec![node], Vec::new());
+            }
         }
-        (feasible, statuses)
+        profile.find_feasible(state, pod, snapshot)
     }
 
     /// upstream's DefaultBinder: a Binding of the pod (by uid) to the node.
@@ -337,14 +428,56 @@ impl Scheduler {
             .map(|_| ())
     }
 
+    /// Upstream's `prepareCandidate`: each victim is marked `DisruptionTarget` (reason
+    /// `PreemptionByScheduler`) and deleted gracefully, with a `Preempted` event; pods of lower
+    /// priority nominated to the node lose their nomination (the room is taken); the pod is
+    /// nominated there at once so that the next cycles keep the room for it.
+    async fn prepare_candidate(&self, pod: &Arc<Pod>, c: Candidate, snapshot: &Snapshot) {
+        self.cache.lock().unwrap().nominate(pod.clone(), &c.node);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        for v in &c.victims {
+            let (ns, name) = (v.namespace().to_string(), v.name().to_string());
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let condition = json!({"status": {"conditions": [{
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": format!("{}: preempting to accommodate a higher priority pod", scheduler_name(pod)),
+                "lastTransitionTime": Timestamp::now().to_string(),
+            }]}});
+            if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(condition)).await {
+                tracing::info!(pod = %key(&v.pod), "could not mark the victim: {e}");
+            }
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    let msg = format!("Preempted by pod {uid} on node {}", c.node);
+                    self.event(scheduler_name(pod), &v.pod, "Normal", "Preempted", "Preempting", &msg).await;
+                }
+                Err(e) => tracing::info!(pod = %key(&v.pod), "could not preempt: {e}"),
+            }
+        }
+        for p in preemption::lower_priority_nominated(pod, &c.node, snapshot) {
+            self.cache.lock().unwrap().unnominate(&key(&p.pod));
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), p.namespace());
+            let clear = json!({"status": {"nominatedNodeName": null}});
+            if let Err(e) = api.patch_status(p.name(), &PatchParams::default(), &Patch::Merge(clear)).await {
+                tracing::info!(pod = %key(&p.pod), "could not clear the nomination: {e}");
+            }
+        }
+    }
+
     /// The pod fits nowhere: a `FailedScheduling` event and the `PodScheduled=False` condition
-    /// with reason `Unschedulable`, as upstream writes them.
-    async fn report_unschedulable(&self, pod: &Pod, msg: &str) {
-        self.event(pod, "Warning", "FailedScheduling", "Scheduling", msg).await;
+    /// with reason `Unschedulable`, as upstream writes them, with `status.nominatedNodeName`
+    /// set or cleared (`Some(None)`) as preemption decided.
+    async fn report_unschedulable(&self, pod: &Pod, msg: &str, nominate: Option<Option<&str>>) {
+        self.event(scheduler_name(pod), pod, "Warning", "FailedScheduling", "Scheduling", msg).await;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let patch = json!({"status": {"conditions": [{
+        if nominate == Some(None) {
+            self.cache.lock().unwrap().unnominate(&key(pod));
+        }
+        let mut patch = json!({"status": {"conditions": [{
             "type": "PodScheduled",
             "status": "False",
             "reason": "Unschedulable",
@@ -352,12 +485,16 @@ impl Scheduler {
             "lastProbeTime": null,
             "lastTransitionTime": Timestamp::now().to_string(),
         }]}});
+        if let Some(node) = nominate {
+            patch["status"]["nominatedNodeName"] = json!(node);
+        }
         if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)).await {
             tracing::info!(pod = %key(pod), "could not record PodScheduled=False: {e}");
         }
     }
 
-    async fn event(&self, pod: &Pod, type_: &str, reason: &str, action: &str, msg: &str) {
+    /// An event about `pod` from the profile `component` (upstream's recorder per profile).
+    async fn event(&self, component: &str, pod: &Pod, type_: &str, reason: &str, action: &str, msg: &str) {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let now = Timestamp::now();
@@ -380,8 +517,8 @@ impl Scheduler {
             message: Some(msg.into()),
             type_: Some(type_.into()),
             action: Some(action.into()),
-            source: Some(EventSource { component: Some(self.name.clone()), host: None }),
-            reporting_component: Some(self.name.clone()),
+            source: Some(EventSource { component: Some(component.to_string()), host: None }),
+            reporting_component: Some(component.to_string()),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             count: Some(1),
@@ -391,21 +528,5 @@ impl Scheduler {
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::info!("could not record event {reason} for {}: {e}", msg);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::num_feasible_nodes_to_find as find;
-
-    #[test]
-    fn feasible_nodes_to_find_as_upstream() {
-        assert_eq!(find(0, 50), 50);
-        assert_eq!(find(0, 100), 100);
-        assert_eq!(find(0, 1000), 420);
-        assert_eq!(find(0, 5000), 500);
-        assert_eq!(find(0, 10000), 500);
-        assert_eq!(find(100, 1000), 1000);
-        assert_eq!(find(1, 1000), 100);
     }
 }

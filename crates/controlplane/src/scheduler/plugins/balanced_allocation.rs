@@ -3,7 +3,7 @@
 //! counting actual requests. Pods that request neither are not scored by it (upstream skips
 //! best-effort pods, so that they do not all pile onto one node).
 
-use crate::scheduler::framework::{NodeInfo, PodInfo, Score, MAX_NODE_SCORE};
+use crate::scheduler::framework::{CycleState, NodeInfo, PodInfo, Score, MAX_NODE_SCORE};
 
 pub struct BalancedAllocation;
 
@@ -12,7 +12,7 @@ impl Score for BalancedAllocation {
         "NodeResourcesBalancedAllocation"
     }
 
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let (want, used, have) = (&pod.requests, &node.requested, &node.allocatable);
         if want.milli_cpu == 0 && want.memory == 0 {
             return 0;
@@ -47,11 +47,15 @@ mod tests {
                 json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}),
             )
         };
-        assert_eq!(BalancedAllocation.score(&ask("2", "4Gi"), &n), 100);
+        assert_eq!(BalancedAllocation.score(&CycleState::default(), &ask("2", "4Gi"), &n), 100);
         // cpu 1.0, memory 0.25: std 0.375 → 62.
-        assert_eq!(BalancedAllocation.score(&ask("4", "2Gi"), &n), 62);
+        assert_eq!(BalancedAllocation.score(&CycleState::default(), &ask("4", "2Gi"), &n), 62);
         assert_eq!(
-            BalancedAllocation.score(&pod(json!({"spec": {"containers": [{"name": "c"}]}})), &n),
+            BalancedAllocation.score(
+                &CycleState::default(),
+                &pod(json!({"spec": {"containers": [{"name": "c"}]}})),
+                &n
+            ),
             0,
             "best-effort: not scored"
         );

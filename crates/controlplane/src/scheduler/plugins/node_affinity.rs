@@ -1,9 +1,9 @@
 //! `NodeAffinity` (the filter): the pod's `nodeSelector` and its required node affinity
 //! (`requiredDuringSchedulingIgnoredDuringExecution`) must both match the node.
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod};
 
-use crate::scheduler::framework::{default_normalize, Filter, NodeInfo, PodInfo, Score, Status};
+use crate::scheduler::framework::{default_normalize, CycleState, Filter, NodeInfo, PodInfo, Score, Status};
 
 /// Upstream's `ErrReasonPod`.
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
@@ -15,23 +15,28 @@ impl Filter for NodeAffinity {
         "NodeAffinity"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let Some(spec) = &pod.pod.spec else { return Status::Fits };
-        let labels = node.node.metadata.labels.clone().unwrap_or_default();
-        let selector_ok = spec.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-        let required = spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
-        // Terms are ORed; a selector without terms matches no node.
-        let affinity_ok = required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, &node.node)));
-        if selector_ok && affinity_ok {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        if matches_required(&pod.pod, &node.node) {
             Status::Fits
         } else {
             Status::unresolvable(REASON)
         }
     }
+}
+
+/// Whether the node meets the pod's `nodeSelector` and required node affinity (upstream's
+/// `GetRequiredNodeAffinity(pod).Match(node)`, which spreading uses too).
+pub fn matches_required(pod: &Pod, node: &Node) -> bool {
+    let Some(spec) = &pod.spec else { return true };
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let selector_ok = spec.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+    // Terms are ORed; a selector without terms matches no node.
+    selector_ok && required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
 }
 
 /// The score: the summed weights of the preferred terms
@@ -42,7 +47,7 @@ impl Score for NodeAffinity {
         "NodeAffinity"
     }
 
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let preferred = pod
             .pod
             .spec
@@ -58,7 +63,7 @@ impl Score for NodeAffinity {
             .sum()
     }
 
-    fn normalize(&self, scores: &mut [i64]) {
+    fn normalize(&self, _state: &CycleState, _nodes: &[&NodeInfo], scores: &mut [i64]) {
         default_normalize(scores, false);
     }
 }
@@ -124,9 +129,9 @@ mod tests {
         );
         let n = |labels: serde_json::Value| node(json!({"metadata": {"name": "n", "labels": labels}}));
         let nodes = [n(json!({"zone": "a", "disk": "ssd"})), n(json!({"zone": "a"})), n(json!({"zone": "b"}))];
-        let mut s: Vec<i64> = nodes.iter().map(|x| NodeAffinity.score(&p, x)).collect();
+        let mut s: Vec<i64> = nodes.iter().map(|x| NodeAffinity.score(&CycleState::default(), &p, x)).collect();
         assert_eq!(s, [100, 80, 0]);
-        NodeAffinity.normalize(&mut s);
+        NodeAffinity.normalize(&CycleState::default(), &[], &mut s);
         assert_eq!(s, [100, 80, 0]);
     }
 
@@ -134,23 +139,46 @@ mod tests {
     fn selector_and_required_affinity() {
         let n = node(json!({"metadata": {"name": "n1", "labels": {"zone": "a", "disk": "ssd", "cores": "8"}}}));
         let sel = |v: serde_json::Value| pod(json!({"spec": {"containers": [], "nodeSelector": v}}));
-        assert!(NodeAffinity.filter(&sel(json!({"zone": "a"})), &n).fits());
-        assert_eq!(NodeAffinity.filter(&sel(json!({"zone": "b"})), &n), Status::unresolvable(REASON));
+        assert!(NodeAffinity.filter(&CycleState::default(), &sel(json!({"zone": "a"})), &n).fits());
+        assert_eq!(
+            NodeAffinity.filter(&CycleState::default(), &sel(json!({"zone": "b"})), &n),
+            Status::unresolvable(REASON)
+        );
 
         let expr = |key: &str, op: &str, values: &[&str]| json!({"matchExpressions": [{"key": key, "operator": op, "values": values}]});
-        assert!(NodeAffinity.filter(&with_affinity(json!([expr("zone", "In", &["a", "b"])])), &n).fits());
-        assert!(!NodeAffinity.filter(&with_affinity(json!([expr("zone", "NotIn", &["a"])])), &n).fits());
-        assert!(NodeAffinity.filter(&with_affinity(json!([expr("gpu", "DoesNotExist", &[])])), &n).fits());
-        assert!(NodeAffinity.filter(&with_affinity(json!([expr("cores", "Gt", &["4"])])), &n).fits());
-        assert!(!NodeAffinity.filter(&with_affinity(json!([expr("cores", "Lt", &["4"])])), &n).fits());
+        assert!(NodeAffinity
+            .filter(&CycleState::default(), &with_affinity(json!([expr("zone", "In", &["a", "b"])])), &n)
+            .fits());
+        assert!(!NodeAffinity
+            .filter(&CycleState::default(), &with_affinity(json!([expr("zone", "NotIn", &["a"])])), &n)
+            .fits());
+        assert!(NodeAffinity
+            .filter(&CycleState::default(), &with_affinity(json!([expr("gpu", "DoesNotExist", &[])])), &n)
+            .fits());
+        assert!(NodeAffinity
+            .filter(&CycleState::default(), &with_affinity(json!([expr("cores", "Gt", &["4"])])), &n)
+            .fits());
+        assert!(!NodeAffinity
+            .filter(&CycleState::default(), &with_affinity(json!([expr("cores", "Lt", &["4"])])), &n)
+            .fits());
         // Terms are ORed.
         assert!(NodeAffinity
-            .filter(&with_affinity(json!([expr("zone", "In", &["b"]), expr("disk", "Exists", &[])])), &n)
+            .filter(
+                &CycleState::default(),
+                &with_affinity(json!([expr("zone", "In", &["b"]), expr("disk", "Exists", &[])])),
+                &n
+            )
             .fits());
         // Fields: metadata.name only.
         let by_name = json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]);
-        assert!(NodeAffinity.filter(&with_affinity(by_name), &n).fits());
-        assert!(!NodeAffinity.filter(&with_affinity(json!([{}])), &n).fits(), "an empty term matches nothing");
-        assert!(!NodeAffinity.filter(&with_affinity(json!([])), &n).fits(), "no terms match nothing");
+        assert!(NodeAffinity.filter(&CycleState::default(), &with_affinity(by_name), &n).fits());
+        assert!(
+            !NodeAffinity.filter(&CycleState::default(), &with_affinity(json!([{}])), &n).fits(),
+            "an empty term matches nothing"
+        );
+        assert!(
+            !NodeAffinity.filter(&CycleState::default(), &with_affinity(json!([])), &n).fits(),
+            "no terms match nothing"
+        );
     }
 }

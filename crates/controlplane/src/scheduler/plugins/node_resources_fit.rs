@@ -3,7 +3,7 @@
 //! upstream's: "Too many pods", "Insufficient cpu", "Insufficient memory", "Insufficient
 //! ephemeral-storage", "Insufficient <extended resource>".
 
-use crate::scheduler::framework::{Filter, NodeInfo, PodInfo, Score, Status, MAX_NODE_SCORE};
+use crate::scheduler::framework::{CycleState, Filter, NodeInfo, PodInfo, Score, Status, MAX_NODE_SCORE};
 
 pub struct NodeResourcesFit;
 
@@ -17,7 +17,7 @@ impl Score for LeastAllocated {
         "NodeResourcesFit"
     }
 
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let (used, want, have) = (&node.non_zero_requested, &pod.non_zero_requests, &node.allocatable);
         let pairs = [(used.milli_cpu + want.milli_cpu, have.milli_cpu), (used.memory + want.memory, have.memory)];
         let (mut total, mut weights) = (0, 0);
@@ -41,7 +41,7 @@ impl Filter for NodeResourcesFit {
         "NodeResourcesFit"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         let (want, have, used) = (&pod.requests, &node.allocatable, &node.requested);
         let mut reasons = Vec::new();
         if node.pods.len() as i64 + 1 > have.allowed_pods {
@@ -90,12 +90,12 @@ mod tests {
             )
         };
         // cpu (4000-1000)/4000 = 75, memory (8-2)/8 = 75.
-        assert_eq!(LeastAllocated.score(&asking("1", "2Gi"), &n("4", "8Gi")), 75);
+        assert_eq!(LeastAllocated.score(&CycleState::default(), &asking("1", "2Gi"), &n("4", "8Gi")), 75);
         // cpu 50, memory (4-2)/4 = 50.
-        assert_eq!(LeastAllocated.score(&asking("1", "2Gi"), &n("2", "4Gi")), 50);
+        assert_eq!(LeastAllocated.score(&CycleState::default(), &asking("1", "2Gi"), &n("2", "4Gi")), 50);
         // A pod without requests counts 100m and 200Mi.
         let none = pod(json!({"spec": {"containers": [{"name": "c"}]}}));
-        assert_eq!(LeastAllocated.score(&none, &n("1", "2000Mi")), (90 + 90) / 2);
+        assert_eq!(LeastAllocated.score(&CycleState::default(), &none, &n("1", "2000Mi")), (90 + 90) / 2);
     }
 
     #[test]
@@ -103,18 +103,27 @@ mod tests {
         let mut n = node(
             json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "2"}}}),
         );
-        assert!(NodeResourcesFit.filter(&asking("1500m", "1Gi"), &n).fits());
+        assert!(NodeResourcesFit.filter(&CycleState::default(), &asking("1500m", "1Gi"), &n).fits());
         n.add_pod(asking("1", "3Gi"));
         assert_eq!(
-            NodeResourcesFit.filter(&asking("1500m", "2Gi"), &n),
+            NodeResourcesFit.filter(&CycleState::default(), &asking("1500m", "2Gi"), &n),
             Status::Unschedulable(vec!["Insufficient cpu".into(), "Insufficient memory".into()])
         );
-        assert!(NodeResourcesFit.filter(&asking("1", "1Gi"), &n).fits(), "exactly what is left fits");
+        assert!(
+            NodeResourcesFit.filter(&CycleState::default(), &asking("1", "1Gi"), &n).fits(),
+            "exactly what is left fits"
+        );
         n.add_pod(asking("0", "0"));
-        assert_eq!(NodeResourcesFit.filter(&asking("0", "0"), &n), Status::unschedulable("Too many pods"));
+        assert_eq!(
+            NodeResourcesFit.filter(&CycleState::default(), &asking("0", "0"), &n),
+            Status::unschedulable("Too many pods")
+        );
         let gpu =
             pod(json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"example.com/gpu": "1"}}}]}}));
         let n = node(json!({"metadata": {"name": "n2"}, "status": {"allocatable": {"cpu": "2", "pods": "10"}}}));
-        assert_eq!(NodeResourcesFit.filter(&gpu, &n), Status::unschedulable("Insufficient example.com/gpu"));
+        assert_eq!(
+            NodeResourcesFit.filter(&CycleState::default(), &gpu, &n),
+            Status::unschedulable("Insufficient example.com/gpu")
+        );
     }
 }

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Taint;
 
 use super::tolerates;
-use crate::scheduler::framework::{Filter, NodeInfo, PodInfo, Status};
+use crate::scheduler::framework::{CycleState, Filter, NodeInfo, PodInfo, Status};
 
 /// Upstream's `ErrReasonUnschedulable`.
 pub const REASON: &str = "node(s) were unschedulable";
@@ -16,7 +16,7 @@ impl Filter for NodeUnschedulable {
         "NodeUnschedulable"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         if !node.node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
             return Status::Fits;
         }
@@ -41,11 +41,13 @@ mod tests {
     fn cordoned_nodes_take_only_pods_that_tolerate_it() {
         let cordoned = node(json!({"metadata": {"name": "n1"}, "spec": {"unschedulable": true}}));
         let plain = pod(json!({"spec": {"containers": []}}));
-        assert_eq!(NodeUnschedulable.filter(&plain, &cordoned), Status::unresolvable(REASON));
+        assert_eq!(NodeUnschedulable.filter(&CycleState::default(), &plain, &cordoned), Status::unresolvable(REASON));
         let tolerant = pod(
             json!({"spec": {"containers": [], "tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}),
         );
-        assert!(NodeUnschedulable.filter(&tolerant, &cordoned).fits());
-        assert!(NodeUnschedulable.filter(&plain, &node(json!({"metadata": {"name": "n2"}}))).fits());
+        assert!(NodeUnschedulable.filter(&CycleState::default(), &tolerant, &cordoned).fits());
+        assert!(NodeUnschedulable
+            .filter(&CycleState::default(), &plain, &node(json!({"metadata": {"name": "n2"}})))
+            .fits());
     }
 }

@@ -1,9 +1,9 @@
 //! `TaintToleration`: a node's `NoSchedule` and `NoExecute` taints keep off every pod that does
 //! not tolerate them; the first untolerated taint is the reason users see.
 
-use k8s_openapi::api::core::v1::{Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 
-use crate::scheduler::framework::{default_normalize, Filter, NodeInfo, PodInfo, Score, Status};
+use crate::scheduler::framework::{default_normalize, CycleState, Filter, NodeInfo, PodInfo, Score, Status};
 
 pub struct TaintToleration;
 
@@ -25,19 +25,23 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
 }
 
+/// The first of the node's `NoSchedule` / `NoExecute` taints the pod does not tolerate.
+pub fn untolerated<'a>(pod: &Pod, node: &'a Node) -> Option<&'a Taint> {
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
+    taints
+        .iter()
+        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .find(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
+}
+
 impl Filter for TaintToleration {
     fn name(&self) -> &'static str {
         "TaintToleration"
     }
 
-    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let taints = node.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
-        let tolerations = pod.pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
-        let untolerated = taints
-            .iter()
-            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-            .find(|taint| !tolerations.iter().any(|t| tolerates(t, taint)));
-        match untolerated {
+    fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        match untolerated(&pod.pod, &node.node) {
             None => Status::Fits,
             Some(t) => Status::unresolvable(format!(
                 "node(s) had untolerated taint {{{}: {}}}",
@@ -55,7 +59,7 @@ impl Score for TaintToleration {
         "TaintToleration"
     }
 
-    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> i64 {
         let taints = node.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
         // Only tolerations that may apply to PreferNoSchedule count here.
         let tolerations: Vec<&Toleration> = pod
@@ -74,7 +78,7 @@ impl Score for TaintToleration {
             .count() as i64
     }
 
-    fn normalize(&self, scores: &mut [i64]) {
+    fn normalize(&self, _state: &CycleState, _nodes: &[&NodeInfo], scores: &mut [i64]) {
         default_normalize(scores, true);
     }
 }
@@ -94,13 +98,13 @@ mod tests {
         };
         let p = pod(json!({"spec": {"containers": []}}));
         let nodes = [soft(0), soft(1), soft(2)];
-        let mut s: Vec<i64> = nodes.iter().map(|n| TaintToleration.score(&p, n)).collect();
-        TaintToleration.normalize(&mut s);
+        let mut s: Vec<i64> = nodes.iter().map(|n| TaintToleration.score(&CycleState::default(), &p, n)).collect();
+        TaintToleration.normalize(&CycleState::default(), &[], &mut s);
         assert_eq!(s, [100, 50, 0]);
         let tolerant = pod(
             json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists", "effect": "PreferNoSchedule"}]}}),
         );
-        assert_eq!(TaintToleration.score(&tolerant, &soft(2)), 0);
+        assert_eq!(TaintToleration.score(&CycleState::default(), &tolerant, &soft(2)), 0);
     }
 
     #[test]
@@ -111,22 +115,22 @@ mod tests {
         ]}}));
         let plain = pod(json!({"spec": {"containers": []}}));
         assert_eq!(
-            TaintToleration.filter(&plain, &n),
+            TaintToleration.filter(&CycleState::default(), &plain, &n),
             Status::unresolvable("node(s) had untolerated taint {dedicated: gpu}")
         );
         let equal = pod(
             json!({"spec": {"containers": [], "tolerations": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
         );
-        assert!(TaintToleration.filter(&equal, &n).fits());
+        assert!(TaintToleration.filter(&CycleState::default(), &equal, &n).fits());
         let other_value = pod(
             json!({"spec": {"containers": [], "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "cpu"}]}}),
         );
-        assert!(!TaintToleration.filter(&other_value, &n).fits());
+        assert!(!TaintToleration.filter(&CycleState::default(), &other_value, &n).fits());
         let everything = pod(json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists"}]}}));
-        assert!(TaintToleration.filter(&everything, &n).fits());
+        assert!(TaintToleration.filter(&CycleState::default(), &everything, &n).fits());
         let wrong_effect = pod(
             json!({"spec": {"containers": [], "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]}}),
         );
-        assert!(!TaintToleration.filter(&wrong_effect, &n).fits());
+        assert!(!TaintToleration.filter(&CycleState::default(), &wrong_effect, &n).fits());
     }
 }
