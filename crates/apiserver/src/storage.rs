@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::etcd::{self, Etcd};
 use crate::meta::{now_rfc3339, rfc3339};
 pub use crate::resources::Part;
+use crate::resources::admission::{self, Attributes, ObjectReader, Operation};
 use crate::resources::{check_name, AllocContext, Resource, Subresource, NAMESPACES};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult, FieldError};
@@ -96,6 +97,11 @@ impl Storage {
 
     pub async fn create(&self, res: &'static Resource, ns: Option<&str>, body: Value) -> ApiResult<Value> {
         let mut obj = prepare_body(res, ns, body)?;
+        // Mutating admission sees the decoded, defaulted body, as upstream's create handler
+        // runs it before the strategy's PrepareForCreate and validation.
+        let asked_name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let attrs = Attributes { res, op: Operation::Create, ns, name: &asked_name, reader: self };
+        admission::admit(&attrs, &mut obj).await?;
         let meta = &mut obj["metadata"];
         if let Some(m) = meta.as_object_mut() {
             for server_owned in [
@@ -138,6 +144,7 @@ impl Storage {
             }
             validate(res, &obj)?;
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            admission::validate(&Attributes { name: &name, ..attrs }, &obj).await?;
             let key = self.key(res, ns, &name);
             let mut compare = vec![etcd::cmp_absent(&key)];
             let mut failure = vec![etcd::op_get(&key)];
@@ -298,6 +305,12 @@ impl Storage {
             if res.serves(Subresource::Status) && part == Part::Main {
                 new["status"] = old["status"].clone();
             }
+            // Admission sees updates of the main resource only, as upstream's plugins ignore
+            // subresources.
+            let attrs = Attributes { res, op: Operation::Update { old: &old }, ns, name, reader: self };
+            if part == Part::Main {
+                admission::admit(&attrs, &mut new).await?;
+            }
             (res.prepare_update)(&old, &mut new, part);
             if let Some(a) = res.allocator.filter(|_| part == Part::Main) {
                 a.keep_on_update(&old, &mut new);
@@ -309,6 +322,9 @@ impl Storage {
                 return Err(ApiError::invalid(&res.qualified_kind(), name, &errs));
             }
             validate(res, &new)?;
+            if part == Part::Main {
+                admission::validate(&attrs, &new).await?;
+            }
             if res.generation && old["spec"] != new["spec"] {
                 new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
             }
@@ -466,6 +482,35 @@ impl Storage {
     /// What goes with an object when it is removed: what its kind's allocator handed out.
     fn release_ops(&self, res: &Resource, obj: &Value) -> Vec<RequestOp> {
         res.allocator.map(|a| a.release(&self.prefix, obj)).unwrap_or_default()
+    }
+}
+
+/// What admission plugins read: the registry itself, so a plugin sees every committed write.
+impl ObjectReader for Storage {
+    fn get_object<'a>(
+        &'a self,
+        res: &'static Resource,
+        ns: Option<&'a str>,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, ApiResult<Option<Value>>> {
+        Box::pin(async move {
+            match self.get(res, ns, name).await {
+                Ok(obj) => Ok(Some(obj)),
+                Err(e) if e.code == 404 => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn list_objects<'a>(
+        &'a self,
+        res: &'static Resource,
+        ns: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, ApiResult<Vec<Value>>> {
+        Box::pin(async move {
+            let listed = self.list(res, ns, &ListOptions::default()).await?;
+            Ok(listed.items.into_iter().map(Arc::unwrap_or_clone).collect())
+        })
     }
 }
 

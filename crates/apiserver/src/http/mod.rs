@@ -41,6 +41,9 @@ pub struct Ctx {
     pub server_address: String,
     /// Wakes the namespace controller when a namespace is marked for deletion here.
     pub namespace_deleted: crate::namespace_controller::in_server::Nudge,
+    /// Set once the built-in priority classes exist (upstream's post-start hook, which
+    /// `/readyz` waits for).
+    pub priority_classes_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
@@ -93,11 +96,25 @@ async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>
 }
 
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), ctx.storage.etcd.revision()).await {
-        Ok(Ok(_)) => "ok".into_response(),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n")
-            .into_response(),
+    let etcd = matches!(tokio::time::timeout(Duration::from_secs(2), ctx.storage.etcd.revision()).await, Ok(Ok(_)));
+    let classes = ctx.priority_classes_ready.load(std::sync::atomic::Ordering::Acquire);
+    if etcd && classes {
+        return "ok".into_response();
     }
+    // Upstream's verbose-on-failure report, one line per check.
+    let check = |ok: bool, name: &str| {
+        if ok {
+            format!("[+]{name} ok\n")
+        } else {
+            format!("[-]{name} failed: reason withheld\n")
+        }
+    };
+    let body = format!(
+        "[+]ping ok\n{}{}readyz check failed\n",
+        check(etcd, "etcd"),
+        check(classes, "poststarthook/scheduling/bootstrap-system-priority-classes")
+    );
+    (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
 }
 
 async fn version() -> Response {

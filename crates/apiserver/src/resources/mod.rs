@@ -14,6 +14,9 @@
 
 pub use self::core::service_ips;
 
+pub mod admission;
+pub(crate) mod priority;
+
 use futures::future::BoxFuture;
 use kaname_proto::etcdserverpb::RequestOp;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -82,6 +85,9 @@ pub struct Resource {
     /// Values the registry hands out on create and takes back on removal (a service's cluster
     /// IPs), in the same transaction as the object.
     pub allocator: Option<&'static dyn Allocator>,
+    /// The admission plugins a create or an update of the main resource passes through
+    /// (mutating before validation, validating after it; see [`admission`]).
+    pub admission: &'static [&'static dyn admission::Admission],
     pub name_rule: NameRule,
     pub columns: fn() -> Vec<Column>,
     pub cells: fn(&Value) -> Vec<Value>,
@@ -226,6 +232,7 @@ impl Resource {
             held_back: nothing_holds,
             returns_deleted_object: false,
             allocator: None,
+            admission: &[],
             name_rule: NameRule::Dns1123Subdomain,
             columns: crate::table::name_age_columns,
             cells: crate::table::name_age_cells,
@@ -319,7 +326,7 @@ pub(crate) use kinds;
 /// group's module and its group-version; expands to the modules and [`GROUPS`].
 macro_rules! groups {
     ($($module:ident => ($group:literal, $version:literal)),* $(,)?) => {
-        $(mod $module;)*
+        $(pub(crate) mod $module;)*
         /// Every served group-version: the legacy core group first, then the named groups in
         /// upstream's discovery order.
         pub static GROUPS: &[GroupVersion] =
