@@ -21,6 +21,7 @@ pub mod http;
 pub mod meta;
 pub mod namespace_controller;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;

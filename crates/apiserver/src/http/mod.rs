@@ -1,6 +1,6 @@
 //! The HTTP surface, as kube-apiserver's generic server builds it: a filter chain
 //! ([`filters`]: request info, authentication, in-flight limit, authorization) in front of
-//! the routes. Non-resource routes (health, `/version`, discovery, OpenAPI) are answered
+//! the routes. Non-resource routes (health, `/version`, discovery, OpenAPI v2 and v3) are answered
 //! here; everything under `/api/v1` and `/apis/<group>/<version>` goes to the REST verbs in
 //! [`handlers`], which find their resource through [`target`].
 
@@ -65,6 +65,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/apis/{group}/{version}/", get(group_resources))
         .route("/api/v1", get(core_resources))
         .route("/api/v1/", get(core_resources))
+        // Upstream serves v2 on this exact path only (kube-openapi's handler, not go-restful).
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_document))
@@ -85,6 +87,33 @@ async fn core_resources() -> Response {
 
 async fn openapi_root() -> Response {
     json_response(StatusCode::OK, &crate::openapi::root())
+}
+
+/// `/openapi/v2` in the form `Accept` asks for (406 for neither), with upstream's caching
+/// headers: a request whose `If-None-Match` names the current ETag gets a bodiless 304.
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    use crate::openapi_v2::{negotiate, Form, SPEC};
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let Some(form) = negotiate(accept) else {
+        return (StatusCode::NOT_ACCEPTABLE, [(header::VARY, "Accept")]).into_response();
+    };
+    let spec = &*SPEC;
+    let cached = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == spec.etag || tag.trim() == "*");
+    let common = [
+        (header::VARY, "Accept"),
+        (header::ETAG, spec.etag.as_str()),
+        (header::LAST_MODIFIED, spec.last_modified.as_str()),
+    ];
+    if cached {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    let body = if form == Form::Json { spec.json.clone() } else { spec.proto.clone() };
+    (StatusCode::OK, common, [(header::CONTENT_TYPE, form.content_type())], body).into_response()
 }
 
 /// One group-version's OpenAPI document (`api/v1`, `apis/<group>/<version>`).
