@@ -74,23 +74,25 @@ impl Storage {
     }
 
     pub fn key(&self, res: &Resource, ns: Option<&str>, name: &str) -> String {
+        let plural = res.stored_plural();
         match ns {
-            Some(ns) if res.namespaced => format!("{}/{}/{ns}/{name}", self.prefix, res.plural),
-            _ => format!("{}/{}/{name}", self.prefix, res.plural),
+            Some(ns) if res.namespaced => format!("{}/{plural}/{ns}/{name}", self.prefix),
+            _ => format!("{}/{plural}/{name}", self.prefix),
         }
     }
 
     /// The prefix of a list: one namespace's objects, or all of them.
     pub fn collection(&self, res: &Resource, ns: Option<&str>) -> String {
+        let plural = res.stored_plural();
         match ns {
-            Some(ns) if res.namespaced => format!("{}/{}/{ns}/", self.prefix, res.plural),
-            _ => format!("{}/{}/", self.prefix, res.plural),
+            Some(ns) if res.namespaced => format!("{}/{plural}/{ns}/", self.prefix),
+            _ => format!("{}/{plural}/", self.prefix),
         }
     }
 
     pub async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         match self.etcd.get(&self.key(res, ns, name)).await? {
-            Some(kv) => decode(&kv),
+            Some(kv) => decode_as(res, &kv),
             None => Err(ApiError::not_found(&res.qualified_plural(), name)),
         }
     }
@@ -142,7 +144,7 @@ impl Storage {
                     (0..5).map(|_| NAME_CHARS[rand::random::<usize>() % NAME_CHARS.len()] as char).collect();
                 obj["metadata"]["name"] = json!(format!("{generate_prefix}{suffix}"));
             }
-            validate(res, &obj)?;
+            validate(res, &obj, true)?;
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
             admission::validate(&Attributes { name: &name, ..attrs }, &obj).await?;
             let key = self.key(res, ns, &name);
@@ -176,8 +178,7 @@ impl Storage {
                 failure.push(etcd::op_get(&c.key));
                 conflicts.push(c.conflict);
             }
-            let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
-            success.insert(0, etcd::op_put(&key, value));
+            success.insert(0, etcd::op_put(&key, encode(res, &obj)?));
             let r = self.commit(TxnRequest { compare, success, failure }).await?;
             if r.succeeded {
                 // A dry-run create has no revision of its own; upstream leaves it empty.
@@ -225,7 +226,7 @@ impl Storage {
                     next = Some(String::from_utf8_lossy(&kv.key).to_string());
                     break;
                 }
-                let obj = decode(kv)?;
+                let obj = decode_as(res, kv)?;
                 if opts.labels.matches(&obj["metadata"]["labels"]) && opts.fields.matches(&obj) {
                     items.push(Arc::new(obj));
                 }
@@ -283,7 +284,7 @@ impl Storage {
             let Some(kv) = self.etcd.get(&key).await? else {
                 return Err(ApiError::not_found(&res.qualified_plural(), name));
             };
-            let old = decode(&kv)?;
+            let old = decode_as(res, &kv)?;
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::stale(&res.qualified_plural(), name));
             }
@@ -321,7 +322,7 @@ impl Storage {
             if !errs.is_empty() {
                 return Err(ApiError::invalid(&res.qualified_kind(), name, &errs));
             }
-            validate(res, &new)?;
+            validate(res, &new, false)?;
             if part == Part::Main {
                 admission::validate(&attrs, &new).await?;
             }
@@ -342,7 +343,7 @@ impl Storage {
                 ops.extend(self.release_ops(res, &old));
                 ops
             } else {
-                vec![etcd::op_put(&key, serde_json::to_vec(&new).map_err(ApiError::internal)?)]
+                vec![etcd::op_put(&key, encode(res, &new)?)]
             };
             let r = self
                 .commit(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
@@ -376,7 +377,7 @@ impl Storage {
             let Some(kv) = self.etcd.get(&key).await? else {
                 return Err(ApiError::not_found(&res.qualified_plural(), name));
             };
-            let old = decode(&kv)?;
+            let old = decode_as(res, &kv)?;
             if let Some(rv) = opts.resource_version.filter(|rv| *rv != kv.mod_revision) {
                 return Err(ApiError::conflict(
                     &res.qualified_plural(),
@@ -415,7 +416,7 @@ impl Storage {
                 }
                 (res.mark_deleting)(&mut m);
                 m["metadata"].as_object_mut().map(|x| x.remove("resourceVersion"));
-                (vec![etcd::op_put(&key, serde_json::to_vec(&m).map_err(ApiError::internal)?)], Some(m))
+                (vec![etcd::op_put(&key, encode(res, &m)?)], Some(m))
             };
             let r = self
                 .commit(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
@@ -468,7 +469,7 @@ impl Storage {
     ) -> ApiResult<bool> {
         let key = self.key(res, ns, name);
         obj["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
-        let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
+        let value = encode(res, &obj)?;
         let r = self
             .commit(TxnRequest {
                 compare: vec![etcd::cmp_mod(&key, mod_revision)],
@@ -568,6 +569,17 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     Ok(obj)
 }
 
+/// [`decode`] into the form `res` shows (a view converts from the stored form).
+pub fn decode_as(res: &Resource, kv: &KeyValue) -> ApiResult<Value> {
+    Ok(res.from_stored(decode(kv)?))
+}
+
+/// The bytes kept for `obj` (a view's objects in the stored form).
+fn encode(res: &Resource, obj: &Value) -> ApiResult<Vec<u8>> {
+    let stored = res.stored_as.map(|s| (s.to_stored)(obj.clone()));
+    serde_json::to_vec(stored.as_ref().unwrap_or(obj)).map_err(ApiError::internal)
+}
+
 /// Checks the body's type, decodes it through the typed schema, applies the kind's defaults
 /// and settles its namespace.
 fn prepare_body(res: &Resource, ns: Option<&str>, body: Value) -> ApiResult<Value> {
@@ -619,8 +631,9 @@ fn strip_nulls(v: &mut Value) {
 /// Upstream's `TotalAnnotationSizeLimitB`.
 const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
-/// Name rules, then the resource's own validation: all errors reported at once (422).
-fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
+/// Name rules, then the resource's own validation (and its create-only rules on a
+/// `create`): all errors reported at once (422).
+fn validate(res: &Resource, obj: &Value, create: bool) -> ApiResult<()> {
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
     let mut errs = Vec::new();
     if name.is_empty() {
@@ -638,6 +651,9 @@ fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
         errs.push(FieldError::too_long("metadata.annotations", MAX_ANNOTATION_BYTES));
     }
     errs.extend((res.validate)(obj));
+    if create {
+        errs.extend((res.validate_create)(obj));
+    }
     if errs.is_empty() {
         Ok(())
     } else {

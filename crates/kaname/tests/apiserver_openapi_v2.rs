@@ -52,6 +52,7 @@ fn endpoint(flavor: Flavor) {
     assert_eq!(doc["info"]["version"], "v1.33.0");
     let gvk = &doc["definitions"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"];
     assert_eq!(gvk[0]["kind"], "Deployment");
+    assert!(doc["definitions"]["io.k8s.api.events.v1.Event"].is_object());
     assert_eq!(
         doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"]["operationId"],
         "patchCoreV1NamespacedPod"
