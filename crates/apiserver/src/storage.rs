@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::etcd::{self, Etcd};
 use crate::meta::{now_rfc3339, rfc3339};
-pub use crate::resources::Part;
 use crate::resources::admission::{self, Attributes, ObjectReader, Operation};
+pub use crate::resources::Part;
 use crate::resources::{check_name, AllocContext, Resource, Subresource, NAMESPACES};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, ApiResult, FieldError};

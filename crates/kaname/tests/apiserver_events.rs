@@ -58,7 +58,10 @@ fn both_versions(flavor: Flavor) {
     }
     // Kept once, in the core form.
     let keys = etcdctl(&store.member_endpoint(1), &["get", "--prefix", "--keys-only", "/registry/events/"], None);
-    assert_eq!(keys.stdout.split_whitespace().collect::<Vec<_>>(), ["/registry/events/default/lease.1", "/registry/events/default/web.1"]);
+    assert_eq!(
+        keys.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["/registry/events/default/lease.1", "/registry/events/default/web.1"]
+    );
 
     // The events.k8s.io event as core/v1 sees it.
     let core = json(&api.ok(&["get", "events", "web.1", "-o", "json"]));
@@ -90,7 +93,10 @@ fn both_versions(flavor: Flavor) {
     let rows: Vec<Vec<&str>> = table.lines().map(words).collect();
     assert_eq!(rows[0], ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], "{table}");
     assert!(table.contains("Normal   LeaderElection   lease/leader   node-a became leader"), "{table}");
-    assert!(table.contains("Normal   Scheduled        pod/web        Successfully assigned default/web to node-a"), "{table}");
+    assert!(
+        table.contains("Normal   Scheduled        pod/web        Successfully assigned default/web to node-a"),
+        "{table}"
+    );
     let events = api.ok(&["events"]);
     assert!(events.starts_with("LAST SEEN"), "{events}");
     assert!(events.contains("Scheduled") && events.contains("LeaderElection"), "{events}");
@@ -99,29 +105,49 @@ fn both_versions(flavor: Flavor) {
 
     // Field selectors in each version's names.
     let sel = |args: &[&str]| api.ok(&[&["get", "-o", "name"], args].concat());
-    assert_eq!(sel(&["events.events.k8s.io", "--field-selector", "regarding.kind=Lease"]), "event.events.k8s.io/lease.1\n");
-    assert_eq!(sel(&["events.events.k8s.io", "--field-selector", "reportingController=kaname.io/scheduler"]), "event.events.k8s.io/web.1\n");
+    assert_eq!(
+        sel(&["events.events.k8s.io", "--field-selector", "regarding.kind=Lease"]),
+        "event.events.k8s.io/lease.1\n"
+    );
+    assert_eq!(
+        sel(&["events.events.k8s.io", "--field-selector", "reportingController=kaname.io/scheduler"]),
+        "event.events.k8s.io/web.1\n"
+    );
     assert_eq!(sel(&["events", "--field-selector", "involvedObject.kind=Pod"]), "event/web.1\n");
     let err = api.fails(&["get", "events.events.k8s.io", "--field-selector", "involvedObject.kind=Pod"]);
     assert!(err.contains("involvedObject.kind"), "{err}");
 
     // Upstream's validation of events.k8s.io creates, with the core field names.
-    let bad = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: bad}\nreason: R\ntype: Info\ndeprecatedCount: 2\n";
+    let bad =
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: bad}\nreason: R\ntype: Info\ndeprecatedCount: 2\n";
     let out = api.kubectl_stdin(&["create", "-f", "-"], Some(bad));
     assert_eq!(
         out.stderr,
         "The Event \"bad\" is invalid: \n* eventTime: Required value\n* type: Invalid value: \"\": has invalid value: Info\n* count: Invalid value: \"\": needs to be unset\n"
     );
-    let missing = V1_EVENT.replace("web.1", "web.2").replace("reportingController: kaname.io/scheduler\n", "").replace("action: Binding\n", "");
+    let missing = V1_EVENT
+        .replace("web.1", "web.2")
+        .replace("reportingController: kaname.io/scheduler\n", "")
+        .replace("action: Binding\n", "");
     let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&missing));
-    assert!(out.stderr.starts_with("The Event \"web.2\" is invalid: \n* reportingController: Required value\n"), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("The Event \"web.2\" is invalid: \n* reportingController: Required value\n"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("* action: Required value\n"), "{}", out.stderr);
-    let long = V1_EVENT.replace("web.1", "web.3").replace("Successfully assigned default/web to node-a", &"n".repeat(1025));
+    let long =
+        V1_EVENT.replace("web.1", "web.3").replace("Successfully assigned default/web to node-a", &"n".repeat(1025));
     let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&long));
-    assert_eq!(out.stderr, "The Event \"web.3\" is invalid: message: Invalid value: \"\": can have at most 1024 characters\n");
+    assert_eq!(
+        out.stderr,
+        "The Event \"web.3\" is invalid: message: Invalid value: \"\": can have at most 1024 characters\n"
+    );
     // The core version keeps its lenient rules (no eventTime, deprecated fields allowed), but
     // not an event outside its object's namespace.
-    let elsewhere = CORE_EVENT.replace("lease.1", "lease.2").replace("namespace: default, name: leader", "namespace: other, name: leader");
+    let elsewhere = CORE_EVENT
+        .replace("lease.1", "lease.2")
+        .replace("namespace: default, name: leader", "namespace: other, name: leader");
     let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&elsewhere));
     assert_eq!(out.stderr, "The Event \"lease.2\" is invalid: involvedObject.namespace: Invalid value: \"other\": does not match event.namespace\n");
 
@@ -167,7 +193,7 @@ fn both_versions_on_kaname() {
 fn watch(flavor: Flavor) {
     let store = Cluster::start(flavor.clone(), 1);
     let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
-    let mut w = std::process::Command::new("kubectl")
+    let w = std::process::Command::new("kubectl")
         .env_remove("KUBECONFIG")
         .arg(format!("--kubeconfig={}", api.kubeconfig.display()))
         .args(["get", "events.events.k8s.io", "-w", "-o", "json", "--request-timeout=8s"])

@@ -62,7 +62,8 @@ fn endpoint(flavor: Flavor) {
     // which kubectl asks for under the deprecated `@` media type.
     let etag = header(&head, "etag").to_string();
     assert_eq!(etag.len(), 130, "{etag}");
-    let (code, head, pb) = get(&api, "/openapi/v2", &["Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf"]);
+    let (code, head, pb) =
+        get(&api, "/openapi/v2", &["Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf"]);
     assert_eq!(code, 200);
     assert_eq!(header(&head, "content-type"), "application/com.github.proto-openapi.spec.v2.v1.0+protobuf");
     assert_eq!(header(&head, "etag"), etag);
@@ -208,7 +209,10 @@ fn backup_and_restore(flavor: Flavor) {
 
     // explain through the v2 document.
     let explained = api.ok(&["explain", "deployments.spec.replicas", "--output=plaintext-openapiv2"]);
-    assert!(explained.contains("KIND:     Deployment") && explained.contains("FIELD:    replicas <integer>"), "{explained}");
+    assert!(
+        explained.contains("KIND:     Deployment") && explained.contains("FIELD:    replicas <integer>"),
+        "{explained}"
+    );
 }
 
 #[test]

@@ -22,13 +22,7 @@ fn pod(name: &str, spec_extra: &str) -> String {
 
 /// (priorityClassName, priority, preemptionPolicy) of a pod, as kubectl reads them.
 fn priority(api: &Apiserver, name: &str) -> String {
-    api.ok(&[
-        "get",
-        "pod",
-        name,
-        "-o",
-        "jsonpath={.spec.priorityClassName}|{.spec.priority}|{.spec.preemptionPolicy}",
-    ])
+    api.ok(&["get", "pod", name, "-o", "jsonpath={.spec.priorityClassName}|{.spec.priority}|{.spec.preemptionPolicy}"])
 }
 
 fn admission(flavor: Flavor) {
@@ -81,7 +75,10 @@ fn admission(flavor: Flavor) {
     // The value the class gives may be repeated.
     assert!(create(&api, &pod("same", "  priorityClassName: batch\n  priority: 1000\n")).success());
     // A server-side dry run is admitted the same way.
-    let dry = api.kubectl_stdin(&["create", "--dry-run=server", "-o", "json", "-f", "-"], Some(&pod("dry", "  priorityClassName: batch\n")));
+    let dry = api.kubectl_stdin(
+        &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+        Some(&pod("dry", "  priorityClassName: batch\n")),
+    );
     assert_eq!(json(&dry.stdout)["spec"]["priority"], 1000, "{}", dry.stderr);
 
     // The global default class names itself into pods without a class; only one may exist.

@@ -409,10 +409,17 @@ mod tests {
         let p = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
         assert_eq!(p["operationId"], "patchCoreV1NamespacedConfigMap");
         assert_eq!(p["x-kubernetes-group-version-kind"], json!({"group": "", "version": "v1", "kind": "ConfigMap"}));
-        assert!(p["parameters"].as_array().unwrap().iter().any(|q| q["name"] == "fieldValidation" && q["in"] == "query"));
+        assert!(p["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == "fieldValidation" && q["in"] == "query"));
         assert_eq!(p["tags"], json!(["core_v1"]));
         let rb = &doc["paths"]["/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}"]["get"];
-        assert_eq!((rb["operationId"].as_str(), rb["tags"][0].as_str()), (Some("readRbacAuthorizationV1ClusterRole"), Some("rbacAuthorization_v1")));
+        assert_eq!(
+            (rb["operationId"].as_str(), rb["tags"][0].as_str()),
+            (Some("readRbacAuthorizationV1ClusterRole"), Some("rbacAuthorization_v1"))
+        );
         assert!(doc["paths"]["/api/v1/pods"]["get"].is_object());
         assert!(doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/status"]["put"].is_object());
     }

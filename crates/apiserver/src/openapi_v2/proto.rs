@@ -385,9 +385,10 @@ mod tests {
             .iter()
             .filter_map(|p| match &p.oneof {
                 Some(parameters_item::Oneof::Parameter(Parameter {
-                    oneof: Some(parameter::Oneof::NonBodyParameter(NonBodyParameter {
-                        oneof: Some(non_body_parameter::Oneof::QueryParameterSubSchema(q)),
-                    })),
+                    oneof:
+                        Some(parameter::Oneof::NonBodyParameter(NonBodyParameter {
+                            oneof: Some(non_body_parameter::Oneof::QueryParameterSubSchema(q)),
+                        })),
                 })) => Some(q.name.clone()),
                 _ => None,
             })
@@ -412,7 +413,10 @@ mod tests {
         assert_eq!(p.r#enum[0].yaml, "x\n");
         assert_eq!(p.vendor_extension[0].value.as_ref().unwrap().yaml, "atomic\n");
         let props = p.properties.unwrap().additional_properties;
-        assert_eq!(props[0].value.as_ref().unwrap().items.as_ref().unwrap().schema[0].r#type.as_ref().unwrap().value, ["string"]);
+        assert_eq!(
+            props[0].value.as_ref().unwrap().items.as_ref().unwrap().schema[0].r#type.as_ref().unwrap().value,
+            ["string"]
+        );
         match &props[1].value.as_ref().unwrap().additional_properties.as_ref().unwrap().oneof {
             Some(additional_properties_item::Oneof::Schema(s)) => assert_eq!(s.format, "int32"),
             other => panic!("{other:?}"),

@@ -19,7 +19,9 @@ use crate::status::{ApiError, ApiResult};
 pub enum Operation<'a> {
     Create,
     /// An update of the main resource, with the object as stored before it.
-    Update { old: &'a Value },
+    Update {
+        old: &'a Value,
+    },
 }
 
 /// Reads for admission plugins, straight from the store (upstream's plugins read informer
@@ -101,7 +103,11 @@ pub mod testing {
         ) -> BoxFuture<'a, ApiResult<Option<Value>>> {
             Box::pin(async move { Ok(self.0.iter().find(|o| o["metadata"]["name"] == name).cloned()) })
         }
-        fn list_objects<'a>(&'a self, _: &'static Resource, _: Option<&'a str>) -> BoxFuture<'a, ApiResult<Vec<Value>>> {
+        fn list_objects<'a>(
+            &'a self,
+            _: &'static Resource,
+            _: Option<&'a str>,
+        ) -> BoxFuture<'a, ApiResult<Vec<Value>>> {
             Box::pin(async move { Ok(self.0.clone()) })
         }
     }

@@ -486,7 +486,8 @@ pub fn check_name(rule: NameRule, value: &str) -> Vec<String> {
 }
 
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_MSG: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 
 /// Upstream's `IsQualifiedName` (label keys, an event's reporting controller): an optional
 /// DNS subdomain prefix and `/`, then a name of at most 63 characters.
@@ -502,14 +503,16 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 why.push("prefix part must be non-empty".to_string());
             } else {
-                why.extend(check_name(NameRule::Dns1123Subdomain, prefix).into_iter().map(|m| format!("prefix part {m}")));
+                why.extend(
+                    check_name(NameRule::Dns1123Subdomain, prefix).into_iter().map(|m| format!("prefix part {m}")),
+                );
             }
             name
         }
         _ => {
             return vec![format!(
-                "a qualified name {regex_error} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-            )]
+            "a qualified name {regex_error} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        )]
         }
     };
     if name.is_empty() {

@@ -46,10 +46,9 @@ async fn establish(a: &Attributes<'_>, class_name: &str) -> ApiResult<Resolved> 
     match a.reader.get_object(&PRIORITYCLASS, None, class_name).await {
         Ok(Some(pc)) => Ok(of(&pc)),
         Ok(None) => Err(a.forbidden(&format!("no PriorityClass with name {class_name} was found"))),
-        Err(e) => Err(ApiError::internal(format!(
-            "failed to resolve PriorityClass with name {class_name}: {}",
-            e.message
-        ))),
+        Err(e) => {
+            Err(ApiError::internal(format!("failed to resolve PriorityClass with name {class_name}: {}", e.message)))
+        }
     }
 }
 
@@ -141,7 +140,10 @@ mod tests {
     fn unknown_classes_and_contradicting_values_are_forbidden_as_upstream() {
         let classes = Classes(vec![class("high", 1000, false, "PreemptLowerPriority")]);
         let e = create_pod(&classes, json!({"priorityClassName": "foo"})).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (403, r#"pods "p" is forbidden: no PriorityClass with name foo was found"#));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (403, r#"pods "p" is forbidden: no PriorityClass with name foo was found"#)
+        );
         let e = create_pod(&classes, json!({"priorityClassName": "high", "priority": 7})).unwrap_err();
         assert_eq!(
             e.message,
@@ -168,6 +170,9 @@ mod tests {
         };
         let mut pod = json!({"spec": {"containers": []}});
         run(POD_PRIORITY.admit_pod(&a, &mut pod)).unwrap();
-        assert_eq!((pod["spec"]["priority"].clone(), pod["spec"]["preemptionPolicy"].clone()), (json!(5), json!("Never")));
+        assert_eq!(
+            (pod["spec"]["priority"].clone(), pod["spec"]["preemptionPolicy"].clone()),
+            (json!(5), json!("Never"))
+        );
     }
 }
