@@ -49,6 +49,13 @@ fn both_versions(flavor: Flavor) {
     let groups = json(&api.ok(&["get", "--raw", "/apis"]));
     let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
     assert_eq!(&names[..2], ["apps", "events.k8s.io"], "{names:?}");
+    // explain finds the group's schema in both documents.
+    for output in ["plaintext", "plaintext-openapiv2"] {
+        let explained = api.ok(&["explain", "events.note", "--api-version=events.k8s.io/v1", "--output", output]);
+        // v3's form names the group, v2's the group-version.
+        assert!(explained.contains("events.k8s.io") && explained.contains("KIND:"), "{explained}");
+        assert!(explained.contains("note <string>"), "{explained}");
+    }
     let resources = api.ok(&["api-resources", "--api-group=events.k8s.io"]);
     assert_eq!(words(resources.lines().nth(1).unwrap()), ["events", "ev", "events.k8s.io/v1", "true", "Event"]);
 
