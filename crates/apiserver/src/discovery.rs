@@ -29,11 +29,12 @@ pub fn aggregated(items: Vec<Value>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, AGGREGATED)], body.to_string()).into_response()
 }
 
-/// A resource's subresources as discovery lists them, by name: (name, what it answers with,
-/// verbs).
-fn subresources(
-    r: &Resource,
-) -> Vec<(&'static str, (&'static str, &'static str, &'static str), &'static [&'static str])> {
+/// A subresource as discovery lists it: (name, what it answers with as (group, version,
+/// kind), verbs).
+type Listed = (&'static str, (&'static str, &'static str, &'static str), &'static [&'static str]);
+
+/// A resource's subresources as discovery lists them, by name.
+fn subresources(r: &Resource) -> Vec<Listed> {
     let mut subs: Vec<_> = r.subresources.iter().map(|s| (s.name(), s.response_kind(r), s.verbs())).collect();
     subs.sort_by_key(|s| s.0);
     subs

@@ -22,6 +22,7 @@ pub mod http;
 pub mod meta;
 pub mod namespace_controller;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
@@ -145,6 +146,8 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
     let tls_config = pki::server_config(&cert, &key, client_ca.as_deref())?;
 
     tokio::spawn(create_system_namespaces(storage.clone()));
+    let priority_classes_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(create_system_priority_classes(storage.clone(), priority_classes_ready.clone()));
     let compactor = (!flags.etcd_compaction_interval.is_zero())
         .then(|| tokio::spawn(compactor::run(storage.etcd.clone(), flags.etcd_compaction_interval)));
     let namespace_deleted = namespace_controller::in_server::Nudge::default();
@@ -166,6 +169,7 @@ pub async fn run(flags: ApiserverFlags, shutdown: impl Future<Output = ()>) -> a
         inflight,
         server_address,
         namespace_deleted,
+        priority_classes_ready,
     });
     let router = http::router(ctx);
 
@@ -236,4 +240,37 @@ async fn create_system_namespaces(storage: storage::Storage) {
             }
         }
     }
+}
+
+/// Upstream's post-start hook `scheduling/bootstrap-system-priority-classes`: creates the
+/// built-in priority classes that are missing, retrying while etcd is unreachable. Several API
+/// servers starting on one store race here: whoever loses gets AlreadyExists, which is as good
+/// as having created it. Written as the loopback client's create, so the managed fields name
+/// `kube-apiserver` as upstream's do. `/readyz` stays failing until this is done.
+async fn create_system_priority_classes(storage: storage::Storage, done: Arc<std::sync::atomic::AtomicBool>) {
+    let res = resources::find("scheduling.k8s.io", "v1", "priorityclasses").expect("priorityclasses are served");
+    for mut pc in resources::scheduling::system_priority_classes() {
+        let name = pc["metadata"]["name"].as_str().unwrap_or("").to_string();
+        patch::managed::record_update(res, None, &mut pc, "kube-apiserver", false);
+        loop {
+            let created = match storage.get(res, None, &name).await {
+                Ok(_) => break,
+                Err(e) if e.code == 404 => storage.create(res, None, pc.clone()).await,
+                Err(e) => Err(e),
+            };
+            match created {
+                Ok(_) => {
+                    tracing::info!("created PriorityClass {name}");
+                    break;
+                }
+                Err(e) if e.reason == "AlreadyExists" => break,
+                Err(e) => {
+                    tracing::debug!("creating PriorityClass {name}: {}", e.message);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+    tracing::info!("all system priority classes are created successfully or already exist.");
+    done.store(true, std::sync::atomic::Ordering::Release);
 }

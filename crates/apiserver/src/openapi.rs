@@ -40,7 +40,7 @@ pub static DOCUMENTS: LazyLock<BTreeMap<String, Document>> = LazyLock::new(|| {
         .collect()
 });
 
-fn gv_path(r: &Resource) -> String {
+pub(crate) fn gv_path(r: &Resource) -> String {
     if r.group.is_empty() {
         format!("api/{}", r.version)
     } else {
@@ -66,7 +66,7 @@ fn param(name: &str, location: &str) -> Value {
 
 /// The part of upstream's operation IDs naming the group-version: `CoreV1`, `AppsV1`,
 /// `RbacAuthorizationV1`, `CoordinationV1`.
-fn gv_id(r: &Resource) -> String {
+pub(crate) fn gv_id(r: &Resource) -> String {
     let group = if r.group.is_empty() { "core" } else { r.group.trim_end_matches(".k8s.io") };
     let mut out = String::new();
     for part in group.split('.').chain(std::iter::once(r.version)) {
@@ -81,7 +81,7 @@ fn gv_id(r: &Resource) -> String {
 
 /// The patch formats a PATCH accepts (kubectl's client-side apply computes a strategic merge
 /// patch from these schemas only if the operation lists that format).
-const PATCH_TYPES: &[&str] = &[
+pub(crate) const PATCH_TYPES: &[&str] = &[
     "application/apply-patch+yaml",
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -114,9 +114,9 @@ fn op(r: &Resource, action: &str, query: &[&str], id: String, schema: Option<&st
     o
 }
 
-const WRITE_PARAMS: &[&str] = &["dryRun", "fieldManager", "fieldValidation"];
-const PATCH_PARAMS: &[&str] = &["dryRun", "fieldManager", "fieldValidation", "force"];
-const LIST_PARAMS: &[&str] = &[
+pub(crate) const WRITE_PARAMS: &[&str] = &["dryRun", "fieldManager", "fieldValidation"];
+pub(crate) const PATCH_PARAMS: &[&str] = &["dryRun", "fieldManager", "fieldValidation", "force"];
+pub(crate) const LIST_PARAMS: &[&str] = &[
     "continue",
     "fieldSelector",
     "labelSelector",

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::etcd::{self, Etcd};
 use crate::meta::{now_rfc3339, rfc3339};
+use crate::resources::admission::{self, Attributes, ObjectReader, Operation};
 pub use crate::resources::Part;
 use crate::resources::{check_name, AllocContext, Resource, Subresource, NAMESPACES};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -93,29 +94,36 @@ impl Storage {
     }
 
     pub fn key(&self, res: &Resource, ns: Option<&str>, name: &str) -> String {
+        let plural = res.stored_plural();
         match ns {
-            Some(ns) if res.namespaced => format!("{}/{}/{ns}/{name}", self.prefix, res.plural),
-            _ => format!("{}/{}/{name}", self.prefix, res.plural),
+            Some(ns) if res.namespaced => format!("{}/{plural}/{ns}/{name}", self.prefix),
+            _ => format!("{}/{plural}/{name}", self.prefix),
         }
     }
 
     /// The prefix of a list: one namespace's objects, or all of them.
     pub fn collection(&self, res: &Resource, ns: Option<&str>) -> String {
+        let plural = res.stored_plural();
         match ns {
-            Some(ns) if res.namespaced => format!("{}/{}/{ns}/", self.prefix, res.plural),
-            _ => format!("{}/{}/", self.prefix, res.plural),
+            Some(ns) if res.namespaced => format!("{}/{plural}/{ns}/", self.prefix),
+            _ => format!("{}/{plural}/", self.prefix),
         }
     }
 
     pub async fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> ApiResult<Value> {
         match self.etcd.get(&self.key(res, ns, name)).await? {
-            Some(kv) => decode(&kv),
+            Some(kv) => decode_as(res, &kv),
             None => Err(ApiError::not_found(&res.qualified_plural(), name)),
         }
     }
 
     pub async fn create(&self, res: &'static Resource, ns: Option<&str>, body: Value) -> ApiResult<Value> {
         let mut obj = prepare_body(res, ns, body)?;
+        // Mutating admission sees the decoded, defaulted body, as upstream's create handler
+        // runs it before the strategy's PrepareForCreate and validation.
+        let asked_name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let attrs = Attributes { res, op: Operation::Create, ns, name: &asked_name, reader: self };
+        admission::admit(&attrs, &mut obj).await?;
         let meta = &mut obj["metadata"];
         if let Some(m) = meta.as_object_mut() {
             for server_owned in [
@@ -156,8 +164,9 @@ impl Storage {
                     (0..5).map(|_| NAME_CHARS[rand::random::<usize>() % NAME_CHARS.len()] as char).collect();
                 obj["metadata"]["name"] = json!(format!("{generate_prefix}{suffix}"));
             }
-            validate(res, &obj)?;
+            validate(res, &obj, true)?;
             let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            admission::validate(&Attributes { name: &name, ..attrs }, &obj).await?;
             let key = self.key(res, ns, &name);
             let mut compare = vec![etcd::cmp_absent(&key)];
             let mut failure = vec![etcd::op_get(&key)];
@@ -189,8 +198,7 @@ impl Storage {
                 failure.push(etcd::op_get(&c.key));
                 conflicts.push(c.conflict);
             }
-            let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
-            success.insert(0, etcd::op_put(&key, value));
+            success.insert(0, etcd::op_put(&key, encode(res, &obj)?));
             let r = self.commit(TxnRequest { compare, success, failure }).await?;
             if r.succeeded {
                 // A dry-run create has no revision of its own; upstream leaves it empty.
@@ -238,7 +246,7 @@ impl Storage {
                     next = Some(String::from_utf8_lossy(&kv.key).to_string());
                     break;
                 }
-                let obj = decode(kv)?;
+                let obj = decode_as(res, kv)?;
                 if opts.labels.matches(&obj["metadata"]["labels"]) && opts.fields.matches(&obj) {
                     items.push(Arc::new(obj));
                 }
@@ -296,7 +304,7 @@ impl Storage {
             let Some(kv) = self.etcd.get(&key).await? else {
                 return Err(ApiError::not_found(&res.qualified_plural(), name));
             };
-            let old = decode(&kv)?;
+            let old = decode_as(res, &kv)?;
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::stale(&res.qualified_plural(), name));
             }
@@ -318,6 +326,12 @@ impl Storage {
             if res.serves(Subresource::Status) && part == Part::Main {
                 new["status"] = old["status"].clone();
             }
+            // Admission sees updates of the main resource only, as upstream's plugins ignore
+            // subresources.
+            let attrs = Attributes { res, op: Operation::Update { old: &old }, ns, name, reader: self };
+            if part == Part::Main {
+                admission::admit(&attrs, &mut new).await?;
+            }
             (res.prepare_update)(&old, &mut new, part);
             if let Some(a) = res.allocator.filter(|_| part == Part::Main) {
                 a.keep_on_update(&old, &mut new);
@@ -328,7 +342,10 @@ impl Storage {
             if !errs.is_empty() {
                 return Err(ApiError::invalid(&res.qualified_kind(), name, &errs));
             }
-            validate(res, &new)?;
+            validate(res, &new, false)?;
+            if part == Part::Main {
+                admission::validate(&attrs, &new).await?;
+            }
             if res.generation && old["spec"] != new["spec"] {
                 new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1);
             }
@@ -346,7 +363,7 @@ impl Storage {
                 ops.extend(self.release_ops(res, &old));
                 ops
             } else {
-                vec![etcd::op_put(&key, serde_json::to_vec(&new).map_err(ApiError::internal)?)]
+                vec![etcd::op_put(&key, encode(res, &new)?)]
             };
             let r = self
                 .commit(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
@@ -380,7 +397,7 @@ impl Storage {
             let Some(kv) = self.etcd.get(&key).await? else {
                 return Err(ApiError::not_found(&res.qualified_plural(), name));
             };
-            let old = decode(&kv)?;
+            let old = decode_as(res, &kv)?;
             if let Some(rv) = opts.resource_version.filter(|rv| *rv != kv.mod_revision) {
                 return Err(ApiError::conflict(
                     &res.qualified_plural(),
@@ -419,7 +436,7 @@ impl Storage {
                 }
                 (res.mark_deleting)(&mut m);
                 m["metadata"].as_object_mut().map(|x| x.remove("resourceVersion"));
-                (vec![etcd::op_put(&key, serde_json::to_vec(&m).map_err(ApiError::internal)?)], Some(m))
+                (vec![etcd::op_put(&key, encode(res, &m)?)], Some(m))
             };
             let r = self
                 .commit(TxnRequest { compare: vec![etcd::cmp_mod(&key, kv.mod_revision)], success, failure: vec![] })
@@ -472,7 +489,7 @@ impl Storage {
     ) -> ApiResult<bool> {
         let key = self.key(res, ns, name);
         obj["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
-        let value = serde_json::to_vec(&obj).map_err(ApiError::internal)?;
+        let value = encode(res, &obj)?;
         let r = self
             .commit(TxnRequest {
                 compare: vec![etcd::cmp_mod(&key, mod_revision)],
@@ -486,6 +503,35 @@ impl Storage {
     /// What goes with an object when it is removed: what its kind's allocator handed out.
     fn release_ops(&self, res: &Resource, obj: &Value) -> Vec<RequestOp> {
         res.allocator.map(|a| a.release(&self.prefix, obj)).unwrap_or_default()
+    }
+}
+
+/// What admission plugins read: the registry itself, so a plugin sees every committed write.
+impl ObjectReader for Storage {
+    fn get_object<'a>(
+        &'a self,
+        res: &'static Resource,
+        ns: Option<&'a str>,
+        name: &'a str,
+    ) -> futures::future::BoxFuture<'a, ApiResult<Option<Value>>> {
+        Box::pin(async move {
+            match self.get(res, ns, name).await {
+                Ok(obj) => Ok(Some(obj)),
+                Err(e) if e.code == 404 => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn list_objects<'a>(
+        &'a self,
+        res: &'static Resource,
+        ns: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, ApiResult<Vec<Value>>> {
+        Box::pin(async move {
+            let listed = self.list(res, ns, &ListOptions::default()).await?;
+            Ok(listed.items.into_iter().map(Arc::unwrap_or_clone).collect())
+        })
     }
 }
 
@@ -543,6 +589,17 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     Ok(obj)
 }
 
+/// [`decode`] into the form `res` shows (a view converts from the stored form).
+pub fn decode_as(res: &Resource, kv: &KeyValue) -> ApiResult<Value> {
+    Ok(res.from_stored(decode(kv)?))
+}
+
+/// The bytes kept for `obj` (a view's objects in the stored form).
+fn encode(res: &Resource, obj: &Value) -> ApiResult<Vec<u8>> {
+    let stored = res.stored_as.map(|s| (s.to_stored)(obj.clone()));
+    serde_json::to_vec(stored.as_ref().unwrap_or(obj)).map_err(ApiError::internal)
+}
+
 /// Checks the body's type, decodes it through the typed schema, applies the kind's defaults
 /// and settles its namespace.
 fn prepare_body(res: &Resource, ns: Option<&str>, body: Value) -> ApiResult<Value> {
@@ -594,8 +651,9 @@ fn strip_nulls(v: &mut Value) {
 /// Upstream's `TotalAnnotationSizeLimitB`.
 const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
-/// Name rules, then the resource's own validation: all errors reported at once (422).
-fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
+/// Name rules, then the resource's own validation (and its create-only rules on a
+/// `create`): all errors reported at once (422).
+fn validate(res: &Resource, obj: &Value, create: bool) -> ApiResult<()> {
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
     let mut errs = Vec::new();
     if name.is_empty() {
@@ -613,6 +671,9 @@ fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
         errs.push(FieldError::too_long("metadata.annotations", MAX_ANNOTATION_BYTES));
     }
     errs.extend((res.validate)(obj));
+    if create {
+        errs.extend((res.validate_create)(obj));
+    }
     if errs.is_empty() {
         Ok(())
     } else {

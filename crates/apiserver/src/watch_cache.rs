@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use crate::etcd::prefix_end;
 use crate::resources::{Resource, GROUPS};
 use crate::status::{ApiError, ApiResult};
-use crate::storage::{decode, Storage};
+use crate::storage::{decode_as, Storage};
 
 /// Upstream's minimum watch cache capacity; it doubles while the oldest event is younger than
 /// [`EVENT_FRESH`], up to [`MAX_CAPACITY`] (upstream's `defaultLowerBoundCapacity`,
@@ -245,7 +245,7 @@ impl WatchCache {
                 .objects
                 .get(&key)
                 .cloned()
-                .or_else(|| ev.prev_kv.as_ref().and_then(|p| decode(p).ok()).map(Arc::new));
+                .or_else(|| ev.prev_kv.as_ref().and_then(|p| decode_as(self.res, p).ok()).map(Arc::new));
             let object = if ev.r#type == EventType::Delete as i32 {
                 st.objects.remove(&key);
                 if prev.is_none() {
@@ -253,7 +253,7 @@ impl WatchCache {
                 }
                 None
             } else {
-                match decode(kv) {
+                match decode_as(self.res, kv) {
                     Ok(o) => {
                         let o = Arc::new(o);
                         st.objects.insert(key.clone(), o.clone());
@@ -305,7 +305,7 @@ impl WatchCache {
                 rev = r.header.as_ref().map(|h| h.revision).unwrap_or(0);
             }
             for kv in &r.kvs {
-                match decode(kv) {
+                match decode_as(self.res, kv) {
                     Ok(o) => {
                         objects.insert(String::from_utf8_lossy(&kv.key).into_owned(), Arc::new(o));
                     }

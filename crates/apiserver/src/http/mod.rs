@@ -1,6 +1,6 @@
 //! The HTTP surface, as kube-apiserver's generic server builds it: a filter chain
 //! ([`filters`]: request info, authentication, in-flight limit, authorization) in front of
-//! the routes. Non-resource routes (health, `/version`, discovery, OpenAPI) are answered
+//! the routes. Non-resource routes (health, `/version`, discovery, OpenAPI v2 and v3) are answered
 //! here; everything under `/api/v1` and `/apis/<group>/<version>` goes to the REST verbs in
 //! [`handlers`], which find their resource through [`target`].
 
@@ -41,6 +41,9 @@ pub struct Ctx {
     pub server_address: String,
     /// Wakes the namespace controller when a namespace is marked for deletion here.
     pub namespace_deleted: crate::namespace_controller::in_server::Nudge,
+    /// Set once the built-in priority classes exist (upstream's post-start hook, which
+    /// `/readyz` waits for).
+    pub priority_classes_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
@@ -62,6 +65,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/apis/{group}/{version}/", get(group_resources))
         .route("/api/v1", get(core_resources))
         .route("/api/v1/", get(core_resources))
+        // Upstream serves v2 on this exact path only (kube-openapi's handler, not go-restful).
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_document))
@@ -84,6 +89,33 @@ async fn openapi_root() -> Response {
     json_response(StatusCode::OK, &crate::openapi::root())
 }
 
+/// `/openapi/v2` in the form `Accept` asks for (406 for neither), with upstream's caching
+/// headers: a request whose `If-None-Match` names the current ETag gets a bodiless 304.
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    use crate::openapi_v2::{negotiate, Form, SPEC};
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let Some(form) = negotiate(accept) else {
+        return (StatusCode::NOT_ACCEPTABLE, [(header::VARY, "Accept")]).into_response();
+    };
+    let spec = &*SPEC;
+    let cached = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == spec.etag || tag.trim() == "*");
+    let common = [
+        (header::VARY, "Accept"),
+        (header::ETAG, spec.etag.as_str()),
+        (header::LAST_MODIFIED, spec.last_modified.as_str()),
+    ];
+    if cached {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    let body = if form == Form::Json { spec.json.clone() } else { spec.proto.clone() };
+    (StatusCode::OK, common, [(header::CONTENT_TYPE, form.content_type())], body).into_response()
+}
+
 /// One group-version's OpenAPI document (`api/v1`, `apis/<group>/<version>`).
 async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
     match crate::openapi::DOCUMENTS.get(path.trim_end_matches('/')) {
@@ -93,11 +125,25 @@ async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>
 }
 
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), ctx.storage.etcd.revision()).await {
-        Ok(Ok(_)) => "ok".into_response(),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n")
-            .into_response(),
+    let etcd = matches!(tokio::time::timeout(Duration::from_secs(2), ctx.storage.etcd.revision()).await, Ok(Ok(_)));
+    let classes = ctx.priority_classes_ready.load(std::sync::atomic::Ordering::Acquire);
+    if etcd && classes {
+        return "ok".into_response();
     }
+    // Upstream's verbose-on-failure report, one line per check.
+    let check = |ok: bool, name: &str| {
+        if ok {
+            format!("[+]{name} ok\n")
+        } else {
+            format!("[-]{name} failed: reason withheld\n")
+        }
+    };
+    let body = format!(
+        "[+]ping ok\n{}{}readyz check failed\n",
+        check(etcd, "etcd"),
+        check(classes, "poststarthook/scheduling/bootstrap-system-priority-classes")
+    );
+    (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
 }
 
 async fn version() -> Response {

@@ -14,6 +14,9 @@
 
 pub use self::core::service_ips;
 
+pub mod admission;
+pub(crate) mod priority;
+
 use futures::future::BoxFuture;
 use kaname_proto::etcdserverpb::RequestOp;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -53,8 +56,11 @@ pub struct Resource {
     /// returns its definition's name: `/openapi/v3`, strategic merge and server-side apply
     /// all read it.
     pub schema: fn(&mut SchemaGenerator) -> String,
-    /// Type-specific validation beyond the name (upstream's `ValidateX`).
+    /// Type-specific validation beyond the name (upstream's `ValidateX`), on every write.
     pub validate: fn(&Value) -> Vec<FieldError>,
+    /// What only a create must satisfy besides `validate` (where upstream's strategy
+    /// validates a create more strictly than an update: events.k8s.io Events).
+    pub validate_create: fn(&Value) -> Vec<FieldError>,
     /// What an update may not change (upstream's `ValidateXUpdate`): `(old, new)`.
     pub validate_update: fn(&Value, &Value) -> Vec<FieldError>,
     /// Upstream's defaulting (`SetDefaults_<Kind>`): fills in what a client left out, on
@@ -82,6 +88,13 @@ pub struct Resource {
     /// Values the registry hands out on create and takes back on removal (a service's cluster
     /// IPs), in the same transaction as the object.
     pub allocator: Option<&'static dyn Allocator>,
+    /// Set when this resource is another version's view of objects kept in that version's
+    /// form and place (events.k8s.io/v1 Events are core/v1 Events at `<prefix>/events/`, as
+    /// upstream keeps both): the registry converts on every read and write.
+    pub stored_as: Option<&'static StoredAs>,
+    /// The admission plugins a create or an update of the main resource passes through
+    /// (mutating before validation, validating after it; see [`admission`]).
+    pub admission: &'static [&'static dyn admission::Admission],
     pub name_rule: NameRule,
     pub columns: fn() -> Vec<Column>,
     pub cells: fn(&Value) -> Vec<Value>,
@@ -141,6 +154,15 @@ impl Subresource {
             .into_iter()
             .find(|x| x.name() == s)
     }
+}
+
+/// How a view's objects are kept: in `resource`'s form, at `resource`'s keys.
+pub struct StoredAs {
+    pub resource: &'static Resource,
+    /// The view's object in the stored form.
+    pub to_stored: fn(Value) -> Value,
+    /// A stored object as the view shows it.
+    pub from_stored: fn(Value) -> Value,
 }
 
 /// Which part of an object an update replaces.
@@ -217,6 +239,7 @@ impl Resource {
             normalize: typed::<T>,
             schema: schema_of::<T>,
             validate: no_validation,
+            validate_create: no_validation,
             validate_update: no_update_rules,
             defaults: no_defaults,
             prepare_create: nothing_to_prepare,
@@ -226,6 +249,8 @@ impl Resource {
             held_back: nothing_holds,
             returns_deleted_object: false,
             allocator: None,
+            stored_as: None,
+            admission: &[],
             name_rule: NameRule::Dns1123Subdomain,
             columns: crate::table::name_age_columns,
             cells: crate::table::name_age_cells,
@@ -250,12 +275,30 @@ impl Resource {
         }
     }
 
-    /// The kind as `Invalid` errors name it: `Pod`, `Deployment.apps`.
+    /// The kind as `Invalid` errors name it: `Pod`, `Deployment.apps`. A view's objects are
+    /// validated in the stored form, as upstream validates its internal type, and named so
+    /// (an invalid events.k8s.io Event is an invalid `Event`).
     pub fn qualified_kind(&self) -> String {
+        if let Some(s) = self.stored_as {
+            return s.resource.qualified_kind();
+        }
         if self.group.is_empty() {
             self.kind.to_string()
         } else {
             format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    /// The plural of the keys the objects are kept at (the stored resource's, for a view).
+    pub fn stored_plural(&self) -> &'static str {
+        self.stored_as.map_or(self.plural, |s| s.resource.plural)
+    }
+
+    /// A stored object as this resource shows it.
+    pub fn from_stored(&self, obj: Value) -> Value {
+        match self.stored_as {
+            Some(s) => (s.from_stored)(obj),
+            None => obj,
         }
     }
 
@@ -319,7 +362,7 @@ pub(crate) use kinds;
 /// group's module and its group-version; expands to the modules and [`GROUPS`].
 macro_rules! groups {
     ($($module:ident => ($group:literal, $version:literal)),* $(,)?) => {
-        $(mod $module;)*
+        $(pub(crate) mod $module;)*
         /// Every served group-version: the legacy core group first, then the named groups in
         /// upstream's discovery order.
         pub static GROUPS: &[GroupVersion] =
@@ -330,6 +373,7 @@ macro_rules! groups {
 groups! {
     core => ("", "v1"),
     apps => ("apps", "v1"),
+    events => ("events.k8s.io", "v1"),
     rbac => ("rbac.authorization.k8s.io", "v1"),
     scheduling => ("scheduling.k8s.io", "v1"),
     coordination => ("coordination.k8s.io", "v1"),
@@ -440,6 +484,53 @@ pub fn check_name(rule: NameRule, value: &str) -> Vec<String> {
                 }
             }
         }
+    }
+    why
+}
+
+const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const QUALIFIED_NAME_MSG: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+
+/// Upstream's `IsQualifiedName` (label keys, an event's reporting controller): an optional
+/// DNS subdomain prefix and `/`, then a name of at most 63 characters.
+pub fn is_qualified_name(value: &str) -> Vec<String> {
+    let regex_error = format!(
+        "{QUALIFIED_NAME_MSG} (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '{QUALIFIED_NAME_FMT}')"
+    );
+    let parts: Vec<&str> = value.split('/').collect();
+    let mut why = Vec::new();
+    let name = match parts[..] {
+        [name] => name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                why.push("prefix part must be non-empty".to_string());
+            } else {
+                why.extend(
+                    check_name(NameRule::Dns1123Subdomain, prefix).into_iter().map(|m| format!("prefix part {m}")),
+                );
+            }
+            name
+        }
+        _ => {
+            return vec![format!(
+            "a qualified name {regex_error} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        )]
+        }
+    };
+    if name.is_empty() {
+        why.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        why.push("name part must be no more than 63 characters".to_string());
+    }
+    let b = name.as_bytes();
+    let alnum = |c: u8| c.is_ascii_alphanumeric();
+    let matches = !b.is_empty()
+        && alnum(b[0])
+        && alnum(b[b.len() - 1])
+        && b.iter().all(|&c| alnum(c) || c == b'-' || c == b'_' || c == b'.');
+    if !matches {
+        why.push(format!("name part {regex_error}"));
     }
     why
 }

@@ -25,6 +25,7 @@ pub static POD: Resource = Resource {
     validate_update: pod_update_rules,
     defaults: default_pod,
     prepare_create: prepare_pod,
+    admission: &[&crate::resources::priority::POD_PRIORITY],
     grace_period: pod_grace,
     returns_deleted_object: true,
     columns: pod_columns,
