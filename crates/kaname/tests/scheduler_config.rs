@@ -4,7 +4,8 @@
 //!
 //! Injected: the file, then pods for each profile and one for a profile nobody serves.
 //! Checked: the Lease named in the file is taken (not `kube-scheduler`), pods of both profiles
-//! are bound with events from their own profile, the unserved pod stays pending; a flag given
+//! are bound with events from their own profile, the unserved pod stays pending, a pod with
+//! scheduling gates waits until they are removed; a flag given
 //! on the command line (`--leader-elect-resource-name`) overrides the file; a file with an
 //! unknown field makes the scheduler exit 1 with upstream's strict-decoding message.
 //!
@@ -83,6 +84,9 @@ profiles:
     create(&api, &pod("a", "default-scheduler"));
     create(&api, &pod("b", "packed"));
     create(&api, &pod("c", "nobody"));
+    let gated = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gated"},
+        "spec": {"schedulingGates": [{"name": "example.com/wait"}], "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}});
+    create(&api, &gated.to_string());
     for p in ["a", "b"] {
         wait_bound(&api, p);
     }
@@ -99,6 +103,9 @@ profiles:
     assert_eq!(source("b").as_deref(), Some("packed"));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(node_of(&api, "c"), "", "a pod of a profile nobody serves was bound");
+    assert_eq!(node_of(&api, "gated"), "", "a gated pod was bound");
+    api.ok(&["patch", "pod", "gated", "--type=json", "-p", r#"[{"op": "remove", "path": "/spec/schedulingGates"}]"#]);
+    wait_bound(&api, "gated");
     kill_and_reap(&mut child);
     assert!(std::fs::read_to_string(&log).unwrap().contains("Successfully bound pod to node"));
 

@@ -47,7 +47,7 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
 
 /// Upstream plugins kaname does not implement (yet): accepted in a configuration, inert.
 pub const INERT_PLUGINS: &[&str] =
-    &["SchedulingGates", "VolumeRestrictions", "NodeVolumeLimits", "VolumeBinding", "VolumeZone", "ImageLocality"];
+    &["VolumeRestrictions", "NodeVolumeLimits", "VolumeBinding", "VolumeZone", "ImageLocality"];
 
 /// The configuration the scheduler runs with, from `--config` or from the flags.
 #[derive(Clone, Debug)]

@@ -15,6 +15,9 @@ pub struct Profile {
     pub pre_scores: Vec<Arc<dyn PreScore>>,
     /// With their weights.
     pub scores: Vec<(Arc<dyn Score>, i64)>,
+    /// The SchedulingGates PreEnqueue plugin: a pod with `spec.schedulingGates` is not queued
+    /// until they are all removed.
+    pub scheduling_gates: bool,
     /// `percentageOfNodesToScore` (0: upstream's adaptive percentage).
     pub percentage_of_nodes_to_score: i32,
     /// Where the next cycle starts filtering (upstream's `nextStartNodeIndex`): cycles that

@@ -255,10 +255,11 @@ impl Scheduler {
         .await
     }
 
-    /// Whether this scheduler should place `pod`: not placed, not being deleted, one of its
-    /// profiles'.
+    /// Whether this scheduler should place `pod` now: one of its profiles', not placed, not
+    /// being deleted, and (with the SchedulingGates plugin, upstream's PreEnqueue) not gated.
     fn wants(&self, pod: &Pod) -> bool {
-        self.profiles.contains_key(scheduler_name(pod))
+        let gated = pod.spec.as_ref().and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
+        self.profiles.get(scheduler_name(pod)).is_some_and(|p| !(gated && p.scheduling_gates))
             && node_name(pod).is_none()
             && pod.metadata.deletion_timestamp.is_none()
     }

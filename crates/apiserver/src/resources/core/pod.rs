@@ -113,8 +113,9 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
     errs
 }
 
-/// Upstream lets a pod's spec change only in a few fields once created; here: images (the
-/// scheduler sets `spec.nodeName` through `pods/binding`, not through an update).
+/// Upstream lets a pod's spec change only in a few fields once created; here: images, and
+/// scheduling gates, which may only be removed (upstream's `validateOnlyDeletedSchedulingGates`;
+/// the scheduler sets `spec.nodeName` through `pods/binding`, not through an update).
 fn pod_update_rules(old: &Value, new: &Value) -> Vec<FieldError> {
     let blank = |spec: &Value| {
         let mut s = spec.clone();
@@ -123,8 +124,21 @@ fn pod_update_rules(old: &Value, new: &Value) -> Vec<FieldError> {
                 c["image"] = json!("");
             }
         }
+        if let Some(o) = s.as_object_mut() {
+            o.remove("schedulingGates");
+        }
         s
     };
+    let gates = |spec: &Value| -> Vec<String> {
+        spec["schedulingGates"].as_array().into_iter().flatten().filter_map(|g| g["name"].as_str().map(String::from)).collect()
+    };
+    let (before, after) = (gates(&old["spec"]), gates(&new["spec"]));
+    if let Some(added) = after.iter().find(|g| !before.contains(g)) {
+        return vec![FieldError::forbidden(
+            "spec.schedulingGates",
+            &format!("only deletion is allowed, but found new scheduling gate '{added}'"),
+        )];
+    }
     if blank(&old["spec"]) != blank(&new["spec"]) {
         return vec![FieldError::forbidden(
             "spec",

@@ -27,7 +27,7 @@ use super::config;
 use super::framework::{Filter, Score};
 use super::profile::Profile;
 
-/// Upstream's default profile (without the volume plugins, ImageLocality and SchedulingGates,
+/// Upstream's default profile (without the volume plugins and ImageLocality,
 /// which need what this scheduler does not have): filters in upstream's order
 /// (NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit,
 /// PodTopologySpread, InterPodAffinity), scores with upstream's weights (TaintToleration 3,
@@ -46,6 +46,7 @@ pub fn profile(cfg: &config::Profile, percentage: i32) -> Profile {
         filters: Vec::new(),
         pre_scores: Vec::new(),
         scores: Vec::new(),
+        scheduling_gates: cfg.enabled("SchedulingGates"),
         percentage_of_nodes_to_score: cfg.percentage_of_nodes_to_score.unwrap_or(percentage),
         next_start: AtomicUsize::new(0),
     };
