@@ -12,12 +12,9 @@
 use axum::http::HeaderMap;
 
 use crate::resources::LEASES as LEASE;
-use crate::status::{ApiError, ApiResult};
-use crate::storage::Storage;
+use crate::status::{ApiError, ApiResult, LEASE_FENCED as CAUSE};
 
 pub const HEADER: &str = "kaname-lease-fence";
-/// The cause type of a fenced write's 409 ([`ApiError::is_retryable_conflict`]).
-pub const CAUSE: &str = "LeaseFenced";
 
 /// A write's condition: the Lease key must still be at `revision`.
 #[derive(Clone, Debug)]
@@ -29,7 +26,12 @@ pub struct Fence {
 
 impl Fence {
     /// The fence a request carries, if any; a malformed one is a bad request, never ignored.
-    pub fn from_headers(headers: &HeaderMap, storage: &Storage) -> ApiResult<Option<Fence>> {
+    /// `key` gives a resource's store key (`Storage::key`, passed in so that this leaf does not
+    /// import the registry that uses it).
+    pub fn from_headers(
+        headers: &HeaderMap,
+        key: impl FnOnce(&'static crate::resources::Resource, &str, &str) -> String,
+    ) -> ApiResult<Option<Fence>> {
         let Some(v) = headers.get(HEADER) else { return Ok(None) };
         let bad = || {
             ApiError::bad_request(format!("invalid {HEADER} header {v:?}: want <namespace>/<name>@<resourceVersion>"))
@@ -41,7 +43,7 @@ impl Fence {
         if ns.is_empty() || name.is_empty() || name.contains('/') || revision <= 0 {
             return Err(bad());
         }
-        Ok(Some(Fence { key: storage.key(LEASE, Some(ns), name), name: name.to_string(), revision }))
+        Ok(Some(Fence { key: key(LEASE, ns, name), name: name.to_string(), revision }))
     }
 
     /// Why a write failed, if it was the fence: the Lease moved on.
@@ -67,6 +69,7 @@ impl Fence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Storage;
     use std::sync::Arc;
 
     fn storage() -> Storage {
@@ -78,12 +81,12 @@ mod tests {
     fn parse(v: &str) -> ApiResult<Option<Fence>> {
         let mut h = HeaderMap::new();
         h.insert(HEADER, v.parse().unwrap());
-        Fence::from_headers(&h, &storage())
+        Fence::from_headers(&h, |res, ns, name| storage().key(res, Some(ns), name))
     }
 
     #[tokio::test]
     async fn the_header_names_the_lease_key_and_revision_and_garbage_is_refused() {
-        assert!(Fence::from_headers(&HeaderMap::new(), &storage()).unwrap().is_none());
+        assert!(Fence::from_headers(&HeaderMap::new(), |_, _, _| unreachable!()).unwrap().is_none());
         let f = parse("kube-system/kube-scheduler@42").unwrap().unwrap();
         assert_eq!(
             (f.key.as_str(), f.name.as_str(), f.revision),

@@ -63,6 +63,10 @@ impl FieldError {
     }
 }
 
+/// The cause type of a fenced write's 409 (the `fence` module: a leader's write refused because
+/// its Lease moved on).
+pub const LEASE_FENCED: &str = "LeaseFenced";
+
 /// A failed API request; renders as a `Status` object with the matching HTTP code.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -94,13 +98,13 @@ impl ApiError {
         Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"), Some(details(resource, name)))
     }
     /// A conflict that reading the object again and retrying resolves: not a fenced write's
-    /// ([`crate::fence`]), which only a newer lease term could.
+    /// ([`LEASE_FENCED`]), which only a newer lease term could.
     pub fn is_retryable_conflict(&self) -> bool {
         let fenced = self
             .details
             .as_ref()
             .and_then(|d| d["causes"].as_array())
-            .is_some_and(|c| c.iter().any(|c| c["reason"] == crate::fence::CAUSE));
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == LEASE_FENCED));
         self.reason == "Conflict" && !fenced
     }
     /// The optimistic-concurrency failure of an update whose resourceVersion is stale.

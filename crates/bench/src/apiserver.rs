@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
-use crate::report::percentile;
+use crate::report::{percentile, rss};
 
 #[derive(Args, Clone, Debug)]
 pub struct ApiserverFlags {
@@ -81,16 +81,6 @@ impl Run {
 fn header() {
     println!("| run | requests | p50 ms | p90 ms | p99 ms | max ms | errors |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-}
-
-fn rss(pid: Option<u32>) -> String {
-    let Some(pid) = pid else { return "n/a".into() };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-    kb.map(|kb| format!("{} MiB", kb / 1024)).unwrap_or_else(|| "n/a".into())
 }
 
 fn pod(name: &str) -> Pod {

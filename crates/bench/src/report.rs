@@ -68,6 +68,17 @@ fn histogram(sorted: &[f64], fastest: f64, slowest: f64) -> Vec<(f64, usize, Str
     uppers.into_iter().zip(counts).map(|(u, c)| (u, c, "∎".repeat(c * BAR / max))).collect()
 }
 
+/// A process's resident memory (VmRSS) as "N MiB", or "n/a" without a PID or once it is gone.
+pub fn rss(pid: Option<u32>) -> String {
+    let Some(pid) = pid else { return "n/a".into() };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kb.map(|kb| format!("{} MiB", kb / 1024)).unwrap_or_else(|| "n/a".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
-use crate::report::percentile;
+use crate::report::{percentile, rss};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Workload {
@@ -187,16 +187,6 @@ async fn await_bound(bound: &Mutex<HashMap<String, Instant>>, names: &[String], 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn rss(pid: Option<u32>) -> String {
-    let Some(pid) = pid else { return "n/a".into() };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-    kb.map(|kb| format!("{} MiB", kb / 1024)).unwrap_or_else(|| "n/a".into())
 }
 
 pub async fn run(flags: SchedulerFlags) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 //!
 //! Injected: the file, then pods for each profile and one for a profile nobody serves.
 //! Checked: the Lease named in the file is taken (not `kube-scheduler`), pods of both profiles
-//! are bound with events from their own profile, the unserved pod stays pending, a pod with
+//! are bound with events from their own profile (events.k8s.io/v1, read through core/v1), the unserved pod stays pending, a pod with
 //! scheduling gates waits until they are removed; a flag given
 //! on the command line (`--leader-elect-resource-name`) overrides the file; a file with an
 //! unknown field makes the scheduler exit 1 with upstream's strict-decoding message.
@@ -97,7 +97,7 @@ profiles:
             .unwrap()
             .iter()
             .find(|e| e["reason"] == "Scheduled" && e["involvedObject"]["name"] == pod)
-            .map(|e| e["source"]["component"].as_str().unwrap_or("").to_string())
+            .map(|e| e["reportingComponent"].as_str().unwrap_or("").to_string())
     };
     assert_eq!(source("a").as_deref(), Some("default-scheduler"));
     assert_eq!(source("b").as_deref(), Some("packed"));

@@ -78,6 +78,16 @@ impl Drop for Copy {
     }
 }
 
+/// Nodes n1 and n2 with this allocatable room, registered as a kubelet would.
+fn create_nodes(api: &Apiserver, cpu: &str, memory: &str, pods: &str) {
+    for n in ["n1", "n2"] {
+        let room = serde_json::json!({"cpu": cpu, "memory": memory, "pods": pods});
+        let node = serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n},
+            "status": {"allocatable": room, "capacity": room}});
+        assert!(api.kubectl_stdin(&["create", "-f", "-"], Some(&node.to_string())).success());
+    }
+}
+
 fn holder(api: &Apiserver) -> String {
     api.kubectl(&["-n", "kube-system", "get", "lease", "kube-scheduler", "-o", "jsonpath={.spec.holderIdentity}"])
         .stdout
@@ -110,13 +120,7 @@ fn one_active_copy_failover_and_release() {
     let _g = serial();
     let store = Cluster::start(kaname!(), 1);
     let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
-    for n in ["n1", "n2"] {
-        let manifest = format!(
-            r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{n}"}},
-                "status": {{"allocatable": {{"cpu": "4", "memory": "8Gi", "pods": "110"}}, "capacity": {{"cpu": "4", "memory": "8Gi", "pods": "110"}}}}}}"#
-        );
-        assert!(api.kubectl_stdin(&["create", "-f", "-"], Some(&manifest)).success());
-    }
+    create_nodes(&api, "4", "8Gi", "110");
     let mut copies: Vec<Copy> = (0..3).map(|n| Copy::start(&api, n)).collect();
     wait("every copy logged its identity", Duration::from_secs(20), || copies.iter().all(|c| c.identity().is_some()));
     wait("a copy holds the lease", Duration::from_secs(20), || !holder(&api).is_empty());
@@ -207,13 +211,7 @@ fn no_two_copies_bind_in_overlapping_terms() {
     let _g = serial();
     let store = Cluster::start(kaname!(), 1);
     let api = Apiserver::start(kaname_bin!(), &store.member_endpoint(1));
-    for n in ["n1", "n2"] {
-        let manifest = format!(
-            r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{n}"}},
-                "status": {{"allocatable": {{"cpu": "100", "memory": "100Gi", "pods": "1000"}}, "capacity": {{"cpu": "100", "memory": "100Gi", "pods": "1000"}}}}}}"#
-        );
-        assert!(api.kubectl_stdin(&["create", "-f", "-"], Some(&manifest)).success());
-    }
+    create_nodes(&api, "100", "100Gi", "1000");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = api.kube_client(&rt);
     let history: LeaseHistory = Default::default();

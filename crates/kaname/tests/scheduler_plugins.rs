@@ -203,20 +203,31 @@ fn preemption_evicts_the_lowest_priority_pod() {
     let _g = serial();
     let env = Env::start(&nodes("2", "4Gi"));
     let api = &env.api;
-    // spec.priority set directly (the priority class admission step is not this test's).
-    let sized = |name: &str, cpu: &str, priority: i32, extra: Value| {
-        let spec = json!({"priority": priority,
+    // Priorities through classes, as users give them (the API server's Priority admission
+    // fills spec.priority and spec.preemptionPolicy from the class).
+    for (class, value, policy) in
+        [("p1", 1, None), ("p2", 2, None), ("p5", 5, None), ("p10", 10, None), ("p100-never", 100, Some("Never"))]
+    {
+        let mut pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": class}, "value": value});
+        if let Some(p) = policy {
+            pc["preemptionPolicy"] = json!(p);
+        }
+        create(api, &pc.to_string());
+    }
+    let sized = |name: &str, cpu: &str, class: &str, extra: Value| {
+        let spec = json!({"priorityClassName": class,
             "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}]});
         pod(name, name, merged(spec, extra))
     };
     let on = |node: &str| json!({"nodeSelector": {"kubernetes.io/hostname": node}});
-    for (name, prio, node) in [("low", 1, "n1"), ("mid-2", 5, "n2"), ("mid-3", 5, "n3")] {
-        create(api, &sized(name, "1500m", prio, on(node)));
+    for (name, class, node) in [("low", "p1", "n1"), ("mid-2", "p5", "n2"), ("mid-3", "p5", "n3")] {
+        create(api, &sized(name, "1500m", class, on(node)));
         assert_eq!(wait_bound(api, name), node);
     }
     assert_eq!(api.ok(&["get", "pod", "low", "-o", "jsonpath={.spec.priority}"]), "1");
 
-    create(api, &sized("urgent", "1", 10, json!({})));
+    create(api, &sized("urgent", "1", "p10", json!({})));
     wait_until("urgent nominated", std::time::Duration::from_secs(30), || {
         api.ok(&["get", "pod", "urgent", "-o", "jsonpath={.status.nominatedNodeName}"]) == "n1"
     });
@@ -236,7 +247,7 @@ fn preemption_evicts_the_lowest_priority_pod() {
     // The test plays n1's kubelet: the victim's containers stopped, its object goes. A pod of
     // lower priority than urgent's, created now, must not take the room urgent was promised.
     api.ok(&["delete", "pod", "low", "--grace-period=0", "--force"]);
-    create(api, &sized("sneaky", "1500m", 2, json!({})));
+    create(api, &sized("sneaky", "1500m", "p2", json!({})));
     assert_eq!(wait_bound(api, "urgent"), "n1");
     failed_scheduling(api, "sneaky");
     assert_eq!(node_of(api, "sneaky"), "");
@@ -246,8 +257,9 @@ fn preemption_evicts_the_lowest_priority_pod() {
                 preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
     });
 
-    // Who may not preempt: a pod with preemptionPolicy Never, whatever its priority.
-    create(api, &sized("polite", "1500m", 100, json!({"preemptionPolicy": "Never"})));
+    // Who may not preempt: a pod with preemptionPolicy Never (from its class), whatever its
+    // priority.
+    create(api, &sized("polite", "1500m", "p100-never", json!({})));
     assert_eq!(
         failed_scheduling(api, "polite"),
         "0/3 nodes are available: 3 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never.."

@@ -63,7 +63,7 @@ async fn serve(
     let t = target?;
     // A dry run, or a leader's fenced write, runs on a variant of the storage.
     let mut variant = dry_run(&method, q, &body)?.then(|| ctx.storage.dry_run());
-    if let Some(f) = crate::fence::Fence::from_headers(headers, &ctx.storage)? {
+    if let Some(f) = crate::fence::Fence::from_headers(headers, |res, ns, name| ctx.storage.key(res, Some(ns), name))? {
         variant = Some(variant.as_ref().unwrap_or(&ctx.storage).fenced(f));
     }
     let st = variant.as_ref().unwrap_or(&ctx.storage);

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{
-    Event, EventSource, Namespace, Node, ObjectReference, Pod, ReplicationController, Service,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod, ReplicationController, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -133,6 +132,8 @@ pub struct Scheduler {
     queue: Arc<Queue>,
     cache: Mutex<Cache>,
     profiles: HashMap<String, Profile>,
+    /// This machine's name, for the events' reportingInstance.
+    host: String,
     /// How many of the watches have listed once: scheduling waits for all of them, as
     /// upstream waits for its informers to sync (else a pod popped before the nodes are known
     /// would be judged against no nodes and wait out a backoff).
@@ -162,6 +163,7 @@ impl Scheduler {
             queue,
             cache: Mutex::new(Cache::default()),
             profiles,
+            host: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
             synced: tokio::sync::watch::channel(0).0,
         })
     }
@@ -340,13 +342,13 @@ impl Scheduler {
                 let ns = qp.pod.metadata.namespace.clone().unwrap_or_default();
                 let name = qp.pod.metadata.name.clone().unwrap_or_default();
                 let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                self.event(component, &qp.pod, "Normal", "Scheduled", "Binding", &msg).await;
+                self.event(component, &qp.pod, None, "Normal", "Scheduled", "Binding", &msg).await;
             }
             Err(e) => {
                 self.cache.lock().unwrap().forget(&k);
                 let msg = format!("running Bind plugin \"DefaultBinder\": {e}");
                 tracing::info!(pod = %k, "{msg}");
-                self.event(component, &qp.pod, "Warning", "FailedScheduling", "Scheduling", &msg).await;
+                self.event(component, &qp.pod, None, "Warning", "FailedScheduling", "Scheduling", &msg).await;
                 self.queue.retry(qp);
             }
         }
@@ -452,7 +454,7 @@ impl Scheduler {
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
                     let msg = format!("Preempted by pod {uid} on node {}", c.node);
-                    self.event(scheduler_name(pod), &v.pod, "Normal", "Preempted", "Preempting", &msg).await;
+                    self.event(scheduler_name(pod), &v.pod, Some(pod), "Normal", "Preempted", "Preempting", &msg).await;
                 }
                 Err(e) => tracing::info!(pod = %key(&v.pod), "could not preempt: {e}"),
             }
@@ -471,7 +473,7 @@ impl Scheduler {
     /// with reason `Unschedulable`, as upstream writes them, with `status.nominatedNodeName`
     /// set or cleared (`Some(None)`) as preemption decided.
     async fn report_unschedulable(&self, pod: &Pod, msg: &str, nominate: Option<Option<&str>>) {
-        self.event(scheduler_name(pod), pod, "Warning", "FailedScheduling", "Scheduling", msg).await;
+        self.event(scheduler_name(pod), pod, None, "Warning", "FailedScheduling", "Scheduling", msg).await;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -494,35 +496,47 @@ impl Scheduler {
         }
     }
 
-    /// An event about `pod` from the profile `component` (upstream's recorder per profile).
-    async fn event(&self, component: &str, pod: &Pod, type_: &str, reason: &str, action: &str, msg: &str) {
+    /// An event about `pod` (and the `related` one, e.g. a victim's preemptor), written as
+    /// upstream's scheduler writes it: through events.k8s.io/v1, from the profile `component`
+    /// (reportingController) and `<component>-<hostname>` (reportingInstance).
+    #[allow(clippy::too_many_arguments)]
+    async fn event(
+        &self,
+        component: &str,
+        pod: &Pod,
+        related: Option<&Pod>,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        msg: &str,
+    ) {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let now = Timestamp::now();
+        let reference = |p: &Pod| ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: p.metadata.namespace.clone(),
+            name: p.metadata.name.clone(),
+            uid: p.metadata.uid.clone(),
+            resource_version: p.metadata.resource_version.clone(),
+            ..ObjectReference::default()
+        };
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(format!("{name}.{:x}", now.as_nanosecond())),
                 namespace: Some(ns.clone()),
                 ..ObjectMeta::default()
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                namespace: Some(ns.clone()),
-                name: Some(name),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
-                ..ObjectReference::default()
-            },
+            event_time: Some(MicroTime(now)),
+            regarding: Some(reference(pod)),
+            related: related.map(reference),
             reason: Some(reason.into()),
-            message: Some(msg.into()),
+            note: Some(msg.into()),
             type_: Some(type_.into()),
             action: Some(action.into()),
-            source: Some(EventSource { component: Some(component.to_string()), host: None }),
-            reporting_component: Some(component.to_string()),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            count: Some(1),
+            reporting_controller: Some(component.to_string()),
+            reporting_instance: Some(format!("{component}-{}", self.host)),
             ..Event::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
