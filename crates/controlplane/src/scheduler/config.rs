@@ -327,16 +327,12 @@ fn resolve(file: File, flags: &LeaderElectionFlags, explicit: &[String]) -> Resu
         return Err(errs.join(", "));
     }
     Ok(SchedulerConfiguration {
-        kubeconfig: None,
+        kubeconfig: file.client_connection.and_then(|c| c.kubeconfig).filter(|k| !k.is_empty()).map(PathBuf::from),
         leader_election: le,
         percentage_of_nodes_to_score: percentage,
         pod_initial_backoff: Duration::from_secs(initial as u64),
         pod_max_backoff: Duration::from_secs(max as u64),
         profiles,
-    })
-    .map(|mut c| {
-        c.kubeconfig = file.client_connection.and_then(|c| c.kubeconfig).filter(|k| !k.is_empty()).map(PathBuf::from);
-        c
     })
 }
 

@@ -168,6 +168,41 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::num_feasible_nodes_to_find as find;
+    use super::*;
+    use crate::scheduler::plugins::testing::{node, pod, snapshot};
+
+    /// Rules every node out, naming it.
+    struct NoneFit;
+    impl Filter for NoneFit {
+        fn name(&self) -> &'static str {
+            "NoneFit"
+        }
+        fn filter(&self, _: &CycleState, _: &PodInfo, n: &NodeInfo) -> Status {
+            Status::unschedulable(n.name().to_string())
+        }
+    }
+
+    #[test]
+    fn statuses_come_in_node_order_whatever_node_the_cycle_started_at() {
+        let profile = Profile {
+            pre_filters: Vec::new(),
+            filters: vec![Arc::new(NoneFit)],
+            pre_scores: Vec::new(),
+            scores: Vec::new(),
+            scheduling_gates: true,
+            percentage_of_nodes_to_score: 0,
+            next_start: AtomicUsize::new(2),
+        };
+        let snap =
+            snapshot(["n1", "n2", "n3"].iter().map(|n| node(serde_json::json!({"metadata": {"name": n}}))).collect());
+        let p = pod(serde_json::json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": []}}));
+        for _ in 0..2 {
+            let (feasible, statuses) = profile.find_feasible(&CycleState::default(), &p, &snap);
+            assert!(feasible.is_empty());
+            let reasons: Vec<&str> = statuses.iter().map(|s| s.reasons()[0].as_str()).collect();
+            assert_eq!(reasons, ["n1", "n2", "n3"]);
+        }
+    }
 
     #[test]
     fn feasible_nodes_to_find_as_upstream() {

@@ -419,6 +419,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn configured_backoff_limits_apply() {
+        let q = Queue::with_backoff(Duration::from_secs(3), Duration::from_secs(4));
+        q.add(pod("p", 0));
+        let mut waited = Vec::new();
+        for _ in 0..3 {
+            let p = q.pop().await.unwrap();
+            q.retry(p);
+            let start = Instant::now();
+            q.pop().await.map(|p| q.retry(p)).unwrap();
+            waited.push((Instant::now() - start).as_secs());
+        }
+        // Attempts 1, 3, 5 wait 3 s, then the 4 s cap (3 s doubled is over it).
+        assert_eq!(waited, [3, 4, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn unschedulable_pods_wait_for_an_event() {
         let q = Queue::new();
         q.add(pod("p", 0));

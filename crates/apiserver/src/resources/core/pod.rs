@@ -265,6 +265,25 @@ mod tests {
     }
 
     #[test]
+    fn scheduling_gates_may_only_be_removed() {
+        let gated = |gates: &[&str]| {
+            let gates: Vec<Value> = gates.iter().map(|g| json!({"name": g})).collect();
+            json!({"spec": {"schedulingGates": gates, "containers": [{"name": "c", "image": "x"}]}})
+        };
+        assert!(pod_update_rules(&gated(&["a", "b"]), &gated(&["b"])).is_empty());
+        assert!(pod_update_rules(&gated(&["a"]), &json!({"spec": {"containers": [{"name": "c", "image": "x"}]}})).is_empty());
+        let errs = pod_update_rules(&gated(&["a"]), &gated(&["a", "c"]));
+        assert_eq!(
+            (errs[0].field.as_str(), errs[0].detail.as_str()),
+            ("spec.schedulingGates", "Forbidden: only deletion is allowed, but found new scheduling gate 'c'")
+        );
+        // Anything else in the spec stays immutable, gates or not.
+        let mut other = gated(&["a"]);
+        other["spec"]["containers"][0]["name"] = json!("d");
+        assert_eq!(pod_update_rules(&gated(&["a"]), &other)[0].field, "spec");
+    }
+
+    #[test]
     fn only_a_pod_on_a_node_waits() {
         let pending = json!({"spec": {}});
         assert_eq!(pod_grace(&pending, Some(30)), 0);
